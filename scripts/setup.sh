@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up .venv with voicefleet and its dependencies: bash scripts/setup.sh
+# Idempotent: a second run only checks that everything is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${VOICEFLEET_TORCH:-torch==2.13.0}
+
+if [ ! -x .venv/bin/python ]; then
+    echo "voicefleet setup: creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
+$PIP install --upgrade pip >/dev/null
+
+# Install torch on its own first so that no dependency resolves an unpinned torch to a
+# CUDA build with gigabytes of extra packages. VOICEFLEET_TORCH overrides the spec
+# (e.g. on GPU nodes: VOICEFLEET_TORCH="torch==2.13.0 --index-url <your CUDA index>").
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    echo "voicefleet setup: installing $TORCH_SPEC"
+    # shellcheck disable=SC2086
+    $PIP install $TORCH_SPEC
+fi
+
+echo "voicefleet setup: installing voicefleet and its dependencies"
+$PIP install -e ".[dev]"
+echo "voicefleet setup: done ($(.venv/bin/python -c 'import torch, ray; print("torch", torch.__version__, "/ ray", ray.__version__)'))"

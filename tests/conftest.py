@@ -1,0 +1,54 @@
+"""Shared test fixtures: the compat fixture folder and deterministic torch settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_COMPAT_DIR = REPO_ROOT.parent / "shared" / "compat"
+
+
+def compat_path() -> Path:
+    return Path(os.environ.get("VOICEFLEET_COMPAT_DIR", DEFAULT_COMPAT_DIR))
+
+
+@pytest.fixture(scope="session")
+def compat_dir() -> Path:
+    """The official-reference fixture folder (VOICEFLEET_COMPAT_DIR, default ../shared/compat)."""
+    path = compat_path()
+    if not (path / "README.md").is_file():
+        pytest.skip(f"compat fixtures not found at {path} (set VOICEFLEET_COMPAT_DIR to the folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def compat_configs(compat_dir: Path) -> dict:
+    return json.loads((compat_dir / "configs.json").read_text())
+
+
+def load_npz(compat_dir: Path, name: str) -> dict[str, np.ndarray]:
+    with np.load(compat_dir / name) as z:
+        return {k: z[k] for k in z.files}
+
+
+def assert_close(actual, expected, *, atol: float, rtol: float, name: str = "") -> None:
+    """|a - b| <= atol + rtol * |b|, the tolerance form the compat README states."""
+    a = actual.detach().cpu().double().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual, dtype=np.float64)
+    b = np.asarray(expected, dtype=np.float64)
+    assert a.shape == b.shape, f"{name}: shape {a.shape} != expected {b.shape}"
+    err = np.abs(a - b)
+    bound = atol + rtol * np.abs(b)
+    worst = float((err - bound).max()) if err.size else 0.0
+    assert worst <= 0, f"{name}: max |diff| {err.max():.3g} exceeds atol {atol} + rtol {rtol}*|ref|"
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    torch.set_num_threads(2)
+    yield

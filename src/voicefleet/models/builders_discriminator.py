@@ -1,0 +1,20 @@
+"""Discriminator builders: one logic-free function per size, official numbers only."""
+
+from __future__ import annotations
+
+from .config import DiscriminatorConfig
+from .discriminator import MultiPeriodDiscriminator
+
+
+def discriminator_v2() -> MultiPeriodDiscriminator:
+    """The official SoVITS v2 discriminator (46,747,132 parameters)."""
+    return MultiPeriodDiscriminator(DiscriminatorConfig())
+
+
+def discriminator_tiny() -> MultiPeriodDiscriminator:
+    """The reduced discriminator of the compat fixtures (`configs.json` `discriminator_override`)."""
+    return MultiPeriodDiscriminator(DiscriminatorConfig(
+        periods=(2, 3, 5, 7, 11),
+        s_channels=(4, 16, 64, 256, 256, 256),
+        p_channels=(4, 16, 32, 64, 64),
+    ))

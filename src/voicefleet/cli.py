@@ -1,0 +1,146 @@
+"""The `voicefleet` command line: thin typer commands over the Python API.
+
+    voicefleet --help
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="GPT-SoVITS v2 voice cloning at cluster scale on Ray.")
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable)
+
+
+class UserError(Exception):
+    """An error caused by what the user gave; printed as one line, exit code 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .models.checkpoint import CheckpointError
+    from .models.config import ConfigError
+    from .models.pipeline import SynthesisError
+    from .models.pretrained import PretrainedError
+
+    return (UserError, CheckpointError, ConfigError, PretrainedError, SynthesisError, FileExistsError, FileNotFoundError,
+            ValueError)
+
+
+def user_facing(fn: F) -> F:
+    """Turn the errors a user can fix into one red line and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _user_errors() as e:
+            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/yellow]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details."),
+          version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+    if version:
+        typer.echo(f"voicefleet {__version__}")
+        raise typer.Exit()
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@app.command("init-pretrained")
+@user_facing
+def init_pretrained_cmd(
+    folder: Path = typer.Argument(..., help="Where to write the pretrained folder."),
+    tiny: bool = typer.Option(False, "--tiny", help="Tiny models for tests and demos (a few MB)."),
+    full: bool = typer.Option(False, "--full", help="Official sizes, random weights (for benchmarks)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+) -> None:
+    """Write a random-initialised pretrained folder in the official GPT-SoVITS layout."""
+    from .models.pretrained import init_pretrained
+
+    if tiny == full:
+        raise UserError("choose exactly one of --tiny or --full")
+    paths = init_pretrained(folder, "tiny" if tiny else "full", seed=seed, overwrite=overwrite)
+    table = Table(title=f"pretrained folder ({'tiny' if tiny else 'full'}, random weights)")
+    table.add_column("part")
+    table.add_column("path")
+    for part in ("hubert", "bert", "gpt", "sovits_g", "sovits_d"):
+        table.add_row(part, str(getattr(paths, part)))
+    Console().print(table)
+
+
+@app.command("inspect")
+@user_facing
+def inspect_cmd(path: Path = typer.Argument(..., help="An official .pth / .ckpt weight file.")) -> None:
+    """Say what kind of GPT-SoVITS weight file PATH is and check that it loads."""
+    from .models.inspect import inspect_checkpoint
+
+    report = inspect_checkpoint(path)
+    table = Table(title=str(path), show_header=False)
+    for key, value in report.items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@app.command("synthesize")
+@user_facing
+def synthesize_cmd(
+    pretrained: Path = typer.Option(..., "--pretrained", help="Official pretrained folder (HuBERT, BERT, GPT, SoVITS)."),
+    ref_audio: Path = typer.Option(..., "--ref-audio", help="Reference clip of the voice, 3-10 s."),
+    phonemes: str = typer.Option(..., "--phonemes", help="Target phonemes (v2 symbols, space separated; "
+                                 "'|' separates fragments)."),
+    prompt_phonemes: str = typer.Option("", "--prompt-phonemes", help="Phonemes of what the reference clip says."),
+    output: Path = typer.Option(..., "--output", "-o", help="Output file: .wav, .flac, .ogg or .pcm (raw s16le)."),
+    gpt: Optional[Path] = typer.Option(None, "--gpt", help="GPT .ckpt (default: the pretrained one)."),
+    sovits: Optional[Path] = typer.Option(None, "--sovits", help="SoVITS .pth (default: the pretrained s2G)."),
+    top_k: int = typer.Option(15, min=1), top_p: float = typer.Option(1.0, min=0.01, max=1.0),
+    temperature: float = typer.Option(1.0, min=0.0), repetition_penalty: float = typer.Option(1.35, min=0.01),
+    speed: float = typer.Option(1.0, min=0.25, max=4.0), noise_scale: float = typer.Option(0.5, min=0.0),
+    seed: Optional[int] = typer.Option(None, help="Seed for reproducible output."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+) -> None:
+    """Synthesise speech in the reference voice from phonemes and write an audio file."""
+    from .models.audio_io import write_audio
+    from .models.pipeline import SynthesisParams, Synthesizer
+    from .models.pretrained import find_pretrained
+    from .models.symbols import phoneme_ids
+
+    if output.exists() and not overwrite:
+        raise UserError(f"{output} already exists; pass --overwrite to replace it")
+    fragments = [phoneme_ids(f) for f in phonemes.split("|") if f.strip()]
+    if not fragments:
+        raise UserError("nothing to synthesise: --phonemes is empty")
+    paths = find_pretrained(pretrained)
+    synth = Synthesizer.from_pretrained(paths)
+    voice = synth.load_voice("cli", gpt or paths.gpt, sovits or paths.sovits_g, ref_audio, prompt_phonemes)
+    params = SynthesisParams(top_k=top_k, top_p=top_p, temperature=temperature,
+                             repetition_penalty=repetition_penalty, speed=speed, noise_scale=noise_scale, seed=seed)
+    audio = synth.synthesize(voice, fragments, params)
+    write_audio(output, audio)
+    console.print(f"wrote {output} ({len(audio) / 32000:.2f} s at 32 kHz)")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

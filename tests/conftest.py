@@ -52,3 +52,25 @@ def assert_close(actual, expected, *, atol: float, rtol: float, name: str = "") 
 def _torch_threads():
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tmp_path_factory):
+    """A random tiny pretrained folder in the official layout, written once per session."""
+    from voicefleet.models.pretrained import init_pretrained
+
+    return init_pretrained(tmp_path_factory.mktemp("pretrained") / "tiny", "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def reference_wav(tmp_path_factory) -> Path:
+    """A 4 s voice-like 32 kHz clip (gliding harmonic tone)."""
+    import soundfile as sf
+
+    sr = 32000
+    t = np.arange(4 * sr) / sr
+    phase = 2 * np.pi * np.cumsum(140 + 30 * np.sin(2 * np.pi * 0.7 * t)) / sr
+    wave = sum(0.3 / k * np.sin(k * phase) for k in range(1, 8)) * 0.5
+    path = tmp_path_factory.mktemp("audio") / "reference.wav"
+    sf.write(path, wave.astype(np.float32), sr)
+    return path

@@ -115,6 +115,7 @@ def synthesize_cmd(
     temperature: float = typer.Option(1.0, min=0.0), repetition_penalty: float = typer.Option(1.35, min=0.01),
     speed: float = typer.Option(1.0, min=0.25, max=4.0), noise_scale: float = typer.Option(0.5, min=0.0),
     seed: Optional[int] = typer.Option(None, help="Seed for reproducible output."),
+    max_tokens: int = typer.Option(1500, min=1, max=1500, help="Cap on semantic tokens per fragment (25 per s)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     """Synthesise speech in the reference voice from phonemes and write an audio file."""
@@ -132,7 +133,8 @@ def synthesize_cmd(
     synth = Synthesizer.from_pretrained(paths)
     voice = synth.load_voice("cli", gpt or paths.gpt, sovits or paths.sovits_g, ref_audio, prompt_phonemes)
     params = SynthesisParams(top_k=top_k, top_p=top_p, temperature=temperature,
-                             repetition_penalty=repetition_penalty, speed=speed, noise_scale=noise_scale, seed=seed)
+                             repetition_penalty=repetition_penalty, speed=speed, noise_scale=noise_scale, seed=seed,
+                             max_tokens=max_tokens)
     audio = synth.synthesize(voice, fragments, params)
     write_audio(output, audio)
     console.print(f"wrote {output} ({len(audio) / 32000:.2f} s at 32 kHz)")

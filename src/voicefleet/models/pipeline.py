@@ -116,7 +116,8 @@ class Synthesizer:
                    prompt_phonemes: Sequence[str] | str = ()) -> Voice:
         gpt, _, _ = load_gpt(gpt_path)
         sovits = load_sovits(sovits_path).model.prepare_for_inference()
-        return Voice(name, gpt.eval(), sovits, self.reference(ref_audio, sovits), phoneme_ids(prompt_phonemes))
+        gpt = gpt.eval().relayout_for_cpu_decoding_() if not torch.cuda.is_available() else gpt.eval()
+        return Voice(name, gpt, sovits, self.reference(ref_audio, sovits), phoneme_ids(prompt_phonemes))
 
     # ---- synthesis ------------------------------------------------------------------------
     def _bert(self, n_phonemes: int, gpt: GPT) -> torch.Tensor:

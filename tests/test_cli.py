@@ -1,0 +1,111 @@
+"""The `voicefleet` command as a user runs it: results on disk, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from voicefleet.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def _synth(pretrained, ref, out, *extra):
+    return run("synthesize", "--pretrained", pretrained.root, "--ref-audio", ref, "--prompt-phonemes", "n i3 h ao3",
+               "--phonemes", "HH AH0 L OW1 | w o3", "--max-tokens", "30", "-o", out, *extra)
+
+
+def test_synthesize_writes_32k_audio_reproducibly(tiny_pretrained, reference_wav, tmp_path):
+    first = _synth(tiny_pretrained, reference_wav, tmp_path / "a.wav", "--seed", "3")
+    assert first.exit_code == 0, first.output
+    second = _synth(tiny_pretrained, reference_wav, tmp_path / "b.wav", "--seed", "3")
+    other = _synth(tiny_pretrained, reference_wav, tmp_path / "c.wav", "--seed", "4")
+    assert second.exit_code == 0 and other.exit_code == 0
+    a, sr = sf.read(tmp_path / "a.wav")
+    b, _ = sf.read(tmp_path / "b.wav")
+    c, _ = sf.read(tmp_path / "c.wav")
+    assert sr == 32000
+    # two fragments of at most 30 tokens (25 Hz -> 1280 samples each) plus 0.3 s silence after each
+    assert 2 * 0.3 * sr < len(a) <= 2 * (30 * 1280 + 0.3 * sr)
+    assert np.abs(a).max() > 0.01
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) if len(a) == len(c) else True
+
+
+@pytest.mark.parametrize("fmt", ["flac", "ogg", "pcm"])
+def test_synthesize_other_formats(tiny_pretrained, reference_wav, tmp_path, fmt):
+    out = tmp_path / f"x.{fmt}"
+    result = _synth(tiny_pretrained, reference_wav, out, "--seed", "1")
+    assert result.exit_code == 0, result.output
+    if fmt == "pcm":
+        assert out.stat().st_size % 2 == 0 and out.stat().st_size > 0
+    else:
+        _, sr = sf.read(out)
+        assert sr == 32000
+
+
+def _one_line_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert "Traceback" not in result.output
+    assert lines[-1].startswith("error:"), result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+
+
+def test_short_and_long_reference_clips_fail_clearly(tiny_pretrained, tmp_path):
+    for seconds in (1, 30):
+        ref = tmp_path / f"ref{seconds}.wav"
+        sf.write(ref, np.sin(np.arange(seconds * 16000) / 10).astype(np.float32) * 0.3, 16000)
+        _one_line_error(_synth(tiny_pretrained, ref, tmp_path / "o.wav"), "between 3 and 10 s")
+
+
+def test_not_audio_missing_pretrained_and_bad_phonemes(tiny_pretrained, reference_wav, tmp_path):
+    junk = tmp_path / "junk.wav"
+    junk.write_text("this is not audio")
+    _one_line_error(_synth(tiny_pretrained, junk, tmp_path / "o.wav"), "junk.wav")
+    result = run("synthesize", "--pretrained", tmp_path / "nowhere", "--ref-audio", reference_wav,
+                 "--phonemes", "a1", "-o", tmp_path / "o.wav")
+    _one_line_error(result, "does not exist")
+    result = run("synthesize", "--pretrained", tiny_pretrained.root, "--ref-audio", reference_wav,
+                 "--phonemes", "a1 qq7", "-o", tmp_path / "o.wav")
+    _one_line_error(result, "qq7")
+    result = run("synthesize", "--pretrained", tiny_pretrained.root, "--ref-audio", reference_wav,
+                 "--phonemes", " | ", "-o", tmp_path / "o.wav")
+    _one_line_error(result, "nothing to synthesise")
+
+
+def test_existing_output_is_not_overwritten(tiny_pretrained, reference_wav, tmp_path):
+    out = tmp_path / "keep.wav"
+    out.write_bytes(b"precious")
+    _one_line_error(_synth(tiny_pretrained, reference_wav, out), "already exists")
+    assert out.read_bytes() == b"precious"
+
+
+def test_init_pretrained_refuses_to_overwrite(tmp_path):
+    target = tmp_path / "pt"
+    target.mkdir()
+    (target / "mine.txt").write_text("keep")
+    _one_line_error(run("init-pretrained", "--tiny", target), "not empty")
+    assert (target / "mine.txt").read_text() == "keep"
+    _one_line_error(run("init-pretrained", target), "--tiny or --full")
+
+
+def test_inspect_reports_each_kind(tiny_pretrained, compat_dir):
+    for path, kind in [(tiny_pretrained.gpt, "gpt"), (tiny_pretrained.sovits_g, "sovits"),
+                       (tiny_pretrained.sovits_d, "discriminator"), (compat_dir / "tiny_s2G_export.pth", "sovits")]:
+        result = run("inspect", path)
+        assert result.exit_code == 0, result.output
+        assert kind in result.output
+
+
+def test_inspect_rejects_a_non_checkpoint(tmp_path):
+    bogus = tmp_path / "weights.pth"
+    bogus.write_bytes(b"PK\x03\x04garbage")
+    _one_line_error(run("inspect", bogus), "weights.pth")

@@ -1,0 +1,126 @@
+"""Synthesis speed at full v2 size on CPU: GPT ms/token, SoVITS decode, first chunk, real-time factor.
+
+    .venv/bin/python benchmarks/inference.py [--threads 2] [--seconds 10] [--modes fp32,fast]
+
+Random weights cost exactly what real ones do, so the models are built in memory at official
+sizes. The random GPT never emits EOS, so each fragment decodes a fixed number of tokens
+(25 per second of audio). A 6 s reference clip gives the 150-token prompt; text is ~10
+phonemes per second of audio.
+
+Modes: `fp32` is the reference path (official numerics); `fast` is voicefleet's CPU inference
+path (see `voicefleet.models.fast`); the mel distance of `fast` to `fp32` on the same tokens
+and noise is reported as its fidelity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import report  # noqa: E402
+
+from voicefleet.models import audio  # noqa: E402
+from voicefleet.models.builders import sovits_v2  # noqa: E402
+from voicefleet.models.builders_gpt import gpt_v2  # noqa: E402
+from voicefleet.models.gpt import SamplingParams  # noqa: E402
+
+TOKENS_PER_S, HOP_S = 25, 640 * 2 / 32000
+
+
+def build(mode: str, base_gpt, base_sovits):
+    from voicefleet.models.fast import optimize_for_cpu_inference
+
+    if mode == "fp32":
+        gpt = copy.deepcopy(base_gpt).relayout_for_cpu_decoding_()
+        sovits = sovits_v2()
+        sovits.load_state_dict(base_sovits.state_dict())
+        sovits.eval().prepare_for_inference()
+    elif mode == "fast":
+        gpt, sovits = optimize_for_cpu_inference(base_gpt, base_sovits)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    return gpt, sovits
+
+
+def timeit(fn, repeats=1):
+    fn()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        out = fn()
+    return (time.perf_counter() - t) / repeats, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--modes", default="fp32,fast")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    base_gpt, base_sovits = gpt_v2().eval(), sovits_v2().eval()
+    with torch.no_grad():
+        base_sovits.quantizer.codebook.embed.normal_()
+
+    n_tokens = int(args.seconds * TOKENS_PER_S)
+    prompt = torch.randint(0, 1024, (150,))
+    phones = torch.randint(0, 732, (int(args.seconds * 10) + 20,))  # prompt text + target text
+    bert = torch.zeros(1024, phones.numel())
+    text = torch.randint(0, 732, (1, int(args.seconds * 10)))
+    ref_spec = audio.linear_spectrogram(torch.randn(1, 6 * 32000) * 0.1)
+    sampling = SamplingParams(top_k=15)
+    rows, reference_mel = [], None
+    for mode in args.modes.split(","):
+        gpt, sovits = build(mode, base_gpt, base_sovits)
+
+        def gpt_run(steps=n_tokens, g=gpt):
+            return g.generate(phones, bert, prompt, sampling=sampling, max_steps=steps,
+                              generator=torch.Generator().manual_seed(0))
+
+        t_gpt, out = timeit(gpt_run)
+        ms_token = 1000 * t_gpt / n_tokens
+        tokens = torch.randint(0, 1024, (1, 1, n_tokens), generator=torch.Generator().manual_seed(1))
+
+        def decode(s=sovits, toks=tokens, txt=text):
+            return s.decode(toks, txt, [ref_spec], noise_scale=0.5, generator=torch.Generator().manual_seed(2))
+
+        t_dec, wave = timeit(decode)
+        mel = audio.mel_spectrogram(wave[:, 0].float())
+        if reference_mel is None:
+            reference_mel, fidelity = mel, "reference"
+        else:
+            fidelity = f"{(mel - reference_mel).abs().mean():.4f}"
+        # first chunk: a 2 s first fragment, GPT + decode
+        first_tokens = 2 * TOKENS_PER_S
+        t_first_gpt, _ = timeit(lambda: gpt_run(first_tokens))
+        t_first_dec, _ = timeit(lambda: decode(toks=tokens[..., :first_tokens], txt=text[:, :20]))
+        # batch 8: eight fragments of seconds/8 each, decoded together
+        per = max(1, n_tokens // 8)
+        ids = [phones[: 20 + int(args.seconds * 10 / 8)]] * 8
+        berts = [torch.zeros(1024, ids[0].numel())] * 8
+        gens = [torch.Generator().manual_seed(i) for i in range(8)]
+        t_b8, _ = timeit(lambda: gpt.generate_batch(ids, berts, prompt.expand(8, -1), sampling=sampling,
+                                                    max_steps=per + 1, generator=gens))
+        t_b8_dec, _ = timeit(lambda: [decode(toks=tokens[..., i * per:(i + 1) * per], txt=text[:, :12])
+                                      for i in range(8)])
+        audio_s = n_tokens * HOP_S
+        rtf1 = (t_gpt + t_dec) / audio_s
+        rtf8 = (t_b8 + t_b8_dec) / (8 * per * HOP_S)
+        rows.append([mode, f"{ms_token:.1f}", f"{t_dec:.2f}", f"{t_first_gpt + t_first_dec:.2f}", f"{rtf1:.2f}",
+                     f"{rtf8:.2f}", fidelity])
+    report(f"Synthesis speed, full v2 size, {args.threads} CPU threads, {args.seconds:.0f} s of audio",
+           ["mode", "GPT ms/token (b1)", f"SoVITS decode {args.seconds:.0f} s (s)", "first chunk (s)",
+            "RTF batch 1", "RTF batch 8", "mel L1 vs fp32"], rows,
+           notes="first chunk = GPT + SoVITS for a 2 s first fragment after the reference is cached; "
+                 "batch 8 = the same audio as 8 fragments, GPT-decoded together. "
+                 "mel L1 = mean |log-mel difference| of the decoded waveform vs the fp32 path (same tokens/noise).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""Reduced-precision CPU inference for GPT and SoVITS (opt-in; fp32 stays the reference path).
+
+What is changed and why (measured in `benchmarks/inference.py`, results in RESULTS.md):
+
+* GPT linears keep an int8 copy of each weight (symmetric, one scale per output channel) and a
+  bf16 copy. A decoding step multiplies one row per sequence: that is memory-bound, so reading
+  int8 weights through the weight-only int8 kernel is about 2-3x faster than fp32. Many rows (the
+  prompt pass, big batches) are compute-bound: those use the bf16 copy (AVX512-BF16 doubles the
+  matrix rate). Activations stay fp32 between layers (LayerNorm, residuals, attention), only the
+  matrix inputs are rounded to bf16.
+* The HiFi-GAN decoder (about 94% of SoVITS time) runs its convolutions in bf16; everything
+  before it (text encoder, flow) stays fp32, and the last conv and tanh run in fp32.
+
+The CPU needs AVX512-BF16 or AMX for the bf16 matrix rate; elsewhere bf16 can be slower than
+fp32, so `cpu_supports_bf16()` is checked by callers that pick the mode automatically.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .gpt import GPT
+from .modules.hifigan import HiFiGANGenerator
+from .sovits import SoVITS
+
+logger = logging.getLogger(__name__)
+
+INT8_MAX_ROWS = 4  # up to this many rows per call the int8 weight-only kernel is the faster one
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 dot products (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class Int8Bf16Linear(nn.Module):
+    """A frozen linear layer for inference: int8 weights for few rows, bf16 weights for many.
+
+    Output is float32. Per-channel symmetric quantisation: w ~ scale[o] * q[o, i], q in [-127, 127].
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        w = linear.weight.detach().float()
+        scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.register_buffer("weight_int8", torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scales", scales.to(torch.bfloat16))
+        self.register_buffer("weight_bf16", w.to(torch.bfloat16))
+        bias = linear.bias.detach().float() if linear.bias is not None else None
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        if rows.shape[0] <= INT8_MAX_ROWS:
+            y = torch._weight_int8pack_mm(rows, self.weight_int8, self.scales)
+        else:
+            y = F.linear(rows, self.weight_bf16)
+        y = y.float()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*shape[:-1], self.out_features)
+
+
+def quantize_gpt(gpt: GPT) -> GPT:
+    """A copy of `gpt` whose transformer and head linears are `Int8Bf16Linear` (inference only)."""
+    fast = copy.deepcopy(gpt).eval()
+    targets = [(name, m) for name, m in fast.named_modules() if isinstance(m, nn.Linear)]
+    for name, linear in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = fast.get_submodule(parent_name) if parent_name else fast
+        setattr(parent, child, Int8Bf16Linear(linear))
+    fast.requires_grad_(False)
+    return fast
+
+
+class Bf16Decoder(nn.Module):
+    """Runs a HiFi-GAN generator's convolutions in bf16; the final conv and tanh in fp32."""
+
+    def __init__(self, decoder: HiFiGANGenerator):
+        super().__init__()
+        self.inner = decoder
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        inner = self.inner
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            y = inner.conv_pre(x)
+            if g is not None:
+                y = y + inner.cond(g)
+            for i, up in enumerate(inner.ups):
+                y = up(F.leaky_relu(y, 0.1))
+                blocks = inner.resblocks[i * inner.num_kernels:(i + 1) * inner.num_kernels]
+                acc = blocks[0](y)
+                for block in blocks[1:]:
+                    acc = acc + block(y)
+                y = acc / inner.num_kernels
+        y = F.leaky_relu(y.float())
+        return torch.tanh(inner.conv_post(y))
+
+
+def fast_sovits(sovits: SoVITS) -> SoVITS:
+    """A copy of `sovits` prepared for inference with its decoder in bf16."""
+    if any(parametrize.is_parametrized(m) for m in sovits.modules()):
+        # Deep copies of weight-normed modules share their parametrized classes, and folding one
+        # would break the other: build a fresh model from the state dict instead.
+        fresh = type(sovits)(sovits.config)
+        fresh.load_state_dict(sovits.state_dict())
+        fresh.prepare_for_inference()
+    else:
+        fresh = copy.deepcopy(sovits).eval()
+    fresh.decoder = Bf16Decoder(fresh.decoder)
+    return fresh.requires_grad_(False)
+
+
+def optimize_for_cpu_inference(gpt: GPT, sovits: SoVITS) -> tuple[GPT, SoVITS]:
+    """Both models in voicefleet's reduced-precision CPU mode (copies; the inputs are untouched)."""
+    if not cpu_supports_bf16():
+        logger.warning("this CPU has no native bf16 support; the fast path may be slower than fp32")
+    return quantize_gpt(gpt), fast_sovits(sovits)

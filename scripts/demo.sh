@@ -15,6 +15,6 @@ if [ ! -d "$PRETRAINED" ]; then
 fi
 [ -f out/reference.wav ] || .venv/bin/python scripts/make_reference.py out/reference.wav
 $VF synthesize --pretrained "$PRETRAINED" --ref-audio out/reference.wav \
-    --prompt-phonemes "n i3 h ao3 SP" --phonemes "HH AH0 L OW1 W ER1 L D ." \
+    --prompt-text "你好，这是我的声音。" --text "欢迎使用语音合成。今天天气很好，我们一起去公园散步吧！" --lang zh \
     --seed 0 --top-k 15 --output out/demo.wav --overwrite
 echo "voicefleet demo: pretrained set in $PRETRAINED, reference clip out/reference.wav, speech in out/demo.wav"

@@ -11,7 +11,14 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_COMPAT_DIR = REPO_ROOT.parent / "shared" / "compat"
+SHARED = REPO_ROOT.parent / "shared"
+DEFAULT_COMPAT_DIR = SHARED / "compat"
+
+# Test data kept beside the repository (never inside it): NLTK's tagger for the English front end
+# and the official text dictionaries. scripts/test.sh exports the same defaults.
+for _var, _folder in (("NLTK_DATA", SHARED / "nltk_data"), ("VOICEFLEET_TEXT_DATA", SHARED / "gptsovits_text")):
+    if _var not in os.environ and _folder.is_dir():
+        os.environ[_var] = str(_folder)
 
 
 def compat_path() -> Path:

@@ -17,7 +17,7 @@ def run(*args: str):
 
 
 def _synth(pretrained, ref, out, *extra):
-    return run("synthesize", "--pretrained", pretrained.root, "--ref-audio", ref, "--prompt-phonemes", "n i3 h ao3",
+    return run("synthesize", "--pretrained", pretrained.root, "--ref-audio", ref,
                "--phonemes", "HH AH0 L OW1 | w o3", "--max-tokens", "30", "-o", out, *extra)
 
 
@@ -109,3 +109,32 @@ def test_inspect_rejects_a_non_checkpoint(tmp_path):
     bogus = tmp_path / "weights.pth"
     bogus.write_bytes(b"PK\x03\x04garbage")
     _one_line_error(run("inspect", bogus), "weights.pth")
+
+
+def _synth_text(pretrained, ref, out, text, lang, *extra):
+    return run("synthesize", "--pretrained", pretrained.root, "--ref-audio", ref, "--prompt-text", "这是我的声音。",
+               "--text", text, "--lang", lang, "--max-tokens", "20", "-o", out, *extra)
+
+
+def test_synthesize_text_zh_en_and_mixed(tiny_pretrained, reference_wav, tmp_path):
+    for i, (text, lang) in enumerate([("今天天气很好，我们去散步吧。", "zh"), ("Hello there, how are you?", "en"),
+                                      ("我们用 Python 写代码。", "zh")]):
+        out = tmp_path / f"t{i}.wav"
+        result = _synth_text(tiny_pretrained, reference_wav, out, text, lang, "--seed", "1", "--batch-size", "2")
+        assert result.exit_code == 0, result.output
+        audio, sr = sf.read(out)
+        assert sr == 32000 and len(audio) > 0.3 * sr
+
+
+def test_text_errors_are_one_line(tiny_pretrained, reference_wav, tmp_path):
+    out = tmp_path / "o.wav"
+    _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "   ", "zh"), "--text is empty")
+    _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "こんにちは", "ja"), "unsupported language 'ja'")
+    _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "你好", "zh", "--phonemes", "a1"),
+                    "exactly one of --text or --phonemes")
+    _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "你好啊朋友们。", "zh",
+                                "--text-split-method", "cut9"), "cut9")
+    result = run("synthesize", "--pretrained", tiny_pretrained.root, "--ref-audio", reference_wav,
+                 "--text", "你好", "-o", out, "--gpt", tmp_path / "missing.ckpt")
+    _one_line_error(result, "missing.ckpt", "not found")
+    assert not out.exists()

@@ -1,20 +1,26 @@
-"""Zero-shot / fine-tuned voice synthesis: reference clip + phonemes -> 32 kHz audio.
+"""Zero-shot / fine-tuned voice synthesis: reference clip + text -> 32 kHz audio.
 
 The official inference path, step by step:
 1. reference clip at 16 kHz (3-10 s) + the official trailing silence -> HuBERT -> SoVITS
    quantizer -> prompt semantic tokens; the same clip at 32 kHz -> linear spectrogram (style);
-2. prompt phonemes + target phonemes (+ BERT features, zeros for non-Chinese text) -> GPT with
-   the prompt tokens as the start of the audio sequence -> new semantic tokens;
-3. SoVITS decodes the new tokens against the target phonemes and the reference style.
+2. text -> fragments (split method) -> phonemes per language segment + BERT features (Chinese
+   segments; zeros otherwise); the prompt transcript is prepended to every fragment;
+3. GPT continues the prompt tokens -> new semantic tokens per fragment (fragments of similar
+   length are decoded together in one batch);
+4. SoVITS decodes each fragment's tokens against its phonemes and the reference style; each
+   fragment is followed by a short silence.
 
-Shared feature extractors (HuBERT, BERT) are loaded once and can serve many voices: a voice is
-only its GPT + SoVITS weights plus a reference clip (`Voice`).
+Shared feature extractors (HuBERT, BERT) are loaded once and serve every voice: a voice is its
+GPT + SoVITS weights plus a reference clip and transcript (`Voice`). No state is kept between
+calls: every request draws from its own random generators, so a seed reproduces the same audio
+even with other requests running concurrently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -29,11 +35,13 @@ from .features import BertFeatures, HubertFeatures, pad_reference_16k
 from .gpt import GPT, SamplingParams
 from .pretrained import PretrainedPaths
 from .sovits import SoVITS
-from .symbols import phoneme_ids
+from .text.splitting import SENTENCE_MARKS, length_buckets, split_text
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_MIN_S, REFERENCE_MAX_S = 3.0, 10.0  # official limits on the reference clip
+# fp32: official numerics. fast: int8/bf16 GPT and bf16 HiFi-GAN on CPU (`models.fast`).
+PRECISIONS = ("fp32", "fast")
 
 
 class SynthesisError(ValueError):
@@ -42,7 +50,7 @@ class SynthesisError(ValueError):
 
 @dataclass(frozen=True)
 class SynthesisParams:
-    """Per-request knobs; defaults follow the official inference API."""
+    """Per-request knobs; defaults follow the official inference API (api_v2)."""
 
     top_k: int = 15
     top_p: float = 1.0
@@ -51,8 +59,10 @@ class SynthesisParams:
     noise_scale: float = 0.5
     speed: float = 1.0
     fragment_interval: float = 0.3  # seconds of silence after each fragment
+    text_split_method: str = "cut5"
+    batch_size: int = 1  # fragments decoded together by the GPT
     seed: int | None = None
-    max_tokens: int = 1500  # hard cap on generated semantic tokens per fragment (60 s)
+    max_tokens: int = 1500  # cap on semantic tokens per fragment (25 per second of audio)
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(top_k=self.top_k, top_p=self.top_p, temperature=self.temperature,
@@ -69,31 +79,84 @@ class Reference:
 
 
 @dataclass
+class TextUnit:
+    """Phoneme ids (n,) of a piece of text, its BERT features (bert_dim, n) and normalised text."""
+
+    phone_ids: list[int]
+    bert: torch.Tensor
+    norm_text: str
+
+
+@dataclass
 class Voice:
-    """A voice: fine-tuned (or pretrained) GPT + SoVITS and its reference clip and transcript."""
+    """A voice: GPT + SoVITS weights, its reference clip and the transcript of that clip."""
 
     name: str
     gpt: GPT
     sovits: SoVITS
     reference: Reference
-    prompt_phonemes: list[int] = field(default_factory=list)
+    prompt: TextUnit | None = None
+
+
+def fragment_generator(seed: int, index: int, purpose: str) -> torch.Generator:
+    """A generator for one fragment and purpose, derived from the request seed only.
+
+    Deriving per fragment keeps a fragment's audio independent of how fragments are batched.
+    """
+    digest = hashlib.sha256(f"{seed}:{index}:{purpose}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 class Synthesizer:
-    """Shared feature extractors plus the synthesis steps; thread-safe for concurrent requests.
+    """Shared feature extractors plus the synthesis steps; safe to call from several threads."""
 
-    No state is kept between calls: every request draws from its own `torch.Generator`.
-    """
-
-    def __init__(self, hubert: HubertFeatures, bert: BertFeatures | None = None):
+    def __init__(self, hubert: HubertFeatures, bert: BertFeatures | None = None, *, precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.hubert = hubert.eval()
         self.bert = bert
+        self.precision = precision
 
     @classmethod
-    def from_pretrained(cls, paths: PretrainedPaths) -> "Synthesizer":
-        return cls(HubertFeatures.from_pretrained(paths.hubert), BertFeatures.from_pretrained(paths.bert))
+    def from_pretrained(cls, paths: PretrainedPaths, *, precision: str = "fp32") -> "Synthesizer":
+        return cls(HubertFeatures.from_pretrained(paths.hubert), BertFeatures.from_pretrained(paths.bert),
+                   precision=precision)
 
-    # ---- voices --------------------------------------------------------------------------
+    # ---- text -----------------------------------------------------------------------------
+    def text_unit(self, text: str, lang: str, bert_dim: int) -> TextUnit:
+        """Text (one fragment) -> phonemes and BERT features, official language handling."""
+        from .text.frontend import phones_and_bert_segments
+
+        ids: list[int] = []
+        berts: list[torch.Tensor] = []
+        norm = []
+        for seg in phones_and_bert_segments(text, lang):
+            ids.extend(seg.phone_ids)
+            norm.append(seg.norm_text)
+            if seg.lang == "zh" and self.bert is not None and seg.word2ph:
+                berts.append(self.bert.phone_level_features(seg.norm_text, list(seg.word2ph)))
+            else:
+                berts.append(torch.zeros(bert_dim, len(seg.phone_ids)))
+        bert = torch.cat(berts, dim=1) if berts else torch.zeros(bert_dim, 0)
+        return TextUnit(ids, bert, "".join(norm))
+
+    def prompt_unit(self, prompt_text: str, prompt_lang: str, bert_dim: int) -> TextUnit | None:
+        prompt_text = (prompt_text or "").strip("\n")
+        if not prompt_text.strip():
+            return None
+        if prompt_text[-1] not in SENTENCE_MARKS:
+            prompt_text += "." if prompt_lang.lower() == "en" else "。"
+        return self.text_unit(prompt_text, prompt_lang, bert_dim)
+
+    def fragments(self, text: str, lang: str, method: str, bert_dim: int) -> list[TextUnit]:
+        pieces = split_text(text, method, lang)
+        units = [self.text_unit(p, lang, bert_dim) for p in pieces]
+        units = [u for u in units if u.phone_ids]
+        if not units:
+            raise SynthesisError("nothing to synthesise: the text has no speakable content")
+        return units
+
+    # ---- voices ---------------------------------------------------------------------------
     @torch.inference_mode()
     def reference(self, source: str | Path | bytes, sovits: SoVITS) -> Reference:
         """Load and check a reference clip, and compute its prompt tokens and spectrogram."""
@@ -113,49 +176,103 @@ class Synthesizer:
         return Reference(tokens, linear_spectrogram(wave32), duration)
 
     def load_voice(self, name: str, gpt_path: str | Path, sovits_path: str | Path, ref_audio: str | Path | bytes,
-                   prompt_phonemes: Sequence[str] | str = ()) -> Voice:
+                   prompt_text: str = "", prompt_lang: str = "zh") -> Voice:
+        """Load a voice's weights and reference; the prompt transcript is optional (as officially)."""
         gpt, _, _ = load_gpt(gpt_path)
-        sovits = load_sovits(sovits_path).model.prepare_for_inference()
-        gpt = gpt.eval().relayout_for_cpu_decoding_() if not torch.cuda.is_available() else gpt.eval()
-        return Voice(name, gpt, sovits, self.reference(ref_audio, sovits), phoneme_ids(prompt_phonemes))
+        gpt = gpt.eval()
+        sovits = load_sovits(sovits_path).model
+        if self.precision == "fast":
+            from .fast import optimize_for_cpu_inference
+
+            gpt, sovits = optimize_for_cpu_inference(gpt, sovits)
+        else:
+            if not torch.cuda.is_available():
+                gpt.relayout_for_cpu_decoding_()
+            sovits.prepare_for_inference()
+        reference = self.reference(ref_audio, sovits)
+        return Voice(name, gpt, sovits, reference, self.prompt_unit(prompt_text, prompt_lang, gpt.config.bert_dim))
 
     # ---- synthesis ------------------------------------------------------------------------
-    def _bert(self, n_phonemes: int, gpt: GPT) -> torch.Tensor:
-        # Non-Chinese text gets zero BERT features, as officially (Chinese text arrives with the
-        # text front end, which supplies word2ph).
-        return torch.zeros(gpt.config.bert_dim, n_phonemes)
-
     @torch.inference_mode()
-    def fragment(self, voice: Voice, phonemes: Sequence[int], params: SynthesisParams,
-                 generator: torch.Generator) -> torch.Tensor:
-        """One fragment of phoneme ids -> waveform (samples,) float32 in [-1, 1]."""
-        if not phonemes:
-            raise SynthesisError("nothing to synthesise: the fragment has no phonemes")
-        all_ids = torch.tensor(list(voice.prompt_phonemes) + list(phonemes), dtype=torch.long)
-        bert = self._bert(len(all_ids), voice.gpt)
-        out = voice.gpt.generate(all_ids, bert, voice.reference.prompt_tokens, sampling=params.sampling(),
-                                 max_steps=params.max_tokens, generator=generator)
-        tokens = out.new_tokens(0)
-        if tokens.numel() == 0:
-            logger.warning("GPT produced no tokens for a fragment of %d phonemes", len(phonemes))
-            return torch.zeros(0)
-        wave = voice.sovits.decode(tokens.view(1, 1, -1), torch.tensor([list(phonemes)]), [voice.reference.spec],
-                                   noise_scale=params.noise_scale, speed=params.speed, generator=generator)[0, 0]
-        peak = float(wave.abs().max())
-        return wave / peak if peak > 1 else wave
+    def _decode_batch(self, voice: Voice, units: Sequence[TextUnit], indices: Sequence[int],
+                      params: SynthesisParams, seed: int) -> list[torch.Tensor]:
+        """GPT over a batch of fragments, then SoVITS per fragment -> waveforms (samples,)."""
+        prompt = voice.prompt
+        ids = [torch.tensor((prompt.phone_ids if prompt else []) + u.phone_ids, dtype=torch.long) for u in units]
+        berts = [torch.cat([prompt.bert, u.bert], 1) if prompt else u.bert for u in units]
+        gens = [fragment_generator(seed, i, "gpt") for i in indices]
+        tokens_prompt = voice.reference.prompt_tokens
+        if prompt is None:
+            # Without a transcript the official pipeline decodes without the audio prompt too.
+            outs = [voice.gpt.generate(i, b, None, sampling=params.sampling(), max_steps=params.max_tokens,
+                                       generator=g) for i, b, g in zip(ids, berts, gens)]
+            new_tokens = [o.sequences[0] for o in outs]
+        elif len(units) == 1:
+            out = voice.gpt.generate(ids[0], berts[0], tokens_prompt, sampling=params.sampling(),
+                                     max_steps=params.max_tokens, generator=gens[0])
+            new_tokens = [out.new_tokens(0)]
+        else:
+            out = voice.gpt.generate_batch(ids, berts, tokens_prompt.unsqueeze(0).expand(len(units), -1),
+                                           sampling=params.sampling(), max_steps=params.max_tokens, generator=gens)
+            new_tokens = [out.new_tokens(r) for r in range(len(units))]
+        waves = []
+        for unit, tokens, i in zip(units, new_tokens, indices):
+            if tokens.numel() == 0:
+                logger.warning("GPT produced no tokens for fragment %d (%r)", i, unit.norm_text)
+                waves.append(torch.zeros(0))
+                continue
+            wave = voice.sovits.decode(tokens.view(1, 1, -1), torch.tensor([unit.phone_ids]), [voice.reference.spec],
+                                       noise_scale=params.noise_scale, speed=params.speed,
+                                       generator=fragment_generator(seed, i, "sovits"))[0, 0]
+            peak = float(wave.abs().max())
+            waves.append(wave / peak if peak > 1 else wave)
+        return waves
 
-    def stream(self, voice: Voice, fragments: Sequence[Sequence[int]], params: SynthesisParams = SynthesisParams()
-               ) -> Iterator[np.ndarray]:
-        """Yield audio per fragment (each followed by the fragment silence) as float32 arrays."""
-        if not fragments:
+    def _seed(self, params: SynthesisParams) -> int:
+        return params.seed if params.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+
+    def stream_units(self, voice: Voice, units: Sequence[TextUnit], params: SynthesisParams = SynthesisParams()
+                     ) -> Iterator[np.ndarray]:
+        """Yield each fragment's audio (followed by the fragment silence) in order, as float32.
+
+        The first fragment is decoded on its own so that it can play while the rest is computed;
+        the rest go in consecutive batches of `params.batch_size`.
+        """
+        if not units:
             raise SynthesisError("nothing to synthesise: no text fragments")
-        generator = torch.Generator()
-        generator.manual_seed(params.seed if params.seed is not None else int(torch.randint(0, 2**31, ()).item()))
+        seed = self._seed(params)
         silence = np.zeros(int(SAMPLE_RATE * params.fragment_interval), dtype=np.float32)
-        for phonemes in fragments:
-            yield np.concatenate([self.fragment(voice, phonemes, params, generator).numpy(), silence])
+        groups = [[0]] + [list(range(i, min(i + params.batch_size, len(units))))
+                          for i in range(1, len(units), params.batch_size)]
+        for group in groups:
+            for wave in self._decode_batch(voice, [units[i] for i in group], group, params, seed):
+                yield np.concatenate([wave.numpy().astype(np.float32), silence])
 
-    def synthesize(self, voice: Voice, fragments: Sequence[Sequence[int]],
-                   params: SynthesisParams = SynthesisParams()) -> np.ndarray:
-        """All fragments -> one float32 waveform at 32 kHz."""
-        return np.concatenate(list(self.stream(voice, fragments, params)))
+    def synthesize_units(self, voice: Voice, units: Sequence[TextUnit],
+                         params: SynthesisParams = SynthesisParams()) -> np.ndarray:
+        """All fragments -> one float32 waveform at 32 kHz; fragments batched by length."""
+        if not units:
+            raise SynthesisError("nothing to synthesise: no text fragments")
+        seed = self._seed(params)
+        silence = np.zeros(int(SAMPLE_RATE * params.fragment_interval), dtype=np.float32)
+        waves: list[np.ndarray | None] = [None] * len(units)
+        for bucket in length_buckets([len(u.phone_ids) for u in units], params.batch_size):
+            for i, wave in zip(bucket, self._decode_batch(voice, [units[i] for i in bucket], bucket, params, seed)):
+                waves[i] = np.concatenate([wave.numpy().astype(np.float32), silence])
+        return np.concatenate(waves)
+
+    def stream(self, voice: Voice, text: str, lang: str, params: SynthesisParams = SynthesisParams()
+               ) -> Iterator[np.ndarray]:
+        """Text -> audio chunks, one per fragment, the first as early as possible."""
+        units = self.fragments(text, lang, params.text_split_method, voice.gpt.config.bert_dim)
+        return self.stream_units(voice, units, params)
+
+    def synthesize(self, voice: Voice, text: str, lang: str, params: SynthesisParams = SynthesisParams()) -> np.ndarray:
+        """Text -> one float32 waveform at 32 kHz."""
+        units = self.fragments(text, lang, params.text_split_method, voice.gpt.config.bert_dim)
+        return self.synthesize_units(voice, units, params)
+
+    def phoneme_units(self, fragments: Sequence[Sequence[int]], voice: Voice) -> list[TextUnit]:
+        """Pre-phonemised fragments (lists of v2 phoneme ids) -> units with zero BERT features."""
+        dim = voice.gpt.config.bert_dim
+        return [TextUnit(list(f), torch.zeros(dim, len(f)), "") for f in fragments if len(f)]

@@ -197,7 +197,7 @@ def test_clean_text_unsupported_language(code):
 
 @pytest.mark.parametrize("mode", ["ja", "all_ja", "ko", "all_ko", "yue", "all_yue", "auto_yue", "中英混合"])
 def test_phones_unsupported_mode(mode):
-    with pytest.raises(TextFrontendError, match=f"unsupported mode '{mode}'.*voicefleet supports zh, en"):
+    with pytest.raises(TextFrontendError, match=f"unsupported language '{mode}'.*voicefleet supports zh, en"):
         frontend.phones_and_bert_segments("hello", mode)
 
 

@@ -66,10 +66,10 @@ class Segment:
     word2ph: list[int] | None
 
 
-def _unsupported(code: str, what: str) -> TextFrontendError:
-    allowed = ", ".join(repr(c) for c in (LANGUAGES if what == "language" else MODES))
+def _unsupported(code: str, allowed_codes) -> TextFrontendError:
+    allowed = ", ".join(repr(c) for c in allowed_codes)
     return TextFrontendError(
-        f"unsupported {what} {code!r} (allowed: {allowed}): voicefleet supports zh, en and mixed zh/en")
+        f"unsupported language {code!r} (allowed: {allowed}): voicefleet supports zh, en and mixed zh/en")
 
 
 def _check_text(text: str) -> None:
@@ -109,7 +109,7 @@ def clean_text(text: str, language: str) -> CleanedText:
     _check_text(text)
     lang = str(language).lower()
     if lang not in LANGUAGES:
-        raise _unsupported(str(language), "language")
+        raise _unsupported(str(language), LANGUAGES)
     return _clean(text, lang)
 
 
@@ -141,7 +141,7 @@ def phones_and_bert_segments(text: str, mode: str) -> list[Segment]:
     _check_text(text)
     key = str(mode).lower()
     if key not in MODES:
-        raise _unsupported(str(mode), "mode")
+        raise _unsupported(str(mode), MODES)
     text = re.sub(r" {2,}", " ", text)  # official: runs of spaces collapse first (also before the retry)
     segments = _segments_once(text, key)
     if sum(len(s.phones) for s in segments) < MIN_PHONES:

@@ -271,4 +271,4 @@ def pieces_for_mode(text: str, mode: str) -> list[Piece]:
             else:
                 merged.append(Piece(piece.text, lang))
         return merged
-    raise TextFrontendError(f"unsupported mode {mode!r} (allowed: 'all_zh', 'zh', 'en', 'auto')")
+    raise TextFrontendError(f"unsupported language {mode!r} (allowed: 'all_zh', 'zh', 'en', 'auto')")

@@ -1,0 +1,91 @@
+"""The synthesis pipeline through its Python API on the tiny random pretrained set."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from voicefleet.models.pipeline import SynthesisError, SynthesisParams, Synthesizer
+from voicefleet.models.text.frontend import TextFrontendError
+
+ZH_TEXT = "今天天气很好，我们一起去公园散步吧！明天可能会下雨，记得带伞。"
+FAST = dict(max_tokens=20, seed=11)
+
+
+@pytest.fixture(scope="module")
+def synth(tiny_pretrained):
+    return Synthesizer.from_pretrained(tiny_pretrained)
+
+
+@pytest.fixture(scope="module")
+def voice(synth, tiny_pretrained, reference_wav):
+    return synth.load_voice("tiny", tiny_pretrained.gpt, tiny_pretrained.sovits_g, reference_wav,
+                            "这是我的声音。", "zh")
+
+
+def test_prompt_text_becomes_phonemes_and_bert(voice, synth):
+    assert voice.prompt is not None
+    assert len(voice.prompt.phone_ids) == voice.prompt.bert.shape[1] > 0
+    # Chinese text carries real BERT features; English text gets zeros, as officially
+    assert voice.prompt.bert.abs().sum() > 0
+
+
+def test_same_seed_same_audio_and_fragment_structure(synth, voice):
+    params = SynthesisParams(**FAST)
+    a = synth.synthesize(voice, ZH_TEXT, "zh", params)
+    b = synth.synthesize(voice, ZH_TEXT, "zh", params)
+    np.testing.assert_array_equal(a, b)
+    units = synth.fragments(ZH_TEXT, "zh", "cut5", voice.gpt.config.bert_dim)
+    silence = int(32000 * params.fragment_interval)
+    max_len = len(units) * (params.max_tokens * 1280 + silence)
+    assert len(units) * silence < len(a) <= max_len
+    c = synth.synthesize(voice, ZH_TEXT, "zh", SynthesisParams(max_tokens=20, seed=12))
+    assert not (len(a) == len(c) and np.array_equal(a, c))
+
+
+def test_batched_decoding_gives_every_fragment(synth, voice):
+    units = synth.fragments(ZH_TEXT, "zh", "cut5", voice.gpt.config.bert_dim)
+    assert len(units) >= 3
+    audio = synth.synthesize_units(voice, units, SynthesisParams(max_tokens=20, seed=3, batch_size=4))
+    assert len(audio) > len(units) * int(32000 * 0.3)
+    assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0
+
+
+def test_stream_yields_first_fragment_before_the_rest_is_computed(synth, voice):
+    text = "第一句话很短。" + "后面还有很多很多的句子需要慢慢合成，" * 6
+    params = SynthesisParams(max_tokens=40, seed=5, batch_size=2)
+    start = time.perf_counter()
+    chunks = synth.stream(voice, text, "zh", params)
+    first = next(chunks)
+    t_first = time.perf_counter() - start
+    rest = list(chunks)
+    t_all = time.perf_counter() - start
+    assert len(first) > 0 and len(rest) >= 2
+    assert t_first < t_all / 2
+
+
+def test_english_and_mixed_text(synth, voice):
+    params = SynthesisParams(**FAST)
+    assert len(synth.synthesize(voice, "Hello world, this is a test.", "en", params)) > 0
+    assert len(synth.synthesize(voice, "我们用 Python 写代码。", "zh", params)) > 0
+
+
+@pytest.mark.parametrize("text,lang,message", [
+    ("", "zh", "nothing to synthesise"),
+    ("。。。！", "zh", "nothing to synthesise"),
+    ("こんにちは", "ja", "unsupported language"),
+])
+def test_bad_text_fails_clearly(synth, voice, text, lang, message):
+    with pytest.raises((SynthesisError, TextFrontendError), match=message):
+        synth.synthesize(voice, text, lang, SynthesisParams(**FAST))
+
+
+def test_fast_precision_voice_synthesises(tiny_pretrained, reference_wav):
+    fast = Synthesizer.from_pretrained(tiny_pretrained, precision="fast")
+    voice = fast.load_voice("tiny", tiny_pretrained.gpt, tiny_pretrained.sovits_g, reference_wav, "", "zh")
+    audio = fast.synthesize(voice, ZH_TEXT, "zh", SynthesisParams(**FAST))
+    assert np.isfinite(audio).all() and len(audio) > 0
+    with pytest.raises(ValueError, match="precision"):
+        Synthesizer(fast.hubert, fast.bert, precision="int3")

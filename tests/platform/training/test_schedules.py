@@ -1,0 +1,70 @@
+"""Learning-rate schedules: warm-up, cosine restarts, official behaviour."""
+
+import math
+
+import pytest
+import torch
+
+from voicefleet.platform.training.schedules import (
+    ScheduleConfig,
+    StepSchedule,
+    cosine_restarts,
+    learning_rate,
+)
+
+
+def test_warmup_rises_linearly_to_the_base_rate():
+    cfg = ScheduleConfig(warmup_fraction=0.1, min_warmup_steps=5, warmup_start=0.01)
+    lrs = [learning_rate(s, 1e-4, 200, cfg) for s in range(21)]
+    assert lrs[0] == pytest.approx(1e-6)
+    assert all(b > a for a, b in zip(lrs[:20], lrs[1:20]))
+    assert lrs[20] == pytest.approx(1e-4)  # warm-up is 10% of 200 steps
+
+
+def test_minimum_warmup_length_applies_to_short_runs():
+    cfg = ScheduleConfig(warmup_fraction=0.05, min_warmup_steps=10)
+    assert cfg.warmup_steps(40) == 10
+    assert cfg.warmup_steps(1000) == 50
+    assert cfg.warmup_steps(5) == 5  # never longer than the run
+
+
+def test_cosine_restarts_cycles_double():
+    # cycles of 10, 20, 40 steps
+    assert cosine_restarts(0, 10, 2) == 0
+    assert cosine_restarts(9, 10, 2) == pytest.approx(0.9)
+    assert cosine_restarts(10, 10, 2) == 0
+    assert cosine_restarts(29, 10, 2) == pytest.approx(19 / 20)
+    assert cosine_restarts(30, 10, 2) == 0
+    assert cosine_restarts(25, 10, 1) == pytest.approx(0.5)
+
+
+def test_after_warmup_the_rate_anneals_to_eta_min_and_restarts():
+    cfg = ScheduleConfig(warmup_fraction=0.0, min_warmup_steps=0, t0=10, t_mult=2, eta_min=1e-6)
+    lrs = [learning_rate(s, 1e-4, 100, cfg) for s in range(31)]
+    assert lrs[0] == pytest.approx(1e-4)
+    assert lrs[5] == pytest.approx(1e-6 + 0.5 * (1e-4 - 1e-6) * (1 + math.cos(math.pi * 0.5)))
+    assert lrs[9] < 5e-6 and lrs[10] == pytest.approx(1e-4)  # restart
+    assert lrs[30] == pytest.approx(1e-4)
+
+
+def test_official_schedules():
+    cfg = ScheduleConfig(kind="official")
+    assert learning_rate(0, 1e-4, 1000, cfg, steps_per_epoch=10) == 1e-4
+    assert learning_rate(25, 1e-4, 1000, cfg, steps_per_epoch=10) == pytest.approx(1e-4 * 0.999875**2)
+    assert learning_rate(999, 1e-4, 1000, cfg, stage="gpt") == 1e-4
+
+
+def test_step_schedule_keeps_group_ratios():
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW([{"params": [model.weight], "lr": 1e-4}, {"params": [model.bias], "lr": 0.4e-4}])
+    sched = StepSchedule(opt, 1e-4, 100, ScheduleConfig(warmup_fraction=0.1, min_warmup_steps=1))
+    for _ in range(10):
+        opt.step()
+        sched.step()
+    lr0, lr1 = (g["lr"] for g in opt.param_groups)
+    assert lr0 == pytest.approx(1e-4) and lr1 == pytest.approx(0.4e-4)
+
+
+def test_unknown_fields_are_rejected():
+    with pytest.raises(ValueError):
+        ScheduleConfig(warmup_frac=0.1)

@@ -1,0 +1,164 @@
+"""The voice registry: a catalogue of servable voices under a storage path (local or URI).
+
+Layout (`root` is a folder or any URI pyarrow's filesystems accept, e.g. s3://bucket/voicefleet)::
+
+    <root>/voices/<voice_id>/gpt.ckpt        GPT weights (official .ckpt export)
+    <root>/voices/<voice_id>/sovits.pth      SoVITS weights (official .pth export)
+    <root>/voices/<voice_id>/reference.wav   reference clip (3-10 s)
+    <root>/voices/<voice_id>/voice.json      the record: prompt text, language, metrics, lineage
+
+`voice.json` is written last: a voice exists once its record exists, so readers never see a
+half-registered voice, on object stores too. Records are immutable; registering an existing id
+needs `overwrite=True` and writes a new version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pyarrow.fs as pafs
+
+logger = logging.getLogger(__name__)
+
+VOICE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+FILES = {"gpt": "gpt.ckpt", "sovits": "sovits.pth", "reference": "reference.wav"}
+RECORD = "voice.json"
+
+
+class RegistryError(ValueError):
+    """A registry operation that cannot be done as asked (bad id, missing voice, ...)."""
+
+
+class VoiceNotFound(RegistryError, KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+def check_voice_id(voice_id: str) -> str:
+    if not isinstance(voice_id, str) or not VOICE_ID.match(voice_id):
+        raise RegistryError(f"invalid voice id {voice_id!r}: use 1-64 characters of a-z, 0-9, '_' and '-', "
+                            f"starting with a letter or digit")
+    return voice_id
+
+
+@dataclass
+class VoiceRecord:
+    voice_id: str
+    prompt_text: str
+    prompt_lang: str
+    language: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)  # e.g. run name, sweep id, pretrained hashes
+    created_at: str = ""
+    version: int = 1
+    files: dict[str, str] = field(default_factory=lambda: dict(FILES))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=True)
+
+
+class VoiceRegistry:
+    """Register, look up, list and delete voices under `root`."""
+
+    def __init__(self, root: str | Path):
+        root = str(root)
+        if "://" in root:
+            self.fs, self.root = pafs.FileSystem.from_uri(root)
+        else:
+            self.fs, self.root = pafs.LocalFileSystem(), str(Path(root).resolve())
+        self.uri = root
+
+    def _dir(self, voice_id: str) -> str:
+        return f"{self.root}/voices/{check_voice_id(voice_id)}"
+
+    def _read_json(self, path: str) -> dict:
+        with self.fs.open_input_stream(path) as f:
+            return json.loads(f.read().decode("utf-8"))
+
+    def exists(self, voice_id: str) -> bool:
+        return self.fs.get_file_info(f"{self._dir(voice_id)}/{RECORD}").type == pafs.FileType.File
+
+    def get(self, voice_id: str) -> VoiceRecord:
+        path = f"{self._dir(voice_id)}/{RECORD}"
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            raise VoiceNotFound(f"voice {voice_id!r} is not in the registry at {self.uri}")
+        return VoiceRecord(**self._read_json(path))
+
+    def list(self) -> list[VoiceRecord]:
+        base = f"{self.root}/voices"
+        if self.fs.get_file_info(base).type != pafs.FileType.Directory:
+            return []
+        records = []
+        for info in self.fs.get_file_info(pafs.FileSelector(base)):
+            if info.type == pafs.FileType.Directory and VOICE_ID.match(info.base_name) and self.exists(info.base_name):
+                records.append(self.get(info.base_name))
+        return sorted(records, key=lambda r: r.voice_id)
+
+    def register(self, voice_id: str, *, gpt: str | Path, sovits: str | Path, reference: str | Path,
+                 prompt_text: str, prompt_lang: str, language: str | None = None,
+                 metrics: Mapping[str, Any] | None = None, lineage: Mapping[str, Any] | None = None,
+                 overwrite: bool = False) -> VoiceRecord:
+        """Copy a voice's files into the registry and write its record (last)."""
+        check_voice_id(voice_id)
+        version = 1
+        if self.exists(voice_id):
+            if not overwrite:
+                raise RegistryError(f"voice {voice_id!r} already exists in {self.uri}; pass overwrite to replace it")
+            version = self.get(voice_id).version + 1
+        sources = {"gpt": Path(gpt), "sovits": Path(sovits), "reference": Path(reference)}
+        for kind, src in sources.items():
+            if not src.is_file():
+                raise RegistryError(f"cannot register voice {voice_id!r}: {kind} file {src} does not exist")
+        folder = self._dir(voice_id)
+        self.fs.create_dir(folder, recursive=True)
+        record_path = f"{folder}/{RECORD}"
+        if self.exists(voice_id):
+            self.fs.delete_file(record_path)  # the voice disappears while its files are replaced
+        for kind, src in sources.items():
+            pafs.copy_files(str(src), f"{folder}/{FILES[kind]}", source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=self.fs)
+        record = VoiceRecord(voice_id=voice_id, prompt_text=prompt_text, prompt_lang=prompt_lang,
+                             language=language or prompt_lang, metrics=dict(metrics or {}),
+                             lineage=dict(lineage or {}), version=version,
+                             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        tmp = f"{folder}/.{RECORD}.tmp"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(record.to_json().encode("utf-8"))
+        self.fs.move(tmp, record_path)
+        logger.info("registered voice %s (version %d) in %s", voice_id, version, self.uri)
+        return record
+
+    def delete(self, voice_id: str) -> None:
+        if not self.exists(voice_id):
+            raise VoiceNotFound(f"voice {voice_id!r} is not in the registry at {self.uri}")
+        folder = self._dir(voice_id)
+        self.fs.delete_file(f"{folder}/{RECORD}")  # gone for readers first
+        self.fs.delete_dir(folder)
+        logger.info("deleted voice %s from %s", voice_id, self.uri)
+
+    def local_files(self, voice_id: str, cache_dir: str | Path | None = None) -> dict[str, Path]:
+        """Local paths of a voice's files; remote registries are copied into `cache_dir` first."""
+        record = self.get(voice_id)
+        folder = self._dir(voice_id)
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            return {kind: Path(folder) / name for kind, name in record.files.items()}
+        target = Path(cache_dir or tempfile.mkdtemp(prefix="voicefleet-voice-")) / voice_id / str(record.version)
+        if not (target / RECORD).exists():
+            staging = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None))
+            for name in list(record.files.values()) + [RECORD]:
+                pafs.copy_files(f"{folder}/{name}", str(staging / name), source_filesystem=self.fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                shutil.rmtree(staging)
+            else:
+                staging.rename(target)
+        return {kind: target / name for kind, name in record.files.items()}

@@ -34,4 +34,5 @@ def random_segment_starts(lengths: torch.Tensor, size: int, uniform: torch.Tenso
     if uniform is None:
         uniform = torch.rand(lengths.shape[0], generator=generator, device="cpu")
     uniform = uniform.to(lengths.device)
-    return (uniform * (lengths - size + 1)).to(torch.long)
+    # rows shorter than `size` start at 0 (their slice runs into the zero padding)
+    return (uniform * (lengths - size + 1).clamp(min=1)).to(torch.long)

@@ -1,0 +1,226 @@
+"""Fine-tune one stage on Ray Train and hand back what a user looks at.
+
+    train_stage(TrainConfig(stage="sovits", run_name="alice-s2"), dataset_dir, pretrained_dir)
+
+The driver builds a `TorchTrainer` (N workers, gloo on CPU or nccl on GPU, same code) with a
+`FailureConfig` so a crashed worker group restarts from the last checkpoint, and keeps the best
+checkpoints by validation reconstruction loss. Re-running the same run name resumes the run (or,
+once it finished, returns its result without training again); a new name starts fresh.
+
+Outputs, under `<storage>/<run_name>/voicefleet/`: `metrics.csv`, `curves.png` (losses, learning
+rate and gradient norms, with the monitor's verdicts marked), TensorBoard event files in `tb/`,
+`report.json` (result, verdicts) and the best weights exported in the official format
+(`<run_name>.pth` for SoVITS, `<run_name>.ckpt` for GPT).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from ...models.pretrained import find_pretrained
+from .config import TrainConfig
+from .worker import PID_DIR_ENV, STATE_FILE, train_loop_per_worker
+
+logger = logging.getLogger(__name__)
+
+REPORT = "report.json"
+
+
+class TrainingError(RuntimeError):
+    """Training could not finish (all retries failed); the message says why."""
+
+
+@dataclass
+class TrainResult:
+    run_name: str
+    stage: str
+    output_dir: str
+    exported: str
+    steps: int
+    best_step: int
+    best_val_recon: float
+    final_metrics: dict[str, Any]
+    verdicts: list[str] = field(default_factory=list)
+    stopped_early: bool = False
+    resumed_at_steps: list[int] = field(default_factory=list)  # worker-group restarts and re-runs
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainResult":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _storage(path: str) -> tuple[str, bool]:
+    """(storage path for Ray, whether it is local)."""
+    if "://" in path and not path.startswith("file://"):
+        return path, False
+    local = Path(path.removeprefix("file://")).expanduser().resolve()
+    local.mkdir(parents=True, exist_ok=True)
+    return str(local), True
+
+
+def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path) -> TrainResult:
+    """Run (or resume) one fine-tuning run; returns its result once finished."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    paths = find_pretrained(pretrained, need_discriminator=config.stage == "sovits")
+    dataset = Path(dataset).resolve()
+    if not dataset.exists():
+        raise FileNotFoundError(f"prepared dataset {dataset} does not exist (run `voicefleet prepare` first)")
+    storage, local = _storage(config.storage_path)
+    out_dir = Path(storage) / config.run_name / "voicefleet" if local else Path(tempfile.mkdtemp()) / "voicefleet"
+    if local and (out_dir / REPORT).exists():
+        logger.info("run %s already finished; returning its result", config.run_name)
+        return TrainResult.load(out_dir / REPORT)
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=True)
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": config.model_dump(), "dataset": str(dataset),
+                           "pretrained": {"gpt": str(paths.gpt), "sovits_g": str(paths.sovits_g),
+                                          "sovits_d": str(paths.sovits_d)}},
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                     resources_per_worker={"CPU": config.cpus_per_worker,
+                                                           **({"GPU": 1} if config.use_gpu else {})}),
+        run_config=RunConfig(
+            name=config.run_name, storage_path=storage,
+            worker_runtime_env={"env_vars": {PID_DIR_ENV: os.environ[PID_DIR_ENV]}} if PID_DIR_ENV in os.environ else None,
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints,
+                                               checkpoint_score_attribute="val_recon",
+                                               checkpoint_score_order="min")),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise TrainingError(f"run {config.run_name} failed: {result.error}")
+    if result.checkpoint is None or not result.best_checkpoints:
+        raise TrainingError(f"run {config.run_name} wrote no checkpoint")
+    best_ckpt, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1].get("val_recon", math.inf))
+    # the whole history, across worker restarts, travels in the last checkpoint
+    last = _load_state(result.checkpoint)
+    rows, resumes = last["history"], last["resumes"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    verdicts = [v for row in rows for v in json.loads(row.get("verdicts") or "[]")]
+    write_metrics_csv(rows, out_dir / "metrics.csv")
+    write_tensorboard(rows, out_dir / "tb")
+    plot_curves(rows, verdicts, out_dir / "curves.png", config.stage)
+    exported = export_best(config, best_ckpt, paths, out_dir)
+    final = {k: v for k, v in rows[-1].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    res = TrainResult(
+        run_name=config.run_name, stage=config.stage, output_dir=str(out_dir), exported=str(exported),
+        steps=int(rows[-1]["step"]), best_step=int(best_metrics["step"]),
+        best_val_recon=float(best_metrics["val_recon"]), final_metrics=final,
+        verdicts=[f"step {v['step']}: {v['message']}" for v in verdicts],
+        stopped_early=bool(rows[-1].get("stop", False)), resumed_at_steps=list(resumes))
+    (out_dir / REPORT).write_text(json.dumps(asdict(res), indent=2, ensure_ascii=False, default=float))
+    if not local:
+        fs, root = pafs.FileSystem.from_uri(storage)
+        pafs.copy_files(str(out_dir), f"{root}/{config.run_name}/voicefleet", destination_filesystem=fs)
+    logger.info("run %s finished at step %d; best val_recon %.4g at step %d; exported %s", config.run_name,
+                res.steps, res.best_val_recon, res.best_step, exported)
+    return res
+
+
+def _load_state(checkpoint) -> dict[str, Any]:
+    import torch
+
+    with checkpoint.as_directory() as folder:
+        # a checkpoint this run wrote (optimizer and RNG states need the full unpickler)
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def export_best(config: TrainConfig, checkpoint, paths, out_dir: Path) -> Path:
+    """The best checkpoint's weights in the official export format."""
+    from ...models.checkpoint.gpt_io import load_gpt, save_gpt
+    from ...models.checkpoint.sovits_io import load_sovits, save_sovits_export
+    from ...models.pretrained import official_s1_config
+
+    state = _load_state(checkpoint)
+    epoch, step = state["epoch"], state["step"]
+    if config.stage == "sovits":
+        loaded = load_sovits(paths.sovits_g)
+        loaded.model.load_state_dict(state["models"]["generator"])
+        hparams = loaded.hparams
+        if hparams is not None:
+            hparams = {**hparams, "train": {**hparams.get("train", {}), "learning_rate": config.sovits_lr,
+                                            "text_low_lr_rate": config.text_low_lr_rate,
+                                            "batch_size": config.batch_size, "epochs": config.epochs},
+                       "name": config.run_name}
+        return save_sovits_export(loaded.model, out_dir / f"{config.run_name}.pth", hparams=hparams,
+                                  info=f"{epoch}epoch_{step}iteration", name=config.run_name, overwrite=True)
+    model, gpt_cfg, info = load_gpt(paths.gpt)
+    model.load_state_dict(state["models"]["gpt"])
+    official = info.config if isinstance(info.config, dict) and "model" in info.config else official_s1_config(gpt_cfg)
+    official = {**official, "train": {**official.get("train", {}), "exp_name": config.run_name,
+                                      "epochs": config.epochs, "batch_size": config.batch_size}}
+    return save_gpt(model, official, out_dir / f"{config.run_name}.ckpt", info=f"GPT-e{epoch}", overwrite=True)
+
+
+def write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    import csv
+
+    keys = sorted({k for r in rows for k in r if k != "verdicts"}, key=lambda k: (k != "step", k))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows([{k: r.get(k, "") for k in keys} for r in rows])
+
+
+def write_tensorboard(rows: list[dict[str, Any]], folder: Path) -> None:
+    from tensorboardX import SummaryWriter
+
+    with SummaryWriter(str(folder)) as writer:
+        for row in rows:
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step" \
+                        and math.isfinite(value):
+                    writer.add_scalar(key.replace("_", "/", 1), value, int(row["step"]))
+
+
+CURVES = {
+    "sovits": [("reconstruction", ["train_mel", "val_recon"]), ("KL", ["train_kl"]),
+               ("adversarial", ["train_gen", "train_disc", "train_fm"]), ("learning rate", ["lr"]),
+               ("gradient norm", ["train_grad_norm_g", "train_grad_norm_d"])],
+    "gpt": [("cross-entropy", ["train_ce", "val_ce"]), ("top-1 accuracy", ["train_top1", "val_top1"]),
+            ("learning rate", ["lr"]), ("gradient norm", ["train_grad_norm"])],
+}
+
+
+def plot_curves(rows: list[dict[str, Any]], verdicts: list[dict[str, Any]], path: Path, stage: str) -> None:
+    """One panel per quantity over steps; dashed lines mark where the monitor gave a verdict."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = CURVES[stage]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels)), sharex=True)
+    steps = [r["step"] for r in rows]
+    for ax, (title, keys) in zip(axes, panels):
+        for key in keys:
+            values = [r.get(key, math.nan) for r in rows]
+            if any(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                ax.plot(steps, values, marker=".", label=key)
+        for v in verdicts:
+            ax.axvline(v["step"], color="red" if v["kind"] in ("kl_rising", "disc_collapse", "early_stop",
+                                                               "gen_losing") else "grey",
+                       linestyle="--", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-1].set_xlabel("step")
+    if verdicts:
+        fig.text(0.01, 0.005, "; ".join(f"{v['step']}: {v['kind']}" for v in verdicts[:8]), fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -33,9 +33,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .models.pipeline import SynthesisError
     from .models.pretrained import PretrainedError
     from .models.text.frontend import TextFrontendError
+    from .platform.registry import RegistryError
+    from .platform.training.api import TrainingError
 
-    return (UserError, CheckpointError, ConfigError, PretrainedError, SynthesisError, TextFrontendError, FileExistsError, FileNotFoundError,
+    return (UserError, CheckpointError, ConfigError, PretrainedError, SynthesisError, TextFrontendError,
+            RegistryError, TrainingError, FileExistsError, FileNotFoundError,
             ValueError)
+
+
+def _one_line(e: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}" for err in e.errors())
+    return " ".join(str(e).split())
 
 
 def user_facing(fn: F) -> F:
@@ -46,7 +57,7 @@ def user_facing(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except _user_errors() as e:
-            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            console.print(f"[red]error:[/red] {_one_line(e)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/yellow]")
@@ -158,6 +169,16 @@ def synthesize_cmd(
         audio = synth.synthesize_units(voice, synth.phoneme_units(fragments, voice), params)
     write_audio(output, audio)
     console.print(f"wrote {output} ({len(audio) / 32000:.2f} s at 32 kHz)")
+
+
+def _register_subcommands() -> None:
+    # platform commands live beside the code they drive; they import this module's helpers
+    from .platform.cli_train import train_app
+
+    app.add_typer(train_app, name="train")
+
+
+_register_subcommands()
 
 
 def main() -> None:

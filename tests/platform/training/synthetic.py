@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
+from typing import Sequence
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from voicefleet.platform.data.schema import dataset_schema, to_f16_blob
 from voicefleet.platform.training.batches import Example
 
 
@@ -23,3 +29,21 @@ def learnable_examples(n: int, seed: int = 0, prefix: str = "clip") -> list[Exam
         bert = rng.standard_normal((1024, len(phones))).astype(np.float32) if i % 2 else None
         out.append(Example(f"{prefix}{i:03d}", wave, hubert.astype(np.float16), phones, semantic, bert))
     return out
+
+
+def write_dataset(folder: Path, examples: Sequence[Example], splits: Sequence[str]) -> Path:
+    """A prepared-dataset folder (data/part-0.parquet in the prepare schema) holding `examples`."""
+    rows = []
+    for e, split in zip(examples, splits):
+        hubert_shape, hubert = to_f16_blob(e.hubert)
+        bert_shape, bert = to_f16_blob(e.bert) if e.bert is not None else (None, None)
+        rows.append(dict(
+            clip_id=e.clip_id, speaker="spk", lang="zh" if e.bert is not None else "en", text="x", norm_text="x",
+            phones=["a1"] * len(e.phone_ids), phone_ids=list(e.phone_ids), word2ph=None,
+            duration_s=len(e.wav32k) / 32000, spectral_entropy=0.5,
+            audio_32k=(np.clip(e.wav32k, -1, 1) * 32767).astype(np.int16).tolist(), hubert_shape=hubert_shape,
+            hubert=hubert, semantic=list(e.semantic), bert_shape=bert_shape, bert=bert, split=split,
+            source=e.clip_id, audio_sha256="0", row_key=e.clip_id))
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=dataset_schema("int16")), folder / "data" / "part-0.parquet")
+    return folder

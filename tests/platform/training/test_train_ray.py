@@ -10,15 +10,14 @@ import time
 import uuid
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
-from tests.platform.training.synthetic import learnable_examples
+from tests.platform.training.synthetic import learnable_examples, write_dataset
 from voicefleet.models.checkpoint.gpt_io import load_gpt
 from voicefleet.models.checkpoint.sovits_io import load_sovits
 from voicefleet.platform.training.api import train_stage
 from voicefleet.platform.training.config import TrainConfig
-from voicefleet.platform.training.data import examples_table, load_examples
+from voicefleet.platform.training.data import load_examples
 from voicefleet.platform.training.worker import PID_DIR_ENV
 
 pytestmark = pytest.mark.slow
@@ -27,10 +26,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     train, val = learnable_examples(8, seed=0), learnable_examples(2, seed=1, prefix="val")
-    folder = tmp_path_factory.mktemp("dataset")
-    (folder / "data").mkdir()
-    pq.write_table(examples_table(train + val, ["train"] * 8 + ["val"] * 2), folder / "data" / "part-0.parquet")
-    return folder
+    return write_dataset(tmp_path_factory.mktemp("dataset"), train + val, ["train"] * 8 + ["val"] * 2)
 
 
 def _metrics(result) -> list[dict[str, str]]:
@@ -106,3 +102,80 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_session, dataset, tiny_
     assert len(result.resumed_at_steps) == 1 and result.resumed_at_steps[0] >= cfg.checkpoint_every
     steps = [int(float(row["step"])) for row in _metrics(result)]
     assert steps == list(range(cfg.eval_every, cfg.max_steps + 1, cfg.eval_every))
+
+
+@pytest.fixture(scope="module")
+def dataset_with_reference(tmp_path_factory):
+    """Like `dataset`, plus a 4-5 s validation clip that can serve as the voice's reference."""
+    import numpy as np
+
+    train, val = learnable_examples(8, seed=0), learnable_examples(2, seed=1, prefix="val")
+    long = learnable_examples(1, seed=2, prefix="long")[0]
+    reps = 5
+    long.wav32k = np.tile(long.wav32k, reps)
+    long.hubert = np.tile(long.hubert, (1, reps))
+    long.semantic = list(long.semantic) * reps
+    return write_dataset(tmp_path_factory.mktemp("dataset_ref"), train + val + [long],
+                         ["train"] * 8 + ["val"] * 3)
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from voicefleet.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_trains_registers_and_the_voice_synthesises(ray_session, dataset_with_reference, tiny_pretrained,
+                                                        reference_wav, tmp_path):
+    from voicefleet.models.pipeline import SynthesisParams, Synthesizer
+    from voicefleet.platform.voices import registry_for
+
+    storage = tmp_path / "runs"
+    result = _cli("train", "sovits", dataset_with_reference, "--pretrained", tiny_pretrained.root, "--run-name",
+                  "cli-s2", "--storage", storage, "--workers", "2", "--batch-size", "2", "--max-steps", "6",
+                  "--eval-every", "3", "--checkpoint-every", "3", "--voice", "alice")
+    assert result.exit_code == 0, result.output
+    assert "registered voice" in result.output and "alice" in result.output
+    registry = registry_for(str(storage))
+    record = registry.get("alice")
+    assert record.lineage["sovits_run"] == "cli-s2" and record.lineage["reference_clip"].startswith("long")
+    files = registry.local_files("alice")
+    synth = Synthesizer.from_pretrained(tiny_pretrained)
+    voice = synth.load_voice("alice", files["gpt"], files["sovits"], files["reference"], record.prompt_text,
+                             record.prompt_lang)
+    audio = synth.synthesize_units(voice, synth.phoneme_units([[100, 101, 102, 103]], voice),
+                                   SynthesisParams(max_tokens=20, seed=0))
+    assert len(audio) > 0
+
+
+def test_stopped_driver_resumes_and_a_new_name_starts_fresh(ray_session, dataset, tiny_pretrained, tmp_path):
+    import subprocess
+    import sys
+
+    storage = tmp_path / "runs"
+    args = ["train", "sovits", str(dataset), "--pretrained", str(tiny_pretrained.root), "--run-name", "resumable",
+            "--storage", str(storage), "--workers", "1", "--batch-size", "2", "--max-steps", "12",
+            "--eval-every", "2", "--checkpoint-every", "2"]
+    proc = subprocess.Popen([sys.executable, "-c", "from voicefleet.cli import main; main()", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run_dir = storage / "resumable"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(run_dir.glob("checkpoint_step*"))) < 2 and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, "the first driver ended before it could be stopped"
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a user stops the driver
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (run_dir / "voicefleet" / "report.json").exists()
+
+    cfg = TrainConfig(stage="sovits", run_name="resumable", storage_path=str(storage), num_workers=1, batch_size=2,
+                      max_steps=12, eval_every=2, checkpoint_every=2)
+    resumed = train_stage(cfg, dataset, tiny_pretrained.root)
+    assert resumed.resumed_at_steps and resumed.resumed_at_steps[0] >= 2 and resumed.steps == 12
+    fresh = train_stage(cfg.model_copy(update={"run_name": "fresh", "max_steps": 4}), dataset, tiny_pretrained.root)
+    assert fresh.resumed_at_steps == []

@@ -179,3 +179,16 @@ def test_stopped_driver_resumes_and_a_new_name_starts_fresh(ray_session, dataset
     assert resumed.resumed_at_steps and resumed.resumed_at_steps[0] >= 2 and resumed.steps == 12
     fresh = train_stage(cfg.model_copy(update={"run_name": "fresh", "max_steps": 4}), dataset, tiny_pretrained.root)
     assert fresh.resumed_at_steps == []
+
+
+def test_early_stopping_and_verdicts_in_a_real_run(ray_session, dataset, tiny_pretrained, tmp_path):
+    from voicefleet.platform.training.monitor import MonitorConfig
+
+    # an improvement threshold no run can meet: the monitor must stop the run at its patience
+    cfg = _config(tmp_path, "sovits", num_workers=1, max_steps=30,
+                  monitor=MonitorConfig(patience=1, min_delta=1e6, min_evaluations=2, window=2))
+    result = train_stage(cfg, dataset, tiny_pretrained.root)
+    assert result.stopped_early and result.steps < cfg.max_steps
+    assert any("stopping early" in v for v in result.verdicts)
+    report = (Path(result.output_dir) / "report.json").read_text()
+    assert "stopping early" in report

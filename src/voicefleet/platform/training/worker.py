@@ -127,6 +127,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         logger.info("rank %d resumed at step %d (epoch %d)", rank, step, epoch)
 
     val_batches = [collate(val_ex[i:i + cfg.batch_size]) for i in range(0, len(val_ex), cfg.batch_size)]
+    progress = None
+    if rank == 0:
+        from ray.experimental import tqdm_ray
+
+        progress = tqdm_ray.tqdm(total=total_steps, desc=f"{cfg.stage} {cfg.run_name}")
+        progress.update(step)
     window: dict[str, list[float]] = {}
     started = time.time()
     start_step = step
@@ -143,6 +149,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 for sched in schedulers:
                     sched.step()
             step += 1
+            if progress is not None:
+                progress.update(1)
             monitor.observe_train(step, {k: v for k, v in metrics.items()
                                          if k in ("mel", "kl", "gen", "disc", "ce")})
             for k, v in metrics.items():
@@ -160,6 +168,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if window:  # stopped between evaluations: evaluate once more so the last state is scored
         _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, world, step, epoch,
                              consumed, total_steps, started, start_step, history, resumes)
+    if progress is not None:
+        progress.close()
 
 
 def _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, world, step, epoch,

@@ -189,7 +189,8 @@ def write_tensorboard(rows: list[dict[str, Any]], folder: Path) -> None:
 
 
 CURVES = {
-    "sovits": [("reconstruction", ["train_mel", "val_recon"]), ("KL", ["train_kl"]),
+    "sovits": [("validation reconstruction (mel L1)", ["val_recon"]), ("training mel loss (x45)", ["train_mel"]),
+               ("KL", ["train_kl"]),
                ("adversarial", ["train_gen", "train_disc", "train_fm"]), ("learning rate", ["lr"]),
                ("gradient norm", ["train_grad_norm_g", "train_grad_norm_d"])],
     "gpt": [("cross-entropy", ["train_ce", "val_ce"]), ("top-1 accuracy", ["train_top1", "val_top1"]),

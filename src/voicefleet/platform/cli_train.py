@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cli import user_facing
+from ..cli_support import user_facing
 
 train_app = typer.Typer(no_args_is_help=True, help="Fine-tune a voice on Ray Train (SoVITS and GPT stages).")
 

@@ -1,0 +1,55 @@
+"""Shared helpers of the command-line layer: one-line user errors and exit codes."""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, TypeVar
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable)
+
+
+class UserError(Exception):
+    """An error caused by what the user gave; printed as one line, exit code 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .models.checkpoint import CheckpointError
+    from .models.config import ConfigError
+    from .models.pipeline import SynthesisError
+    from .models.pretrained import PretrainedError
+    from .models.text.frontend import TextFrontendError
+    from .platform.registry import RegistryError
+    from .platform.training.api import TrainingError
+
+    return (UserError, CheckpointError, ConfigError, PretrainedError, SynthesisError, TextFrontendError,
+            RegistryError, TrainingError, FileExistsError, FileNotFoundError,
+            ValueError)
+
+
+def _one_line(e: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}" for err in e.errors())
+    return " ".join(str(e).split())
+
+
+def user_facing(fn: F) -> F:
+    """Turn the errors a user can fix into one red line and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except _user_errors() as e:
+            console.print(f"[red]error:[/red] {_one_line(e)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/yellow]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,18 @@
+"""Data preparation on Ray Data: GPT-SoVITS list file -> validated, versioned Parquet dataset.
+
+Modules: `listfile` (the list format), `uris` (local paths and pyarrow URIs), `quality` (checks,
+spectral entropy, official normalisation), `transcripts` (text -> phones), `stages` (the Ray Data
+stages), `pipeline` (`prepare_dataset`), `split`, `schema`, `manifest`, `official_export`,
+`slicer` (long recordings -> clips) and `synthetic` (voice-like test audio).
+
+    from voicefleet.platform.data import PrepareConfig, prepare_dataset
+    result = prepare_dataset("voice.list", "pretrained_models", "datasets/voice", config=PrepareConfig())
+"""
+
+from .config import PrepareConfig, StageResources
+from .listfile import ListFileError
+from .pipeline import PrepareResult, SpeakerSummary, prepare_dataset, read_dataset, read_rejects
+from .quality import RejectReason
+
+__all__ = ["ListFileError", "PrepareConfig", "PrepareResult", "RejectReason", "SpeakerSummary", "StageResources",
+           "prepare_dataset", "read_dataset", "read_rejects"]

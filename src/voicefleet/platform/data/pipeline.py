@@ -1,0 +1,481 @@
+"""`prepare_dataset`: a GPT-SoVITS list file -> one validated, versioned Parquet dataset, on Ray Data.
+
+    .venv/bin/voicefleet prepare data/voice.list --pretrained pretrained_models --out datasets/voice
+
+Steps (the driver does the bookkeeping, Ray Data the work):
+
+1. Parse the list (`listfile`), hash every audio file and the pretrained files, compute each row's
+   key and the dataset fingerprint (`manifest`). If the destination already holds a dataset with
+   the same fingerprint, stop: nothing to do.
+2. Reject on the driver what needs no decoding: duplicate rows for one audio file, missing files,
+   unsupported languages, empty transcripts.
+3. Reuse the rows of the previous dataset whose keys are unchanged (same processing key only), and
+   run the others through the Ray Data pipeline (`stages`): CPU tasks decode and check the audio;
+   actor pools run the text front end + BERT and HuBERT + the SoVITS quantizer, one model load per
+   actor. The driver consumes the stream, drives the progress callback and splits rows into kept
+   and rejected.
+4. Assign train/validation (`split`), sort by clip id, and write ``data/part-*.parquet``,
+   ``rejects.parquet`` and ``manifest.json`` into a temporary folder beside the destination;
+   move it into place only when complete (the previous version is removed after the swap).
+5. Optionally write the official GPT-SoVITS experiment layout (`official_export`).
+
+The user's files are only read. The destination may not contain any input file, because it is
+replaced as a whole. The finished table is assembled in the driver's memory (about 8 MB per
+minute of audio with int16 storage): fine for the minutes-to-hours a voice needs; for far larger
+corpora the last step would move to ``Dataset.sort().write_parquet()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import shutil
+import uuid
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from voicefleet.models.pretrained import PretrainedPaths, find_pretrained
+
+from . import manifest as mf
+from . import uris
+from .config import PrepareConfig
+from .listfile import ListEntry, read_list_file
+from .quality import RejectReason
+from .schema import REJECTS_SCHEMA, dataset_schema
+from .split import VAL, assign_splits
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR = "data"
+REJECTS_FILE = "rejects.parquet"
+ROWS_PER_PART = 256
+ROW_GROUP_SIZE = 32  # rows per Parquet row group: small enough to stream clip by clip
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SpeakerSummary:
+    clips: int
+    train: int
+    val: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What `prepare_dataset` did; `manifest` is the dataset's manifest.json content."""
+
+    out_dir: Path
+    dataset_version: str
+    no_op: bool  # the destination already held this exact dataset
+    processed: int  # rows that went through the Ray pipeline in this run
+    reused: int  # rows taken over from the previous version
+    kept: int
+    rejected: int
+    rejects_by_reason: dict[str, int]
+    speakers: dict[str, SpeakerSummary]
+    manifest: dict = field(repr=False)
+    export_dir: Path | None = None
+
+    @classmethod
+    def from_manifest(cls, out_dir: Path, manifest: dict, *, no_op: bool, export_dir: Path | None = None
+                      ) -> "PrepareResult":
+        counts = manifest["counts"]
+        speakers = {name: SpeakerSummary(s["clips"], s["train"], s["val"], s["seconds"])
+                    for name, s in manifest["speakers"].items()}
+        processed = 0 if no_op else counts["processed"]
+        reused = counts["rows"] if no_op else counts["reused"]
+        return cls(out_dir, manifest["dataset_version"], no_op, processed, reused, counts["kept"],
+                   counts["rejected"], dict(counts["rejected_by_reason"]), speakers, manifest, export_dir)
+
+
+def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: str | Path, *,
+                    config: PrepareConfig | None = None, audio_dir: str | None = None,
+                    export_official: str | Path | None = None, progress: ProgressFn | None = None,
+                    hash_threads: int = 8) -> PrepareResult:
+    """Prepare a training dataset from a GPT-SoVITS list file (see the module docstring).
+
+    Args:
+        list_path: the list file, a local path or a URI pyarrow can read.
+        pretrained_dir: the official pretrained folder (HuBERT, BERT, SoVITS generator are used).
+        out_dir: local destination folder of the dataset; replaced as a whole when done.
+        config: settings (defaults: `PrepareConfig()`).
+        audio_dir: resolve audio by file name in this folder instead (official ``inp_wav_dir``).
+        export_official: also write the official experiment layout to this local folder.
+        progress: called as ``progress(rows_done, rows_total)`` while rows go through the pipeline.
+        hash_threads: threads that read and hash the audio files on the driver.
+    Raises:
+        ListFileError: the list file cannot be read or parsed (names the line).
+        PretrainedError: the pretrained folder is incomplete.
+        FileExistsError: the destination is a non-dataset folder, or holds input files.
+        ValueError: the Ray cluster cannot fit the requested actor pools.
+    """
+    config = config or PrepareConfig()
+    out_dir = Path(out_dir).absolute()
+    listing = read_list_file(str(list_path), audio_dir=audio_dir)
+    paths = find_pretrained(pretrained_dir)
+    _check_destination(out_dir, listing.location, listing.entries, "output folder")
+    export_dir = Path(export_official).absolute() if export_official is not None else None
+    if export_dir is not None:
+        from .official_export import check_export_destination
+
+        _check_destination(export_dir, listing.location, listing.entries, "export folder", need_manifest=False)
+        check_export_destination(export_dir)  # before any work, not after the dataset is written
+        if export_dir == out_dir or out_dir in export_dir.parents or export_dir in out_dir.parents:
+            raise FileExistsError(f"the export folder {export_dir} and the output folder {out_dir} must not "
+                                  "contain each other")
+
+    previous = mf.read_manifest(out_dir)
+    hashes = mf.hash_pretrained({"hubert": paths.hubert, "bert": paths.bert, "sovits_g": paths.sovits_g},
+                                previous.get("pretrained") if previous else None)
+    processing = mf.processing_key(config.output_settings(), mf.pretrained_digests(hashes))
+    shas = _hash_audio(listing.entries, hash_threads)
+    keys = [mf.row_key(e.clip_id, e.speaker, e.lang_code, e.text, shas[e.audio]) for e in listing.entries]
+    fingerprint = mf.fingerprint(processing, keys)
+
+    if previous and previous.get("fingerprint") == fingerprint and _dataset_complete(out_dir, previous):
+        logger.info("%s already holds dataset %s for this input; nothing to do", out_dir, previous["dataset_version"])
+        result = PrepareResult.from_manifest(out_dir, previous, no_op=True, export_dir=export_dir)
+        if export_dir is not None:
+            _export(out_dir, export_dir)
+        return result
+
+    todo, rejects = _pre_reject(listing.entries, keys, shas)
+    reusable = _reusable_rows(out_dir, previous, processing)
+    reuse_kept = {r["row_key"] for r in todo if r["row_key"] in reusable["kept"]}
+    for row in todo:
+        old = reusable["rejects"].get(row["row_key"])
+        if old is not None and row["row_key"] not in reuse_kept:
+            rejects.append({**old, "line": row["line"], "source": row["source"]})  # the list may have moved
+    reused_reject_keys = {r["row_key"] for r in todo if r["row_key"] in reusable["rejects"]}
+    run_rows = [r for r in todo if r["row_key"] not in reuse_kept and r["row_key"] not in reused_reject_keys]
+    logger.info("%d list rows: %d rejected before decoding, %d reused, %d to process", len(listing.entries),
+                len(listing.entries) - len(todo), len(reuse_kept) + len(reused_reject_keys), len(run_rows))
+
+    new_kept: list[pa.Table] = []
+    if run_rows:
+        for batch_kept, batch_rejects in _run_pipeline(run_rows, config, paths, progress):
+            new_kept.append(batch_kept)
+            rejects.extend(batch_rejects)
+    schema = dataset_schema(config.audio_dtype)
+    reused_sources = {r["row_key"]: r["source"] for r in todo if r["row_key"] in reuse_kept}
+    kept = _assemble(new_kept, _read_reused(out_dir, previous, reused_sources, schema), schema, config.val_fraction)
+
+    staging = out_dir.parent / f".{out_dir.name}.staging-{uuid.uuid4().hex[:8]}"
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        staging.mkdir()
+        parts = _write_dataset(staging, kept, schema)
+        rejects_table = _rejects_table(rejects)
+        pq.write_table(rejects_table, staging / REJECTS_FILE)
+        manifest = _build_manifest(
+            listing=listing, fingerprint=fingerprint, processing=processing, config=config, hashes=hashes,
+            kept=kept, rejects=rejects_table, parts=parts, processed=len(run_rows),
+            reused=len(reuse_kept) + len(reused_reject_keys), audio_dir=audio_dir)
+        mf.write_manifest(staging, manifest)
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("dataset %s written to %s: %d kept, %d rejected", manifest["dataset_version"], out_dir,
+                kept.num_rows, rejects_table.num_rows)
+    if export_dir is not None:
+        _export(out_dir, export_dir)
+    return PrepareResult.from_manifest(out_dir, manifest, no_op=False, export_dir=export_dir)
+
+
+def read_dataset(out_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """The kept clips of a prepared dataset as one table (sorted by clip id, as written)."""
+    out_dir = Path(out_dir)
+    manifest = mf.read_manifest(out_dir)
+    if manifest is None:
+        raise FileNotFoundError(f"{out_dir} is not a prepared dataset (no {mf.MANIFEST})")
+    schema = dataset_schema(manifest["config"]["audio_dtype"])
+    tables = [pq.read_table(out_dir / p, columns=columns) for p in manifest["files"]["data"]]
+    if not tables:
+        return schema.empty_table() if columns is None else schema.empty_table().select(columns)
+    return pa.concat_tables(tables)
+
+
+def read_rejects(out_dir: str | Path) -> pa.Table:
+    return pq.read_table(Path(out_dir) / REJECTS_FILE)
+
+
+# --- driver-side steps ----------------------------------------------------------------------------
+
+def _check_destination(folder: Path, list_location: str, entries: tuple[ListEntry, ...], what: str, *,
+                       need_manifest: bool = True) -> None:
+    """Refuse a destination that is a file, a foreign non-empty folder, or that holds any input file."""
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{what} {folder} exists and is not a folder")
+    inputs = [list_location] + [e.audio for e in entries]
+    for location in inputs:
+        if uris.is_uri(location):
+            continue
+        path = Path(location).absolute()
+        if path == folder or folder in path.parents:
+            raise FileExistsError(f"{what} {folder} contains the input file {location}; it is replaced as a "
+                                  "whole, so choose a folder outside the input data")
+    if need_manifest and folder.is_dir() and any(folder.iterdir()) and not (folder / mf.MANIFEST).is_file():
+        raise FileExistsError(f"{what} {folder} is not empty and holds no voicefleet dataset "
+                              f"({mf.MANIFEST} missing); choose a new or empty folder")
+
+
+def _hash_audio(entries: tuple[ListEntry, ...], threads: int) -> dict[str, str | None]:
+    """sha256 of each distinct audio location's bytes (None when the file is missing)."""
+
+    def one(location: str) -> str | None:
+        try:
+            return uris.sha256_hex(uris.read_bytes(location))
+        except FileNotFoundError:
+            return None
+
+    locations = sorted({e.audio for e in entries})
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return dict(zip(locations, pool.map(one, locations)))
+
+
+def _pre_reject(entries: tuple[ListEntry, ...], keys: list[str], shas: dict[str, str | None]
+                ) -> tuple[list[dict], list[dict]]:
+    """Rows for the pipeline, and the reject rows that need no decoding."""
+    todo, rejects, seen = [], [], {}
+    for entry, key in zip(entries, keys):
+        row = {"clip_id": entry.clip_id, "line": entry.line, "source": entry.audio, "speaker": entry.speaker,
+               "lang_code": entry.lang_code, "lang": entry.lang, "text": entry.text, "row_key": key,
+               "audio_sha256": shas[entry.audio]}
+        reason = None
+        if entry.audio in seen:
+            reason, detail = RejectReason.DUPLICATE, f"the same audio file as line {seen[entry.audio]}"
+        elif shas[entry.audio] is None:
+            reason, detail = RejectReason.MISSING_FILE, f"no such file: {entry.audio}"
+            if uris.looks_like_windows_path(entry.clip_id):
+                detail += " (a Windows path: pass --audio-dir to find the files by name)"
+        elif entry.lang is None:
+            reason, detail = RejectReason.UNSUPPORTED_LANGUAGE, (f"language {entry.lang_code!r}; voicefleet "
+                                                                 "prepares zh (Chinese, English words allowed) and en")
+        elif not entry.text.strip():
+            reason, detail = RejectReason.EMPTY_TRANSCRIPT, "the text field is empty"
+        seen.setdefault(entry.audio, entry.line)
+        if reason is None:
+            todo.append(row)
+        else:
+            rejects.append(_reject_row(row, reason.value, detail, None))
+    return todo, rejects
+
+
+def _reject_row(row: dict, reason: str, detail: str, duration: float | None) -> dict:
+    return {"clip_id": row["clip_id"], "line": row["line"], "speaker": row["speaker"], "lang_code": row["lang_code"],
+            "text": row["text"], "reason": reason, "detail": detail or "", "duration_s": duration,
+            "source": row["source"], "audio_sha256": row["audio_sha256"], "row_key": row["row_key"]}
+
+
+def _dataset_complete(out_dir: Path, manifest: dict) -> bool:
+    files = manifest.get("files", {})
+    return all((out_dir / p).is_file() for p in files.get("data", [])) and (out_dir / REJECTS_FILE).is_file()
+
+
+def _reusable_rows(out_dir: Path, previous: dict | None, processing: str) -> dict:
+    """Row keys of the previous version's kept rows and its pipeline rejects, if made the same way."""
+    empty = {"kept": set(), "rejects": {}}
+    if not previous or previous.get("processing_key") != processing or not _dataset_complete(out_dir, previous):
+        return empty
+    kept = set(read_dataset(out_dir, columns=["row_key"]).column("row_key").to_pylist())
+    driver_reasons = {RejectReason.DUPLICATE.value, RejectReason.MISSING_FILE.value,
+                      RejectReason.UNSUPPORTED_LANGUAGE.value, RejectReason.EMPTY_TRANSCRIPT.value}
+    rejects = {r["row_key"]: r for r in read_rejects(out_dir).to_pylist() if r["reason"] not in driver_reasons}
+    return {"kept": kept, "rejects": rejects}
+
+
+def _read_reused(out_dir: Path, previous: dict | None, sources: dict[str, str], schema: pa.Schema
+                 ) -> pa.Table | None:
+    """The previous version's rows for the row keys in `sources`, with `source` set to where they are now."""
+    if not sources or previous is None:
+        return None
+    table = read_dataset(out_dir)
+    table = table.filter(pc.is_in(table.column("row_key"), value_set=pa.array(sorted(sources), pa.string())))
+    fresh = pa.array([sources[k] for k in table.column("row_key").to_pylist()], pa.string())
+    table = table.set_column(table.schema.get_field_index("source"), schema.field("source"), fresh)
+    return table.drop_columns(["split"])
+
+
+@contextlib.contextmanager
+def _quiet_ray_data() -> Iterator[None]:
+    """Ray Data's own progress bars and stats logs off (the caller shows progress)."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    saved = (ctx.enable_progress_bars, ctx.enable_auto_log_stats)
+    ctx.enable_progress_bars, ctx.enable_auto_log_stats = False, False
+    try:
+        yield
+    finally:
+        ctx.enable_progress_bars, ctx.enable_auto_log_stats = saved
+
+
+def ensure_ray() -> None:
+    """Connect to Ray (RAY_ADDRESS or a local instance) unless this process already is."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+
+
+def _check_resources(config: PrepareConfig) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    stages = [("audio", config.audio_stage), ("text", config.text_stage)]
+    need_cpu = sum(s.concurrency * s.num_cpus for _, s in stages) + config.cpu_num_cpus
+    need_gpu = sum(s.concurrency * s.num_gpus for _, s in stages)
+    have_cpu, have_gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    pools = ", ".join(f"{name} {s.concurrency} x {s.num_cpus:g} CPU" + (f" + {s.num_gpus:g} GPU" if s.num_gpus else "")
+                      for name, s in stages)
+    if need_cpu > have_cpu + 1e-9:
+        raise ValueError(f"the pipeline needs {need_cpu:g} CPUs ({pools}, plus {config.cpu_num_cpus:g} for CPU tasks) "
+                         f"but the Ray cluster has {have_cpu:g}; use fewer workers or fewer CPUs per worker")
+    if need_gpu > have_gpu + 1e-9:
+        raise ValueError(f"the actor pools need {need_gpu:g} GPUs ({pools}) but the Ray cluster has {have_gpu:g}")
+
+
+def _run_pipeline(rows: list[dict], config: PrepareConfig, paths: PretrainedPaths, progress: ProgressFn | None
+                  ) -> Iterator[tuple[pa.Table, list[dict]]]:
+    """Stream rows through the Ray Data stages; yields (kept rows, reject rows) per finished block."""
+    import ray
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
+    from .stages import AudioFeatureStage, TextStage, decode_and_check, finalize, input_table
+
+    ensure_ray()
+    _check_resources(config)
+    table = input_table(rows)
+    step = config.cpu_batch_size
+    cpu = dict(batch_format="pyarrow", batch_size=config.cpu_batch_size, num_cpus=config.cpu_num_cpus,
+               compute=TaskPoolStrategy(size=config.cpu_concurrency))
+    a, t = config.audio_stage, config.text_stage
+    done, total = 0, len(rows)
+    if progress:
+        progress(0, total)
+    with _quiet_ray_data():  # a Dataset copies the context when it is created
+        ds = ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
+        ds = ds.map_batches(decode_and_check, fn_kwargs={"settings": config.model_dump(mode="json")}, **cpu)
+        ds = ds.map_batches(TextStage, batch_format="pyarrow", batch_size=t.batch_size,
+                            compute=ActorPoolStrategy(size=t.concurrency), num_cpus=t.num_cpus, num_gpus=t.num_gpus,
+                            fn_constructor_kwargs={"bert_dir": str(paths.bert), "torch_threads": t.torch_threads,
+                                                   "num_gpus": t.num_gpus,
+                                                   "load_bert": any(r["lang"] == "zh" for r in rows)})
+        ds = ds.map_batches(AudioFeatureStage, batch_format="pyarrow", batch_size=a.batch_size,
+                            compute=ActorPoolStrategy(size=a.concurrency), num_cpus=a.num_cpus, num_gpus=a.num_gpus,
+                            fn_constructor_kwargs={"hubert_dir": str(paths.hubert), "sovits_path": str(paths.sovits_g),
+                                                   "torch_threads": a.torch_threads, "num_gpus": a.num_gpus})
+        ds = ds.map_batches(finalize, fn_kwargs={"audio_dtype": config.audio_dtype}, **cpu)
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
+            ok = pc.is_null(batch.column("reason"))
+            failed = batch.filter(pc.invert(ok))
+            rejects = [_reject_row(r, r["reason"], r["detail"], r["duration_s"])
+                       for r in failed.drop_columns(["audio_32k", "hubert", "bert"]).to_pylist()]
+            done += batch.num_rows
+            if progress:
+                progress(done, total)
+            yield batch.filter(ok), rejects
+
+
+def _assemble(new: list[pa.Table], reused: pa.Table | None, schema: pa.Schema, val_fraction: float) -> pa.Table:
+    """Kept rows (new and reused) with their split, sorted by clip id, in the dataset schema."""
+    without_split = [n for n in schema.names if n != "split"]
+    tables = [t.select(without_split) for t in new]
+    if reused is not None:
+        tables.append(reused.select(without_split))
+    if not tables:
+        return schema.empty_table()
+    kept = pa.concat_tables([t.cast(pa.schema([schema.field(n) for n in without_split])) for t in tables])
+    splits = assign_splits(zip(kept.column("clip_id").to_pylist(), kept.column("speaker").to_pylist()), val_fraction)
+    kept = kept.append_column(schema.field("split"), pa.array([splits[c] for c in kept.column("clip_id").to_pylist()],
+                                                              pa.string()))
+    kept = kept.sort_by("clip_id").select(schema.names)
+    return kept.cast(schema).combine_chunks()
+
+
+def _write_dataset(folder: Path, table: pa.Table, schema: pa.Schema) -> list[str]:
+    data = folder / DATA_DIR
+    data.mkdir()
+    parts = []
+    for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_PART)):
+        name = f"{DATA_DIR}/part-{index:05d}.parquet"
+        pq.write_table(table.slice(start, ROWS_PER_PART), folder / name, row_group_size=ROW_GROUP_SIZE)
+        parts.append(name)
+    return parts
+
+
+def _rejects_table(rejects: list[dict]) -> pa.Table:
+    rows = sorted(rejects, key=lambda r: (r["line"], r["clip_id"]))
+    return pa.Table.from_pylist(rows, schema=REJECTS_SCHEMA)
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        out_dir.rename(old)
+    try:
+        staging.rename(out_dir)
+    except BaseException:
+        if old is not None:
+            old.rename(out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build_manifest(*, listing, fingerprint: str, processing: str, config: PrepareConfig, hashes: dict,
+                    kept: pa.Table, rejects: pa.Table, parts: list[str], processed: int, reused: int,
+                    audio_dir: str | None) -> dict:
+    speakers: dict[str, dict] = defaultdict(lambda: {"clips": 0, "train": 0, "val": 0, "seconds": 0.0})
+    for speaker, split, seconds in zip(kept.column("speaker").to_pylist(), kept.column("split").to_pylist(),
+                                       kept.column("duration_s").to_pylist()):
+        s = speakers[speaker]
+        s["clips"] += 1
+        s["val" if split == VAL else "train"] += 1
+        s["seconds"] += float(seconds)
+    for s in speakers.values():
+        s["seconds"] = round(s["seconds"], 3)
+        s["minutes"] = round(s["seconds"] / 60, 3)
+    by_reason = Counter(rejects.column("reason").to_pylist())
+    splits = Counter(kept.column("split").to_pylist())
+    durations = kept.column("duration_s").to_pylist()
+    return {
+        "format_version": mf.FORMAT_VERSION,
+        "dataset_version": fingerprint[:16],
+        "fingerprint": fingerprint,
+        "processing_key": processing,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "input": {"list": listing.location, "list_sha256": listing.sha256, "rows": len(listing.entries),
+                  "audio_dir": audio_dir},
+        "counts": {"rows": len(listing.entries), "kept": kept.num_rows, "rejected": rejects.num_rows,
+                   "rejected_by_reason": dict(sorted(by_reason.items())), "train": splits.get("train", 0),
+                   "val": splits.get("val", 0), "processed": processed, "reused": reused},
+        "durations": {"kept_s": round(sum(durations), 3), "kept_minutes": round(sum(durations) / 60, 3),
+                      "min_s": round(min(durations), 3) if durations else None,
+                      "max_s": round(max(durations), 3) if durations else None},
+        "speakers": dict(sorted(speakers.items())),
+        "config": config.output_settings(),
+        "run": {k: v for k, v in config.model_dump(mode="json").items() if k not in config.output_settings()},
+        "pretrained": hashes,
+        "libraries": mf.library_versions(),
+        "files": {"data": parts, "rejects": REJECTS_FILE},
+        "schema": {"audio_dtype": config.audio_dtype, "sample_rate": 32000, "hubert_frame_rate_hz": 50,
+                   "semantic_frame_rate_hz": 25},
+    }
+
+
+def _export(out_dir: Path, export_dir: Path) -> None:
+    from .official_export import export_official
+
+    export_official(out_dir, export_dir)

@@ -1,0 +1,152 @@
+"""Closed-loop load on the voicefleet Serve app: N clients over M voices.
+
+    .venv/bin/python benchmarks/serve_load.py --size tiny --clients 4 --voices 3 --requests 40
+    .venv/bin/python benchmarks/serve_load.py --url http://127.0.0.1:8000 --clients 8   # a running app
+
+Without --url it builds a tiny random pretrained folder, registers M zero-shot voices, starts local
+Ray + the app on 127.0.0.1, and shuts it down afterwards. Each client sends its next request when
+the previous one finished (closed loop), cycling through the voices; requests ask for pcm so audio
+length is exact. Reports requests/s, latency percentiles, time to first audio byte (streaming),
+real-time factor under load (latency / audio seconds) and failures; appends to RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import report  # noqa: E402
+
+SAMPLE_RATE = 32000
+TEXT = "今天天气很好。我们一起去公园散步，然后回家吃饭。"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_app(size: str, voices: int, workdir: Path) -> tuple[str, list[str]]:
+    import ray
+    import soundfile as sf
+    from ray import serve
+
+    from voicefleet.models.pretrained import init_pretrained
+    from voicefleet.platform.voices import registry_for
+    from voicefleet.serve.app import build_app
+    from voicefleet.serve.settings import ServeSettings
+
+    paths = init_pretrained(workdir / "pretrained", size, seed=0)
+    registry = registry_for(str(workdir / "storage"))
+    ids = []
+    t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE
+    for i in range(voices):
+        phase = 2 * np.pi * np.cumsum(120 + 20 * i + 25 * np.sin(2 * np.pi * 0.6 * t)) / SAMPLE_RATE
+        ref = workdir / f"ref{i}.wav"
+        sf.write(ref, (0.3 * np.sin(phase) + 0.1 * np.sin(2 * phase)).astype(np.float32), SAMPLE_RATE)
+        registry.register(f"bench-{i}", gpt=paths.gpt, sovits=paths.sovits_g, reference=ref, prompt_text="你好。",
+                          prompt_lang="zh")
+        ids.append(f"bench-{i}")
+    ray.init(include_dashboard=False, log_to_driver=False)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    settings = ServeSettings(storage=str(workdir / "storage"), pretrained=str(paths.root),
+                             max_voices_per_replica=max(1, voices), max_ongoing_requests=8)
+    serve.run(build_app(settings), name="voicefleet", route_prefix="/", blocking=False)
+    return f"http://127.0.0.1:{port}", ids
+
+
+async def run_load(url: str, voices: list[str], clients: int, requests: int, duration_s: float, stream: bool,
+                   max_tokens: int) -> dict:
+    import httpx
+
+    if not url.startswith(("http://127.0.0.1", "http://localhost")):
+        raise SystemExit("serve_load.py only loads 127.0.0.1 / localhost")
+    results: list[dict] = []
+    counter = iter(range(requests))
+    deadline = time.monotonic() + duration_s
+
+    async def client(c: int, http: httpx.AsyncClient):
+        for n in counter:
+            if time.monotonic() > deadline:
+                return
+            body = {"voice": voices[n % len(voices)], "text": TEXT, "lang": "zh", "seed": n, "format": "pcm",
+                    "max_tokens": max_tokens, "stream": stream}
+            t0 = time.monotonic()
+            first, size, status = None, 0, 0
+            try:
+                async with http.stream("POST", f"{url}/v1/tts", json=body) as r:
+                    status = r.status_code
+                    async for chunk in r.aiter_raw():
+                        if first is None and chunk:
+                            first = time.monotonic() - t0
+                        size += len(chunk)
+            except httpx.HTTPError:
+                status = 0
+            results.append({"ok": status == 200, "latency": time.monotonic() - t0, "ttfb": first,
+                            "audio_s": size / 2 / SAMPLE_RATE})
+
+    async with httpx.AsyncClient(timeout=300) as http:
+        await http.post(f"{url}/v1/tts", json={"voice": voices[0], "text": "你好。", "max_tokens": 5})  # warm-up
+        t0 = time.monotonic()
+        await asyncio.gather(*(client(c, http) for c in range(clients)))
+        wall = time.monotonic() - t0
+    ok = [r for r in results if r["ok"]]
+    lat = np.array([r["latency"] for r in ok]) if ok else np.array([np.nan])
+    ttfb = np.array([r["ttfb"] for r in ok if r["ttfb"] is not None]) if ok else np.array([np.nan])
+    audio = sum(r["audio_s"] for r in ok)
+    return {"requests": len(results), "failed": len(results) - len(ok), "rps": len(ok) / wall,
+            "p50": np.percentile(lat, 50), "p95": np.percentile(lat, 95), "p99": np.percentile(lat, 99),
+            "ttfb_p50": np.percentile(ttfb, 50) if ttfb.size else float("nan"),
+            "rtf": float(lat.sum() / audio) if audio else float("nan"), "wall": wall}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", help="a running app on 127.0.0.1 (default: start a local one)")
+    p.add_argument("--size", choices=["tiny", "full"], default="tiny")
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--voices", type=int, default=3)
+    p.add_argument("--requests", type=int, default=40, help="total request cap")
+    p.add_argument("--duration", type=float, default=120, help="seconds cap")
+    p.add_argument("--max-tokens", type=int, default=40)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.url:
+            import httpx
+
+            url = args.url.rstrip("/")
+            voices = [v["voice_id"] for v in httpx.get(f"{url}/v1/voices").json()["voices"]][: args.voices]
+        else:
+            url, voices = start_local_app(args.size, args.voices, Path(tmp))
+        rows = []
+        for stream in (False, True):
+            m = asyncio.run(run_load(url, voices, args.clients, args.requests, args.duration, stream,
+                                     args.max_tokens))
+            rows.append(["stream" if stream else "whole", args.clients, len(voices), m["requests"], m["failed"],
+                         f"{m['rps']:.2f}", f"{m['p50']:.3f}", f"{m['p95']:.3f}", f"{m['p99']:.3f}",
+                         f"{m['ttfb_p50']:.3f}", f"{m['rtf']:.3f}"])
+        if not args.url:
+            from ray import serve
+
+            serve.shutdown()
+    report(f"Serve closed-loop load ({args.size if not args.url else 'external'}, max_tokens {args.max_tokens})",
+           ["mode", "clients", "voices", "requests", "failed", "req/s", "p50 s", "p95 s", "p99 s",
+            "first byte p50 s", "RTF"], rows,
+           notes="Latency per request end to end over HTTP; RTF = summed latency / summed audio seconds "
+                 "(under load, so above the single-request RTF). 1 synthesis replica, 2 synthesis threads.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The Serve application: `build_app(settings)`; `app` / `app_builder` for `serve run|deploy`.
+
+    serve run serve_config.yaml
+    serve deploy serve_config.yaml       # on a running cluster
+    serve run voicefleet.serve.app:app   # settings from VOICEFLEET_SERVE_* environment variables
+"""
+
+from __future__ import annotations
+
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from .asgi import create_app
+from .settings import ServeSettings
+from .synthesizer import VoiceSynthesizer
+
+
+@serve.deployment(name="Gateway", max_ongoing_requests=256)
+@serve.ingress()
+class Gateway:
+    """HTTP ingress: validation, auth, limits and the registry; synthesis goes to `VoiceSynthesizer`."""
+
+    def __init__(self, synthesizer: DeploymentHandle, settings: ServeSettings):
+        self.synthesizer = synthesizer
+        self.settings = settings
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.settings, self.synthesizer)
+
+
+def build_app(settings: ServeSettings) -> Application:
+    """Ingress + synthesis deployments, sized and limited by `settings`."""
+    synthesizer = VoiceSynthesizer.options(
+        autoscaling_config=settings.autoscaling_config(),
+        ray_actor_options=settings.ray_actor_options(),
+        max_ongoing_requests=settings.max_ongoing_requests,
+        health_check_period_s=10,
+    ).bind(settings)
+    return Gateway.options(ray_actor_options={"num_cpus": settings.gateway_num_cpus}).bind(synthesizer, settings)
+
+
+def app_builder(args: dict) -> Application:
+    """For `serve_config.yaml`: `args` are `ServeSettings` fields (unknown ones are errors);
+    fields not given come from VOICEFLEET_SERVE_* variables or the defaults."""
+    return build_app(args if isinstance(args, ServeSettings) else ServeSettings(**args))
+
+
+app = build_app(ServeSettings())  # settings from VOICEFLEET_SERVE_* variables
+
+
+def start(settings: ServeSettings, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          blocking: bool = True) -> None:
+    """Connect to Ray (local by default, or `address`), start Serve's HTTP proxy, run the app."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False) if address else ray.init(include_dashboard=False)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_app(settings), name="voicefleet", route_prefix="/", blocking=blocking)

@@ -1,0 +1,1 @@
+"""One router per resource: speech (synthesis) and voices (the registry)."""

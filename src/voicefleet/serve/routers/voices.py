@@ -1,0 +1,91 @@
+"""Voice routes: list, register a zero-shot voice from an uploaded clip, delete."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from ...models.pretrained import find_pretrained
+from ...platform.registry import RegistryError, VoiceNotFound, VoiceRecord
+from ..dependencies import Caller, Services, api_error, get_caller, get_services
+from ..schemas import VOICE_ID_PATTERN, ErrorResponse, VoiceInfo, VoiceList
+
+router = APIRouter(prefix="/v1/voices", tags=["voices"])
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422)}
+
+
+def _info(record: VoiceRecord) -> VoiceInfo:
+    return VoiceInfo(voice_id=record.voice_id, prompt_text=record.prompt_text, prompt_lang=record.prompt_lang,
+                     version=record.version, created_at=record.created_at)
+
+
+@router.get("", response_model=VoiceList, responses=ERRORS, summary="List voices")
+def list_voices(services: Services = Depends(get_services), caller: Caller = Depends(get_caller)) -> VoiceList:
+    return VoiceList(voices=[_info(r) for r in services.registry.list() if caller.allows(r.voice_id)])
+
+
+def _check_reference(data: bytes, min_s: float, max_s: float) -> None:
+    try:
+        audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is the upload's fault
+        raise api_error(422, "invalid_request_error",
+                        f"reference clip could not be decoded ({' '.join(str(e).split())}); send wav, flac or ogg"
+                        ) from None
+    duration = len(audio) / sr if sr else 0.0
+    if not min_s <= duration <= max_s:
+        raise api_error(422, "invalid_request_error",
+                        f"reference clip is {duration:.2f} s long; it must be between {min_s:g} and {max_s:g} s")
+    if float(np.abs(audio).max(initial=0.0)) < 1e-4:
+        raise api_error(422, "invalid_request_error", "reference clip is silent")
+
+
+def _register(services: Services, voice_id: str, data: bytes, prompt_text: str, prompt_lang: str) -> VoiceRecord:
+    settings = services.settings
+    _check_reference(data, settings.reference_min_s, settings.reference_max_s)
+    paths = find_pretrained(settings.pretrained)
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(tmp) / "reference.wav"
+        audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        sf.write(ref, audio.mean(axis=1), sr, subtype="PCM_16")  # normalised container: mono 16-bit wav
+        try:
+            return services.registry.register(voice_id, gpt=paths.gpt, sovits=paths.sovits_g, reference=ref,
+                                              prompt_text=prompt_text, prompt_lang=prompt_lang,
+                                              lineage={"source": "zero-shot upload"})
+        except RegistryError as e:
+            status = 409 if "already exists" in str(e) else 422
+            raise api_error(status, "conflict" if status == 409 else "invalid_request_error", str(e)) from None
+
+
+@router.post("", response_model=VoiceInfo, status_code=201, responses=ERRORS, summary="Register a zero-shot voice")
+async def create_voice(
+        voice_id: str = Form(..., pattern=VOICE_ID_PATTERN, description="New voice id (a-z, 0-9, '_', '-')."),
+        reference: UploadFile = File(..., description="Reference clip, 3-10 s (wav, flac or ogg)."),
+        prompt_text: str = Form("", max_length=500, description="Transcript of the reference clip (recommended)."),
+        prompt_lang: Literal["zh", "all_zh", "en", "auto"] = Form("zh", description="Language of the transcript."),
+        services: Services = Depends(get_services), caller: Caller = Depends(get_caller)) -> VoiceInfo:
+    """Register a voice that uses the pretrained GPT/SoVITS weights with an uploaded reference clip."""
+    caller.require_admin()
+    limit = services.settings.max_upload_bytes
+    data = await reference.read(limit + 1)
+    if len(data) > limit:
+        raise api_error(413, "request_too_large", f"reference clip is larger than {limit} bytes")
+    return _info(await run_in_threadpool(_register, services, voice_id, data, prompt_text, prompt_lang))
+
+
+@router.delete("/{voice_id}", status_code=204, responses=ERRORS, summary="Delete a voice")
+def delete_voice(voice_id: str, services: Services = Depends(get_services),
+                 caller: Caller = Depends(get_caller)) -> None:
+    caller.require_admin()
+    try:
+        services.registry.delete(voice_id)
+    except VoiceNotFound as e:
+        raise api_error(404, "not_found", str(e)) from None
+    except RegistryError as e:
+        raise api_error(422, "invalid_request_error", str(e)) from None

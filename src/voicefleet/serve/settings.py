@@ -1,0 +1,102 @@
+"""Service settings: one pydantic `BaseSettings`, read from `VOICEFLEET_SERVE_*` environment
+variables or given directly (app builder, `serve_config.yaml` args, CLI)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ..models.pipeline import REFERENCE_MAX_S, REFERENCE_MIN_S
+from ..platform.registry import VOICE_ID
+
+# Hard ceilings the OpenAPI schema states; a deployment may set lower limits in its settings.
+TEXT_CHARS_CEILING = 10_000
+MAX_TOKENS_CEILING = 1500  # the pipeline's default cap: 60 s of audio per fragment
+
+
+class ApiKey(BaseModel):
+    """A bearer key and the voices it may use; "*" allows every voice and managing voices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: SecretStr = Field(description="The bearer token (sent as `Authorization: Bearer <key>`).")
+    voices: list[str] = Field(default_factory=lambda: ["*"],
+                              description='Voice ids this key may synthesise with; ["*"] for all (admin).')
+
+    @field_validator("voices")
+    @classmethod
+    def _check_voices(cls, voices: list[str]) -> list[str]:
+        bad = [v for v in voices if v != "*" and not VOICE_ID.match(v)]
+        if bad:
+            raise ValueError(f"invalid voice ids {bad}: use a-z, 0-9, '_' and '-', or '*'")
+        return voices
+
+    @property
+    def admin(self) -> bool:
+        return "*" in self.voices
+
+    def allows(self, voice_id: str) -> bool:
+        return self.admin or voice_id in self.voices
+
+
+class ServeSettings(BaseSettings):
+    """Everything a deployment of the voicefleet service can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="VOICEFLEET_SERVE_", extra="forbid")
+
+    storage: str = Field("runs", description="Storage path (folder or URI); voices live in <storage>/registry.")
+    pretrained: str = Field("pretrained_models", description="Official GPT-SoVITS pretrained_models folder.")
+    precision: Literal["fp32", "fast"] = Field("fp32", description="fp32: official numerics; fast: int8/bf16 on CPU.")
+
+    # replicas
+    max_voices_per_replica: int = Field(4, ge=1, le=64, description="Voices cached per synthesis replica (LRU).")
+    min_replicas: int = Field(1, ge=0, le=256, description="Autoscaling lower bound (synthesis replicas).")
+    max_replicas: int = Field(1, ge=1, le=256, description="Autoscaling upper bound (synthesis replicas).")
+    target_ongoing_requests: float = Field(2.0, gt=0, le=64, description="Autoscaling target per replica.")
+    max_ongoing_requests: int = Field(4, ge=1, le=256,
+                                      description="Requests one synthesis replica accepts at once; others queue.")
+    synthesis_threads: int = Field(2, ge=1, le=64, description="Threads running synthesis in each replica.")
+    torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads per synthesis thread.")
+    num_cpus: float = Field(1.0, ge=0, le=256, description="CPUs reserved by each synthesis replica.")
+    num_gpus: float = Field(0.0, ge=0, le=8, description="GPUs (fractional) reserved by each synthesis replica.")
+    gateway_num_cpus: float = Field(0.0, ge=0, le=16, description="CPUs reserved by each ingress replica.")
+
+    # batching: concurrent requests for one voice with the same sampling knobs share one GPT decode.
+    # Off (1) by default: a batched decode is not bit-identical to a lone one, so a seed then
+    # reproduces audio only with the same batch companions (see serve/batching.py).
+    batch_max_size: int = Field(1, ge=1, le=64, description="Requests gathered into one batched decode (1: off).")
+    batch_wait_timeout_s: float = Field(0.02, ge=0, le=1, description="How long a batch waits to fill.")
+
+    # request limits
+    max_text_chars: int = Field(2000, ge=1, le=TEXT_CHARS_CEILING, description="Longest text accepted.")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024,
+                                  description="Largest request body (reference clip uploads).")
+    reference_min_s: float = Field(REFERENCE_MIN_S, ge=REFERENCE_MIN_S, le=REFERENCE_MAX_S,
+                                   description="Shortest reference clip accepted (official: 3 s).")
+    reference_max_s: float = Field(REFERENCE_MAX_S, ge=REFERENCE_MIN_S, le=REFERENCE_MAX_S,
+                                   description="Longest reference clip accepted (official: 10 s).")
+
+    api_keys: list[ApiKey] = Field(default_factory=list,
+                                   description="Bearer keys; empty means no authentication.")
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> "ServeSettings":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        if self.reference_min_s > self.reference_max_s:
+            raise ValueError(f"reference_min_s ({self.reference_min_s}) > reference_max_s ({self.reference_max_s})")
+        return self
+
+    @property
+    def registry_root(self) -> str:
+        """Where the voice registry lives (as `platform.voices.registry_for`)."""
+        return f"{self.storage.rstrip('/')}/registry"
+
+    def autoscaling_config(self) -> dict:
+        return {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests}
+
+    def ray_actor_options(self) -> dict:
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}

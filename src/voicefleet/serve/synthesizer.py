@@ -1,0 +1,177 @@
+"""The synthesis deployment: shared HuBERT + BERT per replica, voices multiplexed from the registry.
+
+A request names its voice through the multiplexed model id `"<voice_id>@<version>"` (set by the
+ingress from the registry record), so Serve routes it to a replica that already holds the voice,
+and a re-registered voice (new version) is never served from a stale cache entry.
+
+Synthesis is CPU-bound: it runs on the replica's own thread pool (`synthesis_threads`), never on
+the event loop; `max_ongoing_requests` caps what a replica accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator
+
+import numpy as np
+import torch
+from ray import serve
+
+from ..models.audio_io import encode_audio
+from ..models.pipeline import Synthesizer, Voice
+from ..models.pretrained import find_pretrained
+from ..platform.registry import VoiceRegistry, check_voice_id
+from .batching import compat_key, synthesize_group, synthesize_one
+from .errors import RequestFailed, user_error
+from .schemas import SynthesisJob
+from .settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+
+def voice_key(voice_id: str, version: int) -> str:
+    """Multiplexed model id of one registry version of a voice."""
+    return f"{voice_id}@{version}"
+
+
+def parse_voice_key(key: str) -> tuple[str, int]:
+    voice_id, _, version = key.partition("@")
+    if not version.isdigit():
+        raise RequestFailed(400, "invalid_request_error", f"malformed voice key {key!r}")
+    return check_voice_id(voice_id), int(version)
+
+
+def shared_model_problem(synth: Synthesizer) -> str | None:
+    """Why the replica's shared models cannot serve (non-finite weights, missing module), or None."""
+    for name, module in (("hubert", synth.hubert), ("bert", synth.bert)):
+        if module is None:
+            return f"{name} is not loaded"
+        for pname, p in module.named_parameters():
+            if not bool(torch.isfinite(p).all()):
+                return f"{name} parameter {pname} has non-finite values"
+    return None
+
+
+@serve.deployment(name="VoiceSynthesizer")
+class VoiceSynthesizer:
+    """One replica: the shared `Synthesizer` plus an LRU of voices (`max_voices_per_replica`)."""
+
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        torch.set_num_threads(settings.torch_threads)
+        self.paths = find_pretrained(settings.pretrained)
+        self.synth = Synthesizer.from_pretrained(self.paths, precision=settings.precision)
+        self.registry = VoiceRegistry(settings.registry_root)
+        # torch's intra-op thread count is per OS thread under OpenMP: set it in every worker
+        self.pool = ThreadPoolExecutor(settings.synthesis_threads, thread_name_prefix="synth",
+                                       initializer=torch.set_num_threads, initargs=(settings.torch_threads,))
+        self.loads: list[str] = []  # every voice load on this replica, in order (for stats)
+        self._problem: str | None = shared_model_problem(self.synth)
+
+        # The cache size comes from settings, so the multiplexed loader is wired up per instance
+        # (a closure: Serve keeps its LRU on the decorated function object).
+        async def load_voice(key: str) -> Voice:
+            return await self._run(self._load_voice, key)
+
+        self._voice = serve.multiplexed(max_num_models_per_replica=settings.max_voices_per_replica)(load_voice)
+        self._voice_loader = load_voice
+        self.batches: list[int] = []  # sizes of the cross-request GPT decodes run (for stats)
+        self._batched = serve.batch(max_batch_size=settings.batch_max_size,
+                                    batch_wait_timeout_s=settings.batch_wait_timeout_s)(self._run_batch)
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def _load_voice(self, key: str) -> Voice:
+        voice_id, version = parse_voice_key(key)
+        try:
+            record = self.registry.get(voice_id)
+            files = self.registry.local_files(voice_id)
+            if record.version != version:
+                logger.info("voice %s: asked for version %d, registry has %d", voice_id, version, record.version)
+            voice = self.synth.load_voice(key, files["gpt"], files["sovits"], files["reference"],
+                                          record.prompt_text, record.prompt_lang)
+        except Exception as e:  # noqa: BLE001 - user errors become 4xx, the rest propagate
+            mapped = user_error(e)
+            if mapped is None:
+                raise
+            raise mapped from None
+        self.loads.append(key)
+        logger.info("loaded voice %s on pid %d", key, os.getpid())
+        return voice
+
+    async def _get_voice(self) -> Voice:
+        key = serve.get_multiplexed_model_id()
+        if not key:
+            raise RequestFailed(400, "invalid_request_error", "no voice given")
+        return await self._voice(key)
+
+    async def synthesize(self, job: SynthesisJob) -> bytes:
+        """Whole request -> encoded audio bytes (batched with compatible requests when enabled)."""
+        key = serve.get_multiplexed_model_id()
+        voice = await self._get_voice()
+        if self.settings.batch_max_size <= 1:
+            return await self._run(synthesize_one, self.synth, voice, job)
+        result = await self._batched((key, job))
+        if isinstance(result, RequestFailed):
+            raise result
+        return result
+
+    async def _run_batch(self, items: list[tuple[str, SynthesisJob]]) -> list[bytes | RequestFailed]:
+        """`@serve.batch` handler: group by voice and sampling knobs, one decode per group."""
+        groups: dict[tuple, list[int]] = {}
+        for n, (key, job) in enumerate(items):
+            groups.setdefault((key, compat_key(job)), []).append(n)
+        results: list[bytes | RequestFailed | None] = [None] * len(items)
+
+        async def run_group(key: str, members: list[int]):
+            try:
+                voice = await self._voice(key)
+                out = await self._run(synthesize_group, self.synth, voice, [items[n][1] for n in members])
+            except RequestFailed as e:
+                out = [e] * len(members)
+            self.batches.append(len(members))
+            for n, r in zip(members, out):
+                results[n] = r
+
+        await asyncio.gather(*(run_group(key, members) for (key, _), members in groups.items()))
+        return results
+
+    async def stream(self, job: SynthesisJob) -> AsyncIterator[bytes]:
+        """One s16le PCM chunk per fragment, each as soon as it is synthesised."""
+        voice = await self._get_voice()
+
+        def start():
+            try:
+                return self.synth.stream(voice, job.text, job.lang, job.params)
+            except Exception as e:  # noqa: BLE001
+                mapped = user_error(e)
+                if mapped is None:
+                    raise
+                raise mapped from None
+
+        chunks = await self._run(start)
+        done = object()
+        while True:
+            chunk = await self._run(next, chunks, done)
+            if chunk is done:
+                return
+            yield encode_audio(np.asarray(chunk), "pcm")
+
+    def stats(self) -> dict:
+        """This replica's voice cache (for tests and operators)."""
+        wrapper = getattr(self._voice_loader, "__serve_multiplex_wrapper", None)
+        cached = list(wrapper.models.keys()) if wrapper is not None else []
+        return {"pid": os.getpid(), "loads": list(self.loads), "cached": cached, "batches": list(self.batches)}
+
+    def ready(self) -> bool:
+        return self._problem is None
+
+    def check_health(self) -> None:
+        """Serve calls this periodically; raising marks the replica unhealthy (it gets replaced)."""
+        self._problem = self._problem or shared_model_problem(self.synth)
+        if self._problem:
+            raise RuntimeError(f"shared model broken: {self._problem}")

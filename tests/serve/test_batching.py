@@ -1,0 +1,77 @@
+"""Cross-request batching: a batched group decodes together, a lone request is exact."""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx==0.28.1)")
+import soundfile as sf
+
+from voicefleet.models.audio_io import encode_audio
+from voicefleet.models.pipeline import Synthesizer, SynthesisParams
+from voicefleet.platform.registry import VoiceRegistry
+from voicefleet.serve.batching import synthesize_group
+from voicefleet.serve.errors import RequestFailed
+from voicefleet.serve.schemas import SynthesisJob
+
+TEXT = "今天天气很好。我们一起去公园。"
+
+
+@pytest.fixture(scope="module")
+def voice_and_synth(serve_settings, tiny_pretrained):
+    synth = Synthesizer.from_pretrained(tiny_pretrained)
+    registry = VoiceRegistry(serve_settings.registry_root)
+    rec, files = registry.get("alpha"), registry.local_files("alpha")
+    voice = synth.load_voice("alpha", files["gpt"], files["sovits"], files["reference"], rec.prompt_text,
+                             rec.prompt_lang)
+    return synth, voice
+
+
+def job(seed: int, text: str = TEXT) -> SynthesisJob:
+    return SynthesisJob(text=text, lang="zh", fmt="wav", params=SynthesisParams(seed=seed, max_tokens=20))
+
+
+def test_group_of_one_is_the_per_request_audio(voice_and_synth):
+    synth, voice = voice_and_synth
+    [alone] = synthesize_group(synth, voice, [job(3)])
+    assert alone == encode_audio(synth.synthesize(voice, TEXT, "zh", job(3).params), "wav")
+
+
+def test_group_decodes_every_request_and_isolates_errors(voice_and_synth):
+    synth, voice = voice_and_synth
+    out = synthesize_group(synth, voice, [job(1), job(2, "。。。"), job(3, "你好。再见。一二三。")])
+    assert isinstance(out[1], RequestFailed) and out[1].status == 422
+    for data in (out[0], out[2]):
+        wave, sr = sf.read(io.BytesIO(data))
+        assert sr == 32000 and len(wave) > 0 and np.isfinite(wave).all()
+    again = synthesize_group(synth, voice, [job(1), job(2, "。。。"), job(3, "你好。再见。一二三。")])
+    assert again[0] == out[0] and again[2] == out[2]  # same companions, same seeds: same audio
+
+
+@pytest.fixture(scope="module")
+def batched_url(base_url, serve_settings):
+    """A second app with batching on, beside the main one (same HTTP proxy, prefix /batched)."""
+    from ray import serve
+
+    from voicefleet.serve.app import build_app
+
+    settings = serve_settings.model_copy(update={"batch_max_size": 4, "batch_wait_timeout_s": 0.2, "num_cpus": 0})
+    serve.run(build_app(settings), name="voicefleet-batched", route_prefix="/batched")
+    yield f"{base_url}/batched"
+    serve.delete("voicefleet-batched")
+
+
+@pytest.mark.slow
+def test_serve_batches_concurrent_requests(batched_url):
+    from ray import serve
+
+    bodies = [{"voice": "alpha", "text": TEXT, "seed": s, "max_tokens": 20} for s in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda b: httpx.post(f"{batched_url}/v1/tts", json=b, timeout=120), bodies))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    stats = serve.get_deployment_handle("VoiceSynthesizer", app_name="voicefleet-batched").stats.remote().result()
+    assert max(stats["batches"]) > 1, stats

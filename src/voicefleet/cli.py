@@ -5,11 +5,10 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -19,51 +18,7 @@ from . import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="GPT-SoVITS v2 voice cloning at cluster scale on Ray.")
-console = Console(stderr=True)
-F = TypeVar("F", bound=Callable)
-
-
-class UserError(Exception):
-    """An error caused by what the user gave; printed as one line, exit code 2."""
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .models.checkpoint import CheckpointError
-    from .models.config import ConfigError
-    from .models.pipeline import SynthesisError
-    from .models.pretrained import PretrainedError
-    from .models.text.frontend import TextFrontendError
-    from .platform.registry import RegistryError
-    from .platform.training.api import TrainingError
-
-    return (UserError, CheckpointError, ConfigError, PretrainedError, SynthesisError, TextFrontendError,
-            RegistryError, TrainingError, FileExistsError, FileNotFoundError,
-            ValueError)
-
-
-def _one_line(e: BaseException) -> str:
-    from pydantic import ValidationError
-
-    if isinstance(e, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, err['loc'])) or 'value'}: {err['msg']}" for err in e.errors())
-    return " ".join(str(e).split())
-
-
-def user_facing(fn: F) -> F:
-    """Turn the errors a user can fix into one red line and exit code 2 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except _user_errors() as e:
-            console.print(f"[red]error:[/red] {_one_line(e)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/yellow]")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
+from .cli_support import UserError, console, user_facing
 
 
 @app.callback()
@@ -173,9 +128,14 @@ def synthesize_cmd(
 
 def _register_subcommands() -> None:
     # platform commands live beside the code they drive; they import this module's helpers
+    from .platform.cli_prepare import prepare_cmd, slice_cmd
     from .platform.cli_train import train_app
+    from .serve.cli import serve_cmd
 
+    app.command("prepare")(prepare_cmd)
+    app.command("slice")(slice_cmd)
     app.add_typer(train_app, name="train")
+    app.command("serve")(serve_cmd)
 
 
 _register_subcommands()

@@ -101,7 +101,9 @@ class Voice:
 def fragment_generator(seed: int, index: int, purpose: str) -> torch.Generator:
     """A generator for one fragment and purpose, derived from the request seed only.
 
-    Deriving per fragment keeps a fragment's audio independent of how fragments are batched.
+    A fragment's random draws therefore do not depend on which fragments share its batch. The
+    batched GPT decode still pads rows, which can change the arithmetic and so the sampled tokens:
+    the same seed gives the same audio for the same `batch_size`.
     """
     digest = hashlib.sha256(f"{seed}:{index}:{purpose}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))

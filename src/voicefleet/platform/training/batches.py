@@ -31,8 +31,15 @@ class Example:
     bert: np.ndarray | None = None  # (1024, n_phones) for Chinese; None means zeros
 
 
+class _Batch:
+    """Moves every tensor field to a device."""
+
+    def to(self, device: torch.device | str):
+        return type(self)(*(getattr(self, f).to(device, non_blocking=True) for f in self.__dataclass_fields__))
+
+
 @dataclass
-class SoVITSBatch:
+class SoVITSBatch(_Batch):
     """ssl (b, 768, t), spec (b, 1025, t), spec_lengths (b,), wave (b, 1, samples), text (b, n), text_lengths (b,)."""
 
     ssl: torch.Tensor
@@ -42,12 +49,9 @@ class SoVITSBatch:
     text: torch.Tensor
     text_lengths: torch.Tensor
 
-    def to(self, device: torch.device | str) -> "SoVITSBatch":
-        return SoVITSBatch(*(getattr(self, f).to(device, non_blocking=True) for f in self.__dataclass_fields__))
-
 
 @dataclass
-class GPTBatch:
+class GPTBatch(_Batch):
     """phonemes (b, n), phoneme_lens (b,), bert (b, 1024, n), semantic (b, t), semantic_lens (b,)."""
 
     phonemes: torch.Tensor
@@ -55,9 +59,6 @@ class GPTBatch:
     bert: torch.Tensor
     semantic: torch.Tensor
     semantic_lens: torch.Tensor
-
-    def to(self, device: torch.device | str) -> "GPTBatch":
-        return GPTBatch(*(getattr(self, f).to(device, non_blocking=True) for f in self.__dataclass_fields__))
 
 
 def sovits_item(ex: Example) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

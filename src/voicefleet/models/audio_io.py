@@ -34,6 +34,12 @@ def encode_audio(audio: np.ndarray, fmt: str, sample_rate: int = SAMPLE_RATE) ->
     return buf.getvalue()
 
 
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write `audio` to `path`, the format taken from the suffix; atomic (temp file + rename)."""
     path = Path(path)
@@ -43,5 +49,6 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_R
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+    os.chmod(tmp, _default_mode())  # mkstemp creates 0600; give the file the usual permissions
     os.replace(tmp, path)
     return path

@@ -169,6 +169,9 @@ def save_official_file(obj: Any, path: str | Path, *, overwrite: bool = False) -
     os.close(fd)
     try:
         torch.save(obj, tmp, pickle_module=_OfficialPickleModule, pickle_protocol=2)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

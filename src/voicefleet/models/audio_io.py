@@ -34,10 +34,14 @@ def encode_audio(audio: np.ndarray, fmt: str, sample_rate: int = SAMPLE_RATE) ->
     return buf.getvalue()
 
 
-def _default_mode() -> int:
+def _read_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+# read once at import: os.umask can only be read by setting it, which is not thread-safe
+FILE_MODE = 0o666 & ~_read_umask()
 
 
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
@@ -49,6 +53,6 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_R
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    os.chmod(tmp, _default_mode())  # mkstemp creates 0600; give the file the usual permissions
+    os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give the file the usual permissions
     os.replace(tmp, path)
     return path

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
+from ..audio_io import FILE_MODE
 from .errors import CheckpointError
 
 OFFICIAL_HPARAMS_GLOBAL = "utils.HParams"
@@ -169,9 +170,7 @@ def save_official_file(obj: Any, path: str | Path, *, overwrite: bool = False) -
     os.close(fd)
     try:
         torch.save(obj, tmp, pickle_module=_OfficialPickleModule, pickle_protocol=2)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

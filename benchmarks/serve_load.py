@@ -66,8 +66,18 @@ def start_local_app(size: str, voices: int, workdir: Path) -> tuple[str, list[st
     return f"http://127.0.0.1:{port}", ids
 
 
+def kill_a_synthesis_replica() -> str:
+    """Kill one VoiceSynthesizer replica actor of the local app (Serve must replace it)."""
+    import ray
+
+    names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                   if "VoiceSynthesizer" in a["name"] and "REPLICA" in a["name"].upper())
+    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+    return names[0]
+
+
 async def run_load(url: str, voices: list[str], clients: int, requests: int, duration_s: float, stream: bool,
-                   max_tokens: int) -> dict:
+                   max_tokens: int, kill_after_s: float | None = None) -> dict:
     import httpx
 
     if not url.startswith(("http://127.0.0.1", "http://localhost")):
@@ -99,7 +109,13 @@ async def run_load(url: str, voices: list[str], clients: int, requests: int, dur
     async with httpx.AsyncClient(timeout=300) as http:
         await http.post(f"{url}/v1/tts", json={"voice": voices[0], "text": "你好。", "max_tokens": 5})  # warm-up
         t0 = time.monotonic()
-        await asyncio.gather(*(client(c, http) for c in range(clients)))
+
+        async def killer():
+            await asyncio.sleep(kill_after_s)
+            await asyncio.get_running_loop().run_in_executor(None, kill_a_synthesis_replica)
+
+        extra = [killer()] if kill_after_s is not None else []
+        await asyncio.gather(*(client(c, http) for c in range(clients)), *extra)
         wall = time.monotonic() - t0
     ok = [r for r in results if r["ok"]]
     lat = np.array([r["latency"] for r in ok]) if ok else np.array([np.nan])
@@ -120,6 +136,9 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=40, help="total request cap")
     p.add_argument("--duration", type=float, default=120, help="seconds cap")
     p.add_argument("--max-tokens", type=int, default=40)
+    p.add_argument("--kill-after", type=float, default=5.0,
+                   help="local app only: also run a load during which a synthesis replica is killed after this "
+                        "many seconds (0 disables)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,10 +150,13 @@ def main() -> None:
         else:
             url, voices = start_local_app(args.size, args.voices, Path(tmp))
         rows = []
-        for stream in (False, True):
+        modes = [("whole", False, None), ("stream", True, None)]
+        if not args.url and args.kill_after > 0:
+            modes.append(("whole, replica killed", False, args.kill_after))
+        for name, stream, kill_after in modes:
             m = asyncio.run(run_load(url, voices, args.clients, args.requests, args.duration, stream,
-                                     args.max_tokens))
-            rows.append(["stream" if stream else "whole", args.clients, len(voices), m["requests"], m["failed"],
+                                     args.max_tokens, kill_after))
+            rows.append([name, args.clients, len(voices), m["requests"], m["failed"],
                          f"{m['rps']:.2f}", f"{m['p50']:.3f}", f"{m['p95']:.3f}", f"{m['p99']:.3f}",
                          f"{m['ttfb_p50']:.3f}", f"{m['rtf']:.3f}"])
         if not args.url:

@@ -127,7 +127,7 @@ def tree_digest(folder: Path) -> str:
 
 
 def cli_app():
-    """A local typer app with the platform commands (the lead registers them in voicefleet.cli)."""
+    """A local typer app with just the platform commands (voicefleet.cli registers the same functions)."""
     import typer
 
     from voicefleet.platform.cli_prepare import prepare_cmd, slice_cmd

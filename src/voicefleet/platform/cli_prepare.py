@@ -3,8 +3,7 @@
     .venv/bin/voicefleet slice long_recording.wav --out data/alice --speaker alice --lang zh
     .venv/bin/voicefleet prepare data/alice/slices.list --pretrained pretrained_models --out datasets/alice
 
-The lead registers them in `voicefleet.cli` (``app.command("prepare")(prepare_cmd)``,
-``app.command("slice")(slice_cmd)``).
+`voicefleet.cli` registers them as the `prepare` and `slice` commands.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps over fine-tuning with Ray Tune + Optuna."""

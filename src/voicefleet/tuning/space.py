@@ -1,0 +1,59 @@
+"""The sweep's search space: learning rates and warm-up, from YAML or flags, with sane defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Range(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if not self.low < self.high:
+            raise ValueError(f"range low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+class SearchSpace(BaseModel):
+    """What a sweep varies. `None` for an optional dimension keeps the run config's value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sovits_lr: Range = Field(default_factory=lambda: Range(low=3e-5, high=3e-4, log=True))
+    gpt_lr_ratio: Range = Field(default_factory=lambda: Range(low=0.2, high=1.0))
+    warmup_fraction: Range = Field(default_factory=lambda: Range(low=0.02, high=0.2))
+    min_warmup_steps: int = Field(10, ge=0, description="Warm-up never shorter than this, whatever the fraction.")
+    t0_fraction: Range | None = Field(None, description="First cosine cycle as a fraction of the steps after warm-up.")
+    text_low_lr_rate: Range | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "SearchSpace":
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a search space is a mapping of dimension -> {{low, high, log}}")
+        return cls(**data)
+
+    def dimensions(self) -> dict[str, Range]:
+        dims = {"sovits_lr": self.sovits_lr, "gpt_lr_ratio": self.gpt_lr_ratio, "warmup_fraction": self.warmup_fraction}
+        for name in ("t0_fraction", "text_low_lr_rate"):
+            if getattr(self, name) is not None:
+                dims[name] = getattr(self, name)
+        return dims
+
+    def tune_space(self) -> dict[str, Any]:
+        """The same space as Ray Tune sampling domains (for OptunaSearch)."""
+        from ray import tune
+
+        return {name: (tune.loguniform if r.log else tune.uniform)(r.low, r.high)
+                for name, r in self.dimensions().items()}

@@ -54,13 +54,13 @@ def test_batched_decoding_gives_every_fragment(synth, voice):
 def test_stream_yields_first_fragment_before_the_rest_is_computed(synth, voice, monkeypatch):
     text = "第一句话很短。" + "后面还有很多很多的句子需要慢慢合成，" * 6
     decoded: list[int] = []
-    original = synth._decode_batch
+    original = synth.decode_fragments
 
-    def counting(voice_, units, indices, params, seed):
+    def counting(voice_, units, indices, params):
         decoded.extend(indices)
-        return original(voice_, units, indices, params, seed)
+        return original(voice_, units, indices, params)
 
-    monkeypatch.setattr(synth, "_decode_batch", counting)
+    monkeypatch.setattr(synth, "decode_fragments", counting)
     chunks = synth.stream(voice, text, "zh", SynthesisParams(max_tokens=20, seed=5, batch_size=2))
     first = next(chunks)
     assert len(first) > 0 and decoded == [0]  # only the first fragment was computed so far

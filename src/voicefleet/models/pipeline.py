@@ -18,6 +18,7 @@ even with other requests running concurrently.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -196,42 +197,56 @@ class Synthesizer:
 
     # ---- synthesis ------------------------------------------------------------------------
     @torch.inference_mode()
-    def _decode_batch(self, voice: Voice, units: Sequence[TextUnit], indices: Sequence[int],
-                      params: SynthesisParams, seed: int) -> list[torch.Tensor]:
-        """GPT over a batch of fragments, then SoVITS per fragment -> waveforms (samples,)."""
+    def decode_fragments(self, voice: Voice, units: Sequence[TextUnit], indices: Sequence[int],
+                         params: Sequence[SynthesisParams]) -> list[np.ndarray]:
+        """GPT over a batch of fragments, then SoVITS per fragment -> float32 audio, each followed by
+        its fragment silence.
+
+        Row k is fragment `indices[k]` of a request whose params are `params[k]` (with a resolved
+        seed): rows may come from different requests (the Serve batcher groups them), but they share
+        one GPT decode, so they must share the sampling knobs and token cap of `params[0]`.
+        """
+        first = params[0]
         prompt = voice.prompt
         ids = [torch.tensor((prompt.phone_ids if prompt else []) + u.phone_ids, dtype=torch.long) for u in units]
         berts = [torch.cat([prompt.bert, u.bert], 1) if prompt else u.bert for u in units]
-        gens = [fragment_generator(seed, i, "gpt") for i in indices]
+        gens = [fragment_generator(p.seed, i, "gpt") for p, i in zip(params, indices)]
         tokens_prompt = voice.reference.prompt_tokens
+        sampling, steps = first.sampling(), first.max_tokens
         if prompt is None:
             # Without a transcript the official pipeline decodes without the audio prompt too.
-            outs = [voice.gpt.generate(i, b, None, sampling=params.sampling(), max_steps=params.max_tokens,
-                                       generator=g) for i, b, g in zip(ids, berts, gens)]
+            outs = [voice.gpt.generate(i, b, None, sampling=sampling, max_steps=steps, generator=g)
+                    for i, b, g in zip(ids, berts, gens)]
             new_tokens = [o.sequences[0] for o in outs]
         elif len(units) == 1:
-            out = voice.gpt.generate(ids[0], berts[0], tokens_prompt, sampling=params.sampling(),
-                                     max_steps=params.max_tokens, generator=gens[0])
+            out = voice.gpt.generate(ids[0], berts[0], tokens_prompt, sampling=sampling, max_steps=steps,
+                                     generator=gens[0])
             new_tokens = [out.new_tokens(0)]
         else:
             out = voice.gpt.generate_batch(ids, berts, tokens_prompt.unsqueeze(0).expand(len(units), -1),
-                                           sampling=params.sampling(), max_steps=params.max_tokens, generator=gens)
+                                           sampling=sampling, max_steps=steps, generator=gens)
             new_tokens = [out.new_tokens(r) for r in range(len(units))]
-        waves = []
-        for unit, tokens, i in zip(units, new_tokens, indices):
+        audio = []
+        for unit, tokens, i, p in zip(units, new_tokens, indices, params):
+            silence = np.zeros(int(SAMPLE_RATE * p.fragment_interval), dtype=np.float32)
             if tokens.numel() == 0:
                 logger.warning("GPT produced no tokens for fragment %d (%r)", i, unit.norm_text)
-                waves.append(torch.zeros(0))
+                audio.append(silence)
                 continue
             wave = voice.sovits.decode(tokens.view(1, 1, -1), torch.tensor([unit.phone_ids]), [voice.reference.spec],
-                                       noise_scale=params.noise_scale, speed=params.speed,
-                                       generator=fragment_generator(seed, i, "sovits"))[0, 0]
+                                       noise_scale=p.noise_scale, speed=p.speed,
+                                       generator=fragment_generator(p.seed, i, "sovits"))[0, 0]
             peak = float(wave.abs().max())
-            waves.append(wave / peak if peak > 1 else wave)
-        return waves
+            wave = wave / peak if peak > 1 else wave
+            audio.append(np.concatenate([wave.numpy().astype(np.float32), silence]))
+        return audio
 
-    def _seed(self, params: SynthesisParams) -> int:
-        return params.seed if params.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+    @staticmethod
+    def with_seed(params: SynthesisParams) -> SynthesisParams:
+        """`params` with its seed drawn now when none was given (one seed per request)."""
+        if params.seed is not None:
+            return params
+        return dataclasses.replace(params, seed=int(torch.randint(0, 2**31 - 1, ()).item()))
 
     def stream_units(self, voice: Voice, units: Sequence[TextUnit], params: SynthesisParams = SynthesisParams()
                      ) -> Iterator[np.ndarray]:
@@ -242,25 +257,23 @@ class Synthesizer:
         """
         if not units:
             raise SynthesisError("nothing to synthesise: no text fragments")
-        seed = self._seed(params)
-        silence = np.zeros(int(SAMPLE_RATE * params.fragment_interval), dtype=np.float32)
+        params = self.with_seed(params)
         groups = [[0]] + [list(range(i, min(i + params.batch_size, len(units))))
                           for i in range(1, len(units), params.batch_size)]
         for group in groups:
-            for wave in self._decode_batch(voice, [units[i] for i in group], group, params, seed):
-                yield np.concatenate([wave.numpy().astype(np.float32), silence])
+            yield from self.decode_fragments(voice, [units[i] for i in group], group, [params] * len(group))
 
     def synthesize_units(self, voice: Voice, units: Sequence[TextUnit],
                          params: SynthesisParams = SynthesisParams()) -> np.ndarray:
         """All fragments -> one float32 waveform at 32 kHz; fragments batched by length."""
         if not units:
             raise SynthesisError("nothing to synthesise: no text fragments")
-        seed = self._seed(params)
-        silence = np.zeros(int(SAMPLE_RATE * params.fragment_interval), dtype=np.float32)
+        params = self.with_seed(params)
         waves: list[np.ndarray | None] = [None] * len(units)
         for bucket in length_buckets([len(u.phone_ids) for u in units], params.batch_size):
-            for i, wave in zip(bucket, self._decode_batch(voice, [units[i] for i in bucket], bucket, params, seed)):
-                waves[i] = np.concatenate([wave.numpy().astype(np.float32), silence])
+            chunk = self.decode_fragments(voice, [units[i] for i in bucket], bucket, [params] * len(bucket))
+            for i, wave in zip(bucket, chunk):
+                waves[i] = wave
         return np.concatenate(waves)
 
     def stream(self, voice: Voice, text: str, lang: str, params: SynthesisParams = SynthesisParams()

@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from ..models.audio_io import encode_audio
-from ..models.config import SAMPLE_RATE
-from ..models.pipeline import Synthesizer, TextUnit, Voice, fragment_generator
+from ..models.pipeline import Synthesizer, TextUnit, Voice
 from .errors import RequestFailed, user_error
 from .schemas import SynthesisJob
 
@@ -69,33 +68,12 @@ def synthesize_group(synth: Synthesizer, voice: Voice, jobs: Sequence[SynthesisJ
     rows = [(j, i, u) for j, us in enumerate(units) if not isinstance(us, RequestFailed) for i, u in enumerate(us)]
     rows.sort(key=lambda r: len(r[2].phone_ids))  # similar lengths together: less padding
     waves: dict[tuple[int, int], np.ndarray] = {}
-    prompt, ref = voice.prompt, voice.reference
-    params0 = jobs[0].params
     for start in range(0, len(rows), MAX_ROWS):
         chunk = rows[start:start + MAX_ROWS]
-        ids = [torch.tensor(prompt.phone_ids + u.phone_ids, dtype=torch.long) for _, _, u in chunk]
-        berts = [torch.cat([prompt.bert, u.bert], 1) for _, _, u in chunk]
-        gens = [fragment_generator(jobs[j].params.seed, i, "gpt") for j, i, _ in chunk]
-        if len(chunk) == 1:
-            out1 = voice.gpt.generate(ids[0], berts[0], ref.prompt_tokens, sampling=params0.sampling(),
-                                      max_steps=params0.max_tokens, generator=gens[0])
-            tokens = [out1.new_tokens(0)]
-        else:
-            outb = voice.gpt.generate_batch(ids, berts, ref.prompt_tokens.unsqueeze(0).expand(len(chunk), -1),
-                                            sampling=params0.sampling(), max_steps=params0.max_tokens, generator=gens)
-            tokens = [outb.new_tokens(r) for r in range(len(chunk))]
-        for (j, i, u), tok in zip(chunk, tokens):
-            p = jobs[j].params
-            if tok.numel() == 0:
-                wave = torch.zeros(0)
-            else:
-                wave = voice.sovits.decode(tok.view(1, 1, -1), torch.tensor([u.phone_ids]), [ref.spec],
-                                           noise_scale=p.noise_scale, speed=p.speed,
-                                           generator=fragment_generator(p.seed, i, "sovits"))[0, 0]
-                peak = float(wave.abs().max())
-                wave = wave / peak if peak > 1 else wave
-            silence = np.zeros(int(SAMPLE_RATE * p.fragment_interval), dtype=np.float32)
-            waves[(j, i)] = np.concatenate([wave.numpy().astype(np.float32), silence])
+        audio = synth.decode_fragments(voice, [u for _, _, u in chunk], [i for _, i, _ in chunk],
+                                       [jobs[j].params for j, _, _ in chunk])
+        for (j, i, _), wave in zip(chunk, audio):
+            waves[(j, i)] = wave
     results: list[bytes | RequestFailed] = []
     for j, (job, us) in enumerate(zip(jobs, units)):
         if isinstance(us, RequestFailed):

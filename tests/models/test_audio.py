@@ -27,10 +27,7 @@ def spec_npz(compat_dir):
 
 @pytest.fixture(scope="module")
 def audio_cfg(compat_configs) -> AudioConfig:
-    data = compat_configs["s2_config"]["data"]
-    return AudioConfig(sampling_rate=data["sampling_rate"], filter_length=data["filter_length"],
-                       hop_length=data["hop_length"], win_length=data["win_length"],
-                       n_mel_channels=data["n_mel_channels"], mel_fmin=data["mel_fmin"], mel_fmax=data["mel_fmax"])
+    return AudioConfig.from_official(compat_configs["s2_config"]["data"])
 
 
 def test_spectrogram_parity(spec_npz, audio_cfg):

@@ -29,10 +29,7 @@ def train_cfg(compat_configs) -> dict:
 
 @pytest.fixture(scope="module")
 def audio_cfg(compat_configs) -> AudioConfig:
-    data = compat_configs["s2_config"]["data"]
-    return AudioConfig(sampling_rate=data["sampling_rate"], filter_length=data["filter_length"],
-                       hop_length=data["hop_length"], win_length=data["win_length"],
-                       n_mel_channels=data["n_mel_channels"], mel_fmin=data["mel_fmin"], mel_fmax=data["mel_fmax"])
+    return AudioConfig.from_official(compat_configs["s2_config"]["data"])
 
 
 def _scores(s2: dict, prefix: str) -> list[torch.Tensor]:

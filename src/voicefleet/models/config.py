@@ -48,6 +48,11 @@ class AudioConfig:
     def spec_channels(self) -> int:
         return self.filter_length // 2 + 1
 
+    @classmethod
+    def from_official(cls, data: Mapping[str, Any]) -> "AudioConfig":
+        """From an official s2 config's `data` section (its other keys are not audio settings)."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
 
 @dataclass(frozen=True)
 class SoVITSConfig:
@@ -138,8 +143,7 @@ class SoVITSConfig:
                 v = tuple(v)
             kwargs[k] = v
         if data is not None:
-            audio_keys = {f.name for f in dataclasses.fields(AudioConfig)}
-            kwargs["audio"] = AudioConfig(**{k: data[k] for k in audio_keys if k in data})
+            kwargs["audio"] = AudioConfig.from_official(data)
             if "n_speakers" in data:
                 kwargs["n_speakers"] = data["n_speakers"]
         if train is not None and "segment_size" in train:

@@ -56,6 +56,17 @@ class DiscriminatorOutput:
     fake_features: list[list[torch.Tensor]]
 
 
+def _score(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Conv stack with leaky ReLU, then the 1-channel post conv: flattened scores and every feature map."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        features.append(x)
+    x = post(x)
+    features.append(x)
+    return torch.flatten(x, 1), features
+
+
 class ScaleDiscriminator(nn.Module):
     """Strided grouped 1-D convs over the raw waveform (official `DiscriminatorS`)."""
 
@@ -72,14 +83,7 @@ class ScaleDiscriminator(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """`(batch, 1, samples)` -> scores `(batch, frames)` and the feature maps."""
-        features = []
-        x = wave
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return torch.flatten(x, 1), features
+        return _score(self.convs, self.post, wave)
 
 
 class PeriodDiscriminator(nn.Module):
@@ -107,14 +111,7 @@ class PeriodDiscriminator(nn.Module):
             # reflect-pad the end up to a whole number of periods
             wave = F.pad(wave, (0, self.period - remainder), mode="reflect")
             samples += self.period - remainder
-        x = wave.view(batch, channels, samples // self.period, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return torch.flatten(x, 1), features
+        return _score(self.convs, self.post, wave.view(batch, channels, samples // self.period, self.period))
 
 
 class MultiPeriodDiscriminator(nn.Module):

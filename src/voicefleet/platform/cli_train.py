@@ -18,7 +18,7 @@ train_app = typer.Typer(no_args_is_help=True, help="Fine-tune a voice on Ray Tra
 
 
 def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: str, workers: int, gpu: bool,
-         batch_size: int, epochs: int, max_steps: Optional[int], lr: float, gpt_lr_ratio: float,
+         placement: str, batch_size: int, epochs: int, max_steps: Optional[int], lr: float, gpt_lr_ratio: float,
          schedule: str, warmup: float, precision: str, eval_every: int, checkpoint_every: int,
          max_failures: int, voice: Optional[str], address: Optional[str]) -> None:
     import ray
@@ -30,8 +30,8 @@ def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: st
 
     config = TrainConfig(
         stage=stage, run_name=run_name, storage_path=storage, num_workers=workers, use_gpu=gpu,
-        batch_size=batch_size, epochs=epochs, max_steps=max_steps, sovits_lr=lr, gpt_lr_ratio=gpt_lr_ratio,
-        schedule=ScheduleConfig(kind=schedule, warmup_fraction=warmup), precision=precision,
+        placement_strategy=placement, batch_size=batch_size, epochs=epochs, max_steps=max_steps, sovits_lr=lr,
+        gpt_lr_ratio=gpt_lr_ratio, schedule=ScheduleConfig(kind=schedule, warmup_fraction=warmup), precision=precision,
         eval_every=eval_every, checkpoint_every=checkpoint_every, max_failures=max_failures)
     if address:
         ray.init(address=address)
@@ -65,6 +65,9 @@ def _stage_command(stage: str):
         storage: str = typer.Option("runs", help="Runs and registry: a folder or a URI (s3://, gs://, ...)."),
         workers: int = typer.Option(1, min=1, help="Ray Train workers (DDP ranks)."),
         gpu: bool = typer.Option(False, "--gpu", help="One GPU per worker (nccl); CPU workers use gloo."),
+        placement: str = typer.Option("PACK", "--placement",
+                                      help="Worker placement: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD "
+                                           "(one worker per node)."),
         batch_size: int = typer.Option(4, min=1, help="Clips per worker per step."),
         epochs: int = typer.Option(default_epochs, min=1),
         max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many optimizer steps."),
@@ -79,8 +82,8 @@ def _stage_command(stage: str):
         voice: Optional[str] = typer.Option(None, "--voice", help="Register the result as this voice id."),
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local)."),
     ) -> None:
-        _run(stage, dataset, pretrained, run_name, storage, workers, gpu, batch_size, epochs, max_steps, lr,
-             gpt_lr_ratio, schedule, warmup, precision, eval_every, checkpoint_every, max_failures, voice, address)
+        _run(stage, dataset, pretrained, run_name, storage, workers, gpu, placement, batch_size, epochs, max_steps,
+             lr, gpt_lr_ratio, schedule, warmup, precision, eval_every, checkpoint_every, max_failures, voice, address)
 
     command.__doc__ = f"Fine-tune the {'SoVITS (acoustic)' if stage == 'sovits' else 'GPT (text-to-semantic)'} stage."
     return command

@@ -91,6 +91,7 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
                            "pretrained": {"gpt": str(paths.gpt), "sovits_g": str(paths.sovits_g),
                                           "sovits_d": str(paths.sovits_d)}},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
+                                     placement_strategy=config.placement_strategy,
                                      resources_per_worker={"CPU": config.cpus_per_worker,
                                                            **({"GPU": 1} if config.use_gpu else {})}),
         run_config=RunConfig(

@@ -25,6 +25,9 @@ class TrainConfig(BaseModel):
     num_workers: int = Field(1, ge=1, le=1024)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1, gt=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="How Ray places the workers' bundles: PACK fills few nodes (Ray's default); "
+                            "STRICT_SPREAD puts every worker on its own node (fails if there are fewer nodes).")
     batch_size: int = Field(4, ge=1, le=1024, description="Clips per worker per step.")
     epochs: int = Field(8, ge=1, le=10_000, description="Official: 8 for SoVITS, 15 for GPT.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")

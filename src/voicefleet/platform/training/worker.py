@@ -32,7 +32,7 @@ from .stages import GPTStage, OptimConfig, SoVITSStage
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
-# Set by tests to learn the workers' process ids (to kill one mid-run).
+# Set by tests to learn the workers' process ids (to kill one mid-run) and Ray node ids (to check placement).
 PID_DIR_ENV = "VOICEFLEET_TRAIN_PID_DIR"
 
 
@@ -83,6 +83,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if os.environ.get(PID_DIR_ENV):
         Path(os.environ[PID_DIR_ENV], f"rank{rank}.pid").write_text(str(os.getpid()))
+        Path(os.environ[PID_DIR_ENV], f"rank{rank}.node").write_text(ray.get_runtime_context().get_node_id())
     device = ray.train.torch.get_device()
     random.seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)

@@ -131,11 +131,13 @@ def _register_subcommands() -> None:
     from .platform.cli_prepare import prepare_cmd, slice_cmd
     from .platform.cli_train import train_app
     from .serve.cli import serve_cmd
+    from .tuning.cli import tune_cmd
 
     app.command("prepare")(prepare_cmd)
     app.command("slice")(slice_cmd)
     app.add_typer(train_app, name="train")
     app.command("serve")(serve_cmd)
+    app.command("tune")(tune_cmd)
 
 
 _register_subcommands()

@@ -24,9 +24,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .models.text.frontend import TextFrontendError
     from .platform.registry import RegistryError
     from .platform.training.api import TrainingError
+    from .tuning.sweep import SweepError
 
     return (UserError, CheckpointError, ConfigError, PretrainedError, SynthesisError, TextFrontendError,
-            RegistryError, TrainingError, FileExistsError, FileNotFoundError,
+            RegistryError, TrainingError, SweepError, FileExistsError, FileNotFoundError,
             ValueError)
 
 

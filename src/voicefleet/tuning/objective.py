@@ -45,10 +45,11 @@ def voice_reconstruction_loss(gpt: GPT, sovits: SoVITS, held_out: HeldOut, *, ma
     """Mean DTW-aligned log-mel L1 of the held-out clips synthesised through GPT and SoVITS."""
     gpt.eval()
     sovits.eval()
+    device = next(gpt.parameters()).device
     ref = held_out.reference
-    ref_wave = torch.from_numpy(np.asarray(ref.wav32k, dtype=np.float32)).unsqueeze(0)
+    ref_wave = torch.from_numpy(np.asarray(ref.wav32k, dtype=np.float32)).unsqueeze(0).to(device)
     ref_spec = linear_spectrogram(ref_wave)
-    prompt_tokens = torch.as_tensor(list(ref.semantic), dtype=torch.long)
+    prompt_tokens = torch.as_tensor(list(ref.semantic), dtype=torch.long, device=device)
     dim = gpt.config.bert_dim
 
     def bert_of(ex: Example) -> torch.Tensor:
@@ -58,8 +59,8 @@ def voice_reconstruction_loss(gpt: GPT, sovits: SoVITS, held_out: HeldOut, *, ma
 
     losses = []
     for clip in held_out.clips:
-        phones = torch.as_tensor(list(ref.phone_ids) + list(clip.phone_ids), dtype=torch.long)
-        bert = torch.cat([bert_of(ref), bert_of(clip)], dim=1)
+        phones = torch.as_tensor(list(ref.phone_ids) + list(clip.phone_ids), dtype=torch.long, device=device)
+        bert = torch.cat([bert_of(ref), bert_of(clip)], dim=1).to(device)
         # at most ~2x the recorded length: a voice that never stops is scored on what it said
         steps = min(max_tokens, 2 * len(clip.semantic) + 10)
         out = gpt.generate(phones, bert, prompt_tokens, sampling=GREEDY, max_steps=steps)
@@ -67,9 +68,9 @@ def voice_reconstruction_loss(gpt: GPT, sovits: SoVITS, held_out: HeldOut, *, ma
         if tokens.numel() == 0:
             losses.append(float("inf"))
             continue
-        wave = sovits.decode(tokens.view(1, 1, -1), torch.as_tensor([list(clip.phone_ids)]), [ref_spec],
-                             noise_scale=0.0)
-        hyp = mel_spectrogram(wave[:, 0].float())[0].numpy()
+        wave = sovits.decode(tokens.view(1, 1, -1), torch.as_tensor([list(clip.phone_ids)], device=device),
+                             [ref_spec], noise_scale=0.0)
+        hyp = mel_spectrogram(wave[:, 0].float().cpu())[0].numpy()
         target = mel_spectrogram(torch.from_numpy(np.asarray(clip.wav32k, dtype=np.float32)).unsqueeze(0))[0]
         losses.append(dtw_mel_l1(target.numpy(), hyp))
     return float(np.mean(losses)) if losses else float("inf")

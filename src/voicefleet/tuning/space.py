@@ -39,7 +39,10 @@ class SearchSpace(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SearchSpace":
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a search space is a mapping of dimension -> {{low, high, log}}")
         return cls(**data)

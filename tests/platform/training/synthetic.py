@@ -47,3 +47,15 @@ def write_dataset(folder: Path, examples: Sequence[Example], splits: Sequence[st
     (folder / "data").mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=dataset_schema("int16")), folder / "data" / "part-0.parquet")
     return folder
+
+
+def write_voice_dataset(folder: Path, n_train: int = 8, n_val: int = 2) -> Path:
+    """A prepared dataset with `n_train` + `n_val` learnable clips plus a 4-5 s validation clip that
+    can serve as the voice's reference (registering a voice needs one of 3-10 s)."""
+    train, val = learnable_examples(n_train, seed=0), learnable_examples(n_val, seed=1, prefix="val")
+    long = learnable_examples(1, seed=2, prefix="long")[0]
+    reps = 5
+    long.wav32k = np.tile(long.wav32k, reps)
+    long.hubert = np.tile(long.hubert, (1, reps))
+    long.semantic = list(long.semantic) * reps
+    return write_dataset(folder, train + val + [long], ["train"] * n_train + ["val"] * (n_val + 1))

@@ -1,0 +1,68 @@
+"""`voicefleet tune`: a thin typer command over `tuning.sweep.run_sweep`.
+
+    voicefleet tune DATASET --pretrained DIR --voice alice --trials 8 --rounds 4 --steps-per-round 20
+    voicefleet tune DATASET --pretrained DIR --voice alice --resume      # after an interruption
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..cli_support import user_facing
+
+
+@user_facing
+def tune_cmd(
+    dataset: Path = typer.Argument(..., help="Prepared dataset folder (voicefleet prepare)."),
+    pretrained: Path = typer.Option(..., "--pretrained", help="Official pretrained folder."),
+    voice: str = typer.Option(..., "--voice", help="Register the best trial as this voice id."),
+    sweep_id: Optional[str] = typer.Option(None, "--sweep-id", help="Names the sweep in storage (default <voice>-sweep)."),
+    trials: int = typer.Option(8, min=1, help="Configurations to try."),
+    concurrent: Optional[int] = typer.Option(None, min=1, help="Trials at once (default: as many as the cluster fits)."),
+    rounds: int = typer.Option(4, min=1, help="Evaluations per trial; ASHA may stop a trial after each."),
+    steps_per_round: int = typer.Option(20, min=1, help="Optimizer steps of each stage per round."),
+    workers: int = typer.Option(1, min=1, help="Ray Train workers (DDP ranks) per trial."),
+    gpus_per_worker: float = typer.Option(0.0, min=0.0, help="GPUs per worker (0: CPU workers; 0.5 shares a GPU)."),
+    batch_size: int = typer.Option(4, min=1, help="Clips per worker per step."),
+    space: Optional[Path] = typer.Option(None, "--space", help="Search space YAML (default: built-in ranges)."),
+    storage: str = typer.Option("runs", help="Runs, sweeps and registry: a folder or a URI (s3://, gs://, ...)."),
+    seed: int = typer.Option(0, help="Seeds the sampler and the trials."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep of the same id."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local)."),
+) -> None:
+    """Search learning rates and warm-up with Ray Tune + Optuna; register the best voice."""
+    import ray
+
+    from .space import SearchSpace
+    from .sweep import SweepConfig, run_sweep
+
+    config = SweepConfig(
+        voice=voice, sweep_id=sweep_id, storage_path=storage, trials=trials, max_concurrent=concurrent, rounds=rounds,
+        steps_per_round=steps_per_round, num_workers=workers, use_gpu=gpus_per_worker > 0,
+        gpus_per_worker=gpus_per_worker or 1.0, batch_size=batch_size, seed=seed,
+        space=SearchSpace.from_yaml(space) if space else SearchSpace())
+    if address:
+        ray.init(address=address)
+    result = run_sweep(config, dataset, pretrained, resume=resume)
+    out = Console()
+    table = Table(title=f"sweep {result.sweep_id}")
+    dims = list(config.space.dimensions())
+    for col in ["trial", "status", *dims, "rounds", "best objective", "error"]:
+        table.add_column(col)
+    for t in result.trials:
+        best = t["best_objective"]
+        style = "bold green" if t["trial_id"] == result.best_trial else None
+        table.add_row(t["trial_id"], t["status"], *[f"{t['params'].get(d, float('nan')):.4g}" for d in dims],
+                      str(t["rounds"]), "" if best is None else f"{best:.4f}", (t["error"] or "")[:60], style=style)
+    out.print(table)
+    if result.importances:
+        out.print("parameter importances: " + ", ".join(f"{k} {v:.2f}" for k, v in result.importances.items()))
+    out.print(f"best: trial {result.best_trial}, round {result.best_round}, val_objective "
+              f"{result.best_objective:.4f}")
+    out.print(f"registered voice [bold]{result.voice}[/bold] (version {result.voice_version}); "
+              f"report {result.report}")

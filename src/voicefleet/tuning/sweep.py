@@ -1,0 +1,273 @@
+"""A hyperparameter sweep for one voice: Ray Tune + Optuna over fine-tuning runs on Ray Train.
+
+    run_sweep(SweepConfig(voice="alice", trials=8), dataset_dir, pretrained_dir)
+
+Optuna's TPE sampler (seeded) proposes the SoVITS learning rate, the GPT:SoVITS ratio and the
+warm-up (optionally T_0 and `text_low_lr_rate`); the first trial tries the official defaults.
+Every trial (`trial.voice_trial`) fine-tunes both stages in rounds on its own Ray Train run and
+reports `val_objective` (held-out text through GPT and SoVITS, DTW-aligned log-mel L1) after
+each round; ASHA stops trials that trail the others at the same round. A trial that fails is
+recorded with its error and the sweep goes on. An interrupted sweep resumes with
+`resume=True` (`Tuner.restore`): finished trials are kept, unfinished ones continue from their
+last round's checkpoint, and the searcher's state carries over, so nothing is lost or repeated.
+
+At the end the best round of the best trial is exported in the official formats
+(`best/<sweep>-<trial>.pth`, `.ckpt`) and registered as the voice, with the sweep and trial as
+its lineage; `report.md`, `trials.csv`, `importances.json` and two PNG plots are written into
+`<storage>/sweeps/<sweep_id>/`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..models.pretrained import find_pretrained
+from ..platform.registry import check_voice_id
+from ..platform.training.config import RUN_NAME, TrainConfig
+from ..platform.training.schedules import ScheduleConfig
+from .finetune import STAGES, stage_configs
+from .report import TrialRow, trial_rows, write_report
+from .space import SearchSpace
+from .trial import PlacementGroupReaper, trial_run_name, voice_trial
+
+logger = logging.getLogger(__name__)
+
+METRIC, MODE = "val_objective", "min"
+RESULT = "sweep.json"
+TRIAL_MEMORY = 256 * 1024 * 1024  # bytes reserved by each trial's driver process
+# The official fine-tuning values: the sweep's first trial, so it never does worse than them.
+OFFICIAL_POINT = {"sovits_lr": 1e-4, "gpt_lr_ratio": 0.4, "warmup_fraction": 0.08, "text_low_lr_rate": 0.4}
+
+
+class SweepError(RuntimeError):
+    """The sweep cannot run or produced no usable trial; the message says why."""
+
+
+class SweepConfig(BaseModel):
+    """One sweep. `sweep_id` names it in storage: the same id with `resume` continues it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    voice: str = Field(..., description="Voice id the best trial is registered as.")
+    sweep_id: str | None = Field(None, description="Default: '<voice>-sweep'.")
+    storage_path: str = Field("runs", description="Runs, sweeps and the registry: a folder or a URI.")
+    trials: int = Field(8, ge=1, le=10_000, description="Trials (configurations) to run.")
+    max_concurrent: int | None = Field(None, ge=1, description="Trials at once; default: as many as the cluster fits.")
+    rounds: int = Field(4, ge=1, le=1000, description="Evaluations per trial; ASHA decides after each.")
+    steps_per_round: int = Field(20, ge=1, description="Optimizer steps of each stage per round.")
+    num_workers: int = Field(1, ge=1, le=1024, description="Ray Train workers (DDP ranks) per trial.")
+    use_gpu: bool = False
+    gpus_per_worker: float = Field(1.0, gt=0, description="With use_gpu: GPUs per worker (fractions share one).")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    placement_strategy: str = Field("PACK", pattern="^(PACK|SPREAD|STRICT_PACK|STRICT_SPREAD)$")
+    batch_size: int = Field(4, ge=1, le=1024)
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    seed: int = Field(0, description="Seeds Optuna's sampler and every trial's training.")
+    try_official_first: bool = Field(True, description="The first trial uses the official values (when in range).")
+    grace_rounds: int = Field(1, ge=1, description="ASHA: rounds every trial gets before it can be stopped.")
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep the best 1/factor at each rung.")
+    objective_clips: int = Field(4, ge=1, le=64, description="Held-out clips synthesised for the objective.")
+    max_tokens: int = Field(500, ge=8, description="Most semantic tokens the GPT may decode per held-out clip.")
+    max_failures: int = Field(1, ge=0, description="Restarts of a trial's worker group from its last round.")
+
+    @field_validator("voice")
+    @classmethod
+    def _voice(cls, v: str) -> str:
+        return check_voice_id(v)
+
+    @model_validator(mode="after")
+    def _name(self) -> "SweepConfig":
+        if self.sweep_id is None:
+            self.sweep_id = f"{self.voice}-sweep"
+        if not RUN_NAME.match(self.sweep_id):
+            raise ValueError(f"sweep id {self.sweep_id!r} must be 1-128 characters of letters, digits, '_', '.', '-'")
+        return self
+
+    def base_train_config(self) -> TrainConfig:
+        return TrainConfig(stage="sovits", run_name=self.sweep_id, storage_path=self.storage_path,
+                           num_workers=self.num_workers, use_gpu=self.use_gpu, cpus_per_worker=self.cpus_per_worker,
+                           batch_size=self.batch_size, epochs=10_000, seed=self.seed,
+                           eval_every=self.steps_per_round, checkpoint_every=self.steps_per_round,
+                           schedule=ScheduleConfig(min_warmup_steps=self.space.min_warmup_steps))
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    voice: str
+    sweep_dir: str
+    best_trial: str
+    best_round: int
+    best_objective: float
+    best_config: dict[str, float]
+    best_metrics: dict[str, float]
+    exported: dict[str, str]
+    voice_version: int
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    importances: dict[str, float] = field(default_factory=dict)
+    report: str = ""
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SweepResult":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _storage(path: str) -> tuple[str, bool]:
+    if "://" in path and not path.startswith("file://"):
+        return path.rstrip("/"), False
+    local = Path(path.removeprefix("file://")).expanduser().resolve()
+    local.mkdir(parents=True, exist_ok=True)
+    return str(local), True
+
+
+def _official_point(space: SearchSpace) -> dict[str, float] | None:
+    point = {}
+    for name, r in space.dimensions().items():
+        value = OFFICIAL_POINT.get(name)
+        if value is None or not r.low <= value <= r.high:
+            return None
+        point[name] = value
+    return point
+
+
+def _max_concurrent(config: SweepConfig) -> int:
+    import ray
+
+    resources = ray.cluster_resources()
+    fits = math.floor(resources.get("CPU", 1) / (config.num_workers * config.cpus_per_worker))
+    if config.use_gpu:
+        fits = min(fits, math.floor(resources.get("GPU", 0) / (config.num_workers * config.gpus_per_worker)))
+    return max(1, min(config.trials, fits))
+
+
+def _trainable(config: SweepConfig, dataset: Path, paths) -> Any:
+    from ray import tune
+
+    storage, _ = _storage(config.storage_path)
+    per_worker: dict[str, float] = {"CPU": config.cpus_per_worker}
+    if config.use_gpu:
+        per_worker["GPU"] = config.gpus_per_worker
+    setup = {
+        "sweep_id": config.sweep_id, "dataset": str(dataset), "rounds": config.rounds,
+        "steps_per_round": config.steps_per_round, "min_warmup_steps": config.space.min_warmup_steps,
+        "objective_clips": config.objective_clips, "max_tokens": config.max_tokens,
+        "max_failures": config.max_failures, "base": config.base_train_config().model_dump(),
+        "pretrained": {"gpt": str(paths.gpt), "sovits_g": str(paths.sovits_g), "sovits_d": str(paths.sovits_d)},
+        "train_storage": f"{storage}/sweeps/{config.sweep_id}/train",
+        "scaling": {"num_workers": config.num_workers, "use_gpu": config.use_gpu,
+                    "resources_per_worker": per_worker, "placement_strategy": config.placement_strategy},
+    }
+    # The trial itself only drives its TorchTrainer (whose controller takes no CPU either): it
+    # reserves no CPU, only a little memory (Tune needs some resource); the Train workers hold
+    # the CPUs/GPUs, and max_concurrent_trials keeps trials from oversubscribing the cluster.
+    return tune.with_resources(tune.with_parameters(voice_trial, setup=setup), {"CPU": 0, "memory": TRIAL_MEMORY})
+
+
+def run_sweep(config: SweepConfig, dataset: str | Path, pretrained: str | Path, *, resume: bool = False,
+              points_to_evaluate: list[dict[str, float]] | None = None) -> SweepResult:
+    """Run (or resume) a sweep to the end, promote its best trial into the registry, write the report."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    paths = find_pretrained(pretrained, need_discriminator=True)
+    dataset = Path(dataset).resolve()
+    if not (dataset / "data").exists():
+        raise FileNotFoundError(f"{dataset} is not a prepared dataset (no data/ folder); run `voicefleet prepare` first")
+    storage, local = _storage(config.storage_path)
+    sweep_uri = f"{storage}/sweeps/{config.sweep_id}"
+    out_dir = Path(sweep_uri) if local else Path(tempfile.mkdtemp()) / config.sweep_id
+    if local and resume and (out_dir / RESULT).exists():
+        logger.info("sweep %s already finished; returning its result", config.sweep_id)
+        return SweepResult.load(out_dir / RESULT)
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False)
+    trainable = _trainable(config, dataset, paths)
+    exists = tune.Tuner.can_restore(sweep_uri)
+    if resume:
+        if not exists:
+            raise SweepError(f"there is no sweep {config.sweep_id!r} to resume in {storage}/sweeps "
+                             f"(start it without --resume)")
+        logger.info("resuming sweep %s from %s", config.sweep_id, sweep_uri)
+        tuner = tune.Tuner.restore(sweep_uri, trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+    else:
+        if exists:
+            raise SweepError(f"sweep {config.sweep_id!r} already exists in {storage}/sweeps: resume it with "
+                             f"--resume, or choose another --sweep-id")
+        points = list(points_to_evaluate or [])
+        official = _official_point(config.space) if config.try_official_first else None
+        if official is not None:
+            points.insert(0, official)
+        searcher = OptunaSearch(metric=METRIC, mode=MODE, seed=config.seed, points_to_evaluate=points or None)
+        scheduler = ASHAScheduler(time_attr="round", metric=METRIC, mode=MODE, max_t=config.rounds,
+                                  grace_period=min(config.grace_rounds, config.rounds),
+                                  reduction_factor=config.reduction_factor)
+        tuner = tune.Tuner(
+            trainable, param_space=config.space.tune_space(),
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.trials,
+                                        max_concurrent_trials=config.max_concurrent or _max_concurrent(config)),
+            run_config=tune.RunConfig(name=config.sweep_id, storage_path=f"{storage}/sweeps",
+                                      failure_config=tune.FailureConfig(max_failures=0),
+                                      callbacks=[PlacementGroupReaper()]),
+        )
+        (out_dir if local else Path(tempfile.mkdtemp())).mkdir(parents=True, exist_ok=True)
+        if local:
+            (out_dir / "sweep_config.json").write_text(config.model_dump_json(indent=2))
+    grid = tuner.fit()
+    rows = trial_rows(grid, config.rounds)
+    return finish_sweep(config, rows, dataset, paths, pretrained, out_dir, sweep_uri if not local else None)
+
+
+def finish_sweep(config: SweepConfig, rows: list[TrialRow], dataset: Path, paths, pretrained: str | Path,
+                 out_dir: Path, upload_to: str | None) -> SweepResult:
+    """Export and register the best trial, write the report and the sweep's result."""
+    import ray.train
+
+    from ..platform.training.api import export_best
+    from ..platform.voices import register_trained_voice
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scored = [r for r in rows if r.best_objective is not None and r.best_checkpoint]
+    if not scored:
+        errors = "; ".join(f"{r.trial_id}: {r.error}" for r in rows if r.error) or "no trial reported a result"
+        write_report(config, rows, out_dir, best=None)
+        raise SweepError(f"sweep {config.sweep_id} has no usable trial ({errors})")
+    best = min(scored, key=lambda r: (r.best_objective, r.trial_id))
+    checkpoint = ray.train.Checkpoint(best.best_checkpoint)
+    run_name = trial_run_name(config.sweep_id, best.trial_id)
+    total = config.rounds * config.steps_per_round
+    configs = stage_configs(config.base_train_config().model_copy(update={"run_name": run_name}), best.params, total,
+                            config.space.min_warmup_steps)
+    export_dir = out_dir / "best"
+    export_dir.mkdir(exist_ok=True)
+    exported = {stage: str(export_best(configs[stage], checkpoint, paths, export_dir)) for stage in STAGES}
+    importances = write_report(config, rows, out_dir, best=best)
+    metrics = {"val_objective": best.best_objective, **{k: v for k, v in best.best_metrics.items()
+                                                       if k in ("val_recon", "val_ce", "val_top1")}}
+    record = register_trained_voice(
+        config.voice, config.storage_path, dataset, pretrained, sovits=exported["sovits"], gpt=exported["gpt"],
+        metrics=metrics, lineage={"sweep": config.sweep_id, "trial": best.trial_id, "round": best.best_round,
+                                  "config": best.params, "sovits_run": run_name, "gpt_run": run_name})
+    result = SweepResult(
+        sweep_id=config.sweep_id, voice=config.voice, sweep_dir=str(upload_to or out_dir), best_trial=best.trial_id,
+        best_round=best.best_round, best_objective=best.best_objective, best_config=best.params,
+        best_metrics=best.best_metrics, exported=exported, voice_version=record.version,
+        trials=[r.to_dict() for r in rows], importances=importances, report=str(out_dir / "report.md"))
+    (out_dir / RESULT).write_text(json.dumps(asdict(result), indent=2, ensure_ascii=False, default=float))
+    if upload_to:
+        fs, root = pafs.FileSystem.from_uri(upload_to)
+        pafs.copy_files(str(out_dir), root, destination_filesystem=fs)
+    logger.info("sweep %s: best trial %s (round %d, val_objective %.4f) registered as voice %s v%d",
+                config.sweep_id, best.trial_id, best.best_round, best.best_objective, config.voice, record.version)
+    return result

@@ -50,10 +50,13 @@ def _trial_id(result) -> tuple[str, int]:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    # Ray wraps the trial's exception; its last line names the original error
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[-1] if lines else type(error).__name__)[:500]
+    """`Type: message` of the trial's own exception, on one line."""
+    while getattr(error, "cause", None) is not None and error.cause is not error:  # Ray's wrappers
+        error = error.cause
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines and lines[0].startswith("ray::"):  # a wrapper that kept only text: the last line is the error
+        lines = lines[-1:]
+    return f"{type(error).__name__}: {' '.join(lines)}"[:500]
 
 
 def trial_rows(grid, rounds: int) -> list[TrialRow]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from ray.tune import Callback
 
 from ..platform.training.config import TrainConfig
@@ -123,7 +124,11 @@ def voice_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     name = trial_run_name(setup["sweep_id"], trial_id)
     total = int(setup["rounds"]) * int(setup["steps_per_round"])
     base = TrainConfig(**{**setup["base"], "run_name": name})
-    configs = stage_configs(base, config, total, int(setup["min_warmup_steps"]))  # a bad config fails the trial here
+    try:
+        configs = stage_configs(base, config, total, int(setup["min_warmup_steps"]))
+    except ValidationError as e:  # a configuration no run accepts fails this trial, not the sweep
+        raise ValueError("invalid trial configuration: " + "; ".join(
+            f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
     scaling = setup["scaling"]
     trainer = TorchTrainer(
         finetune_loop_per_worker,

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Sets up on a fresh machine and runs the main job on the local machine: bash scripts/demo.sh
-# Today: synthesis with a tiny random-initialised pretrained set (the pipeline end to end; the
-# voice is noise-like because the weights are random). Pass --pretrained-dir DIR to use real
-# official weights instead.
+# Sets up on a fresh machine and runs the whole pipeline on the embedded local Ray:
+#   bash scripts/demo.sh                          # tiny random pretrained set, generated demo corpus
+#   bash scripts/demo.sh --pretrained-dir DIR     # the official pretrained_models folder instead
+# prepare -> sweep (Ray Tune + Optuna over Ray Train trials) -> register -> serve (Ray Serve), then
+# one sentence through POST /v1/tts into out/demo.wav. Running it again reuses what is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VF=.venv/bin/voicefleet
 PRETRAINED=pretrained/tiny
 if [ "${1:-}" = "--pretrained-dir" ]; then PRETRAINED=$2; fi
-mkdir -p out
 if [ ! -d "$PRETRAINED" ]; then
     $VF init-pretrained --tiny "$PRETRAINED"
 fi
-[ -f out/reference.wav ] || .venv/bin/python scripts/make_reference.py out/reference.wav
-$VF synthesize --pretrained "$PRETRAINED" --ref-audio out/reference.wav \
-    --prompt-text "你好，这是我的声音。" --text "欢迎使用语音合成。今天天气很好，我们一起去公园散步吧！" --lang zh \
-    --seed 0 --top-k 15 --output out/demo.wav --overwrite
-echo "voicefleet demo: pretrained set in $PRETRAINED, reference clip out/reference.wav, speech in out/demo.wav"
+[ -f demo_corpus/list.txt ] || .venv/bin/python scripts/make_demo_corpus.py demo_corpus
+# A small sweep sized for a 2-core laptop; real voices want the defaults (8 trials x 4 rounds x 20 steps).
+$VF run demo_corpus/list.txt --voice demo --pretrained "$PRETRAINED" --workdir work \
+    --trials 4 --rounds 2 --steps-per-round 4 --batch-size 2 \
+    --say "欢迎使用语音合成。今天天气很好，我们一起去公园散步吧！" --output out/demo.wav --exit --seed 0
+echo "voicefleet demo: corpus demo_corpus/, work in work/ (dataset, sweep report, registry), speech in out/demo.wav"
+echo "serve the voice again with: .venv/bin/voicefleet serve --storage work/runs --pretrained $PRETRAINED"

@@ -131,6 +131,7 @@ def _register_subcommands() -> None:
     from .platform.cli_prepare import prepare_cmd, slice_cmd
     from .platform.cli_train import train_app
     from .serve.cli import serve_cmd
+    from .recipes.cli import run_cmd
     from .tuning.cli import tune_cmd
 
     app.command("prepare")(prepare_cmd)
@@ -138,6 +139,7 @@ def _register_subcommands() -> None:
     app.add_typer(train_app, name="train")
     app.command("serve")(serve_cmd)
     app.command("tune")(tune_cmd)
+    app.command("run")(run_cmd)
 
 
 _register_subcommands()

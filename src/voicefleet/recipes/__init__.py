@@ -1,0 +1,1 @@
+"""End-to-end recipes composed from the components (data, training, tuning, serving)."""

@@ -190,21 +190,21 @@ def run_sweep(config: SweepConfig, dataset: str | Path, pretrained: str | Path, 
     if local and resume and (out_dir / RESULT).exists():
         logger.info("sweep %s already finished; returning its result", config.sweep_id)
         return SweepResult.load(out_dir / RESULT)
+    exists = tune.Tuner.can_restore(sweep_uri)
+    if resume and not exists:
+        raise SweepError(f"there is no sweep {config.sweep_id!r} to resume in {storage}/sweeps "
+                         f"(start it without --resume)")
+    if not resume and exists:
+        raise SweepError(f"sweep {config.sweep_id!r} already exists in {storage}/sweeps: resume it with "
+                         f"--resume, or choose another --sweep-id")
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
     trainable = _trainable(config, dataset, paths)
-    exists = tune.Tuner.can_restore(sweep_uri)
     if resume:
-        if not exists:
-            raise SweepError(f"there is no sweep {config.sweep_id!r} to resume in {storage}/sweeps "
-                             f"(start it without --resume)")
         logger.info("resuming sweep %s from %s", config.sweep_id, sweep_uri)
         tuner = tune.Tuner.restore(sweep_uri, trainable=trainable, resume_unfinished=True, resume_errored=False,
                                    restart_errored=False)
     else:
-        if exists:
-            raise SweepError(f"sweep {config.sweep_id!r} already exists in {storage}/sweeps: resume it with "
-                             f"--resume, or choose another --sweep-id")
         points = list(points_to_evaluate or [])
         official = _official_point(config.space) if config.try_official_first else None
         if official is not None:

@@ -1,0 +1,43 @@
+"""`voicefleet tune` and `voicefleet run` refuse bad input with one line and exit code 2 (no Ray needed)."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from tests.platform.training.synthetic import write_voice_dataset
+from voicefleet.cli import app
+
+
+def _run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _one_line_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[0].startswith("error:"), result.output
+    text = " ".join(result.output.split())
+    for needle in needles:
+        assert needle in text, result.output
+
+
+def test_tune_refuses_bad_input(tmp_path, tiny_pretrained):
+    dataset = write_voice_dataset(tmp_path / "ds", n_train=3, n_val=1)
+    common = ["--pretrained", tiny_pretrained.root, "--storage", tmp_path / "runs"]
+    _one_line_error(_run("tune", tmp_path / "nothing", "--voice", "alice", *common), "prepared dataset")
+    _one_line_error(_run("tune", dataset, "--voice", "Alice!", *common), "invalid voice id")
+    _one_line_error(_run("tune", dataset, "--voice", "alice", "--resume", *common), "no sweep", "alice-sweep")
+    space = tmp_path / "space.yaml"
+    space.write_text("gpt_lr_ratio: {low: 0.9, high: 0.3}\n")
+    _one_line_error(_run("tune", dataset, "--voice", "alice", "--space", space, *common), "below")
+    space.write_text("gpt_lr_ratio: [unclosed\n")
+    _one_line_error(_run("tune", dataset, "--voice", "alice", "--space", space, *common), "not valid YAML")
+    _one_line_error(_run("tune", dataset, "--voice", "alice", "--pretrained", tmp_path), "pretrained")
+
+
+def test_run_refuses_bad_input(tmp_path, tiny_pretrained):
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.wav|spk|zh|你好\n")
+    _one_line_error(_run("run", listing, "--voice", "Bad Id", "--pretrained", tiny_pretrained.root), "invalid voice id")
+    _one_line_error(_run("run", listing, "--voice", "alice", "--pretrained", tmp_path / "none"), "pretrained")

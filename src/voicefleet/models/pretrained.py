@@ -48,7 +48,11 @@ class PretrainedError(FileNotFoundError):
 
 @dataclass(frozen=True)
 class PretrainedPaths:
-    """Where each official pretrained part lives."""
+    """Where each official pretrained part lives; every path is absolute.
+
+    Absolute because the paths travel to other processes (Ray Train workers, Serve replicas)
+    that run in another working directory, where a relative path names nothing.
+    """
 
     root: Path
     hubert: Path
@@ -59,7 +63,7 @@ class PretrainedPaths:
 
     @classmethod
     def of(cls, root: str | Path) -> "PretrainedPaths":
-        root = Path(root)
+        root = Path(root).expanduser().resolve()
         v2 = root / V2_DIR
         return cls(root, root / HUBERT_DIR, root / BERT_DIR, v2 / GPT_FILE, v2 / SOVITS_G_FILE, v2 / SOVITS_D_FILE)
 
@@ -71,7 +75,8 @@ class PretrainedPaths:
 
 
 def find_pretrained(root: str | Path, *, need_discriminator: bool = False) -> PretrainedPaths:
-    """Resolve an official pretrained folder, or fail with one message listing what is missing."""
+    """Resolve an official pretrained folder to absolute paths, or fail with one message listing
+    what is missing."""
     paths = PretrainedPaths.of(root)
     if not paths.root.is_dir():
         raise PretrainedError(f"pretrained folder {paths.root} does not exist "

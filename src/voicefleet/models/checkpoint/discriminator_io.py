@@ -47,10 +47,9 @@ _SPECTRAL_SUFFIXES = (
 )
 
 # The official code fixes the periods by model version; files only tell how many there are.
-_OFFICIAL_PERIODS_BY_COUNT = {
-    5: (2, 3, 5, 7, 11),  # v1 / v2
-    7: (2, 3, 5, 7, 11, 17, 23),  # v2Pro / v2ProPlus
-}
+# v1/v2 have these five; v2Pro/v2ProPlus add 17 and 23 (seven), and voicefleet reads v2 only.
+V2_PERIODS = DiscriminatorConfig().periods
+_LATER_VERSIONS_BY_PERIOD_COUNT = {7: "v2Pro/v2ProPlus"}
 
 _INDEX = re.compile(r"^discriminators\.(\d+)\.")
 
@@ -63,6 +62,18 @@ def _discriminator_count(keys, path) -> int:
             "enc_p", "dec", "enc_q", "flow", "ref_enc", "ssl_proj", "quantizer"} else ""
         raise CheckpointError(path, f"no 'discriminators.<i>.' keys: not a {KIND} state dict{hint}", key=first)
     return max(indices) + 1
+
+
+def _check_v2_period_count(n_periods: int, path) -> None:
+    """Refuse a file whose number of period discriminators is not the v2 one, naming its version if known."""
+    if n_periods == len(V2_PERIODS):
+        return
+    v2 = f"voicefleet reads v2 discriminators ({len(V2_PERIODS)} periods: {', '.join(map(str, V2_PERIODS))})"
+    later = _LATER_VERSIONS_BY_PERIOD_COUNT.get(n_periods)
+    if later is not None:
+        raise CheckpointError(path, f"is a GPT-SoVITS {later} {KIND} ({n_periods} period discriminators); {v2}")
+    raise CheckpointError(path, f"{KIND}: {n_periods} period discriminators; no official version has that many; "
+                                f"{v2}")
 
 
 def discriminator_keymap(n_discriminators: int) -> KeyMap:
@@ -109,14 +120,11 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor], *, path: str | Pat
     """Infer a `DiscriminatorConfig` from an official state dict's shapes.
 
     Widths are read from the biases of the scale discriminator and the first period one; the
-    periods follow from the number of sub-discriminators (the official code fixes them per version).
-    Every other tensor is checked against the result afterwards by the loader.
+    periods are the v2 ones (the official code fixes them per version, and files of any other
+    version are refused). Every other tensor is checked against the result afterwards by the loader.
     """
-    n = _discriminator_count(state.keys(), path)
-    periods = _OFFICIAL_PERIODS_BY_COUNT.get(n - 1)
-    if periods is None:
-        raise CheckpointError(path, f"{KIND}: {n - 1} period discriminators; official files have "
-                                    f"{sorted(_OFFICIAL_PERIODS_BY_COUNT)} (v2: 5)")
+    _check_v2_period_count(_discriminator_count(state.keys(), path) - 1, path)
+    periods = V2_PERIODS
     s_channels = tuple(_width(state, f"discriminators.0.convs.{j}.bias", path) for j in range(6))
     p_channels = tuple(_width(state, f"discriminators.1.convs.{j}.bias", path) for j in range(5))
     spectral = any(k.endswith(".weight_orig") for k in state)
@@ -143,11 +151,15 @@ def load_discriminator(path: str | Path, config: DiscriminatorConfig | None = No
     """Build a `MultiPeriodDiscriminator` from an official discriminator file, weights as float32.
 
     With `config=None` the widths are inferred from the file (so full-size and reduced files both
-    load); with a config, the file must match it. Every key and shape is checked before anything
-    is copied; a mismatch raises `CheckpointError` naming the file and the key.
+    load) and the file must be a v2 one (v2Pro files are refused); with a config, the file must
+    match it. Every key and shape is checked before anything is copied; a mismatch raises
+    `CheckpointError` naming the file and the key.
     """
     path = Path(path)
     state = _state_dict_from_file(load_official_file(path), path)
+    n_periods = _discriminator_count(state.keys(), path) - 1
+    if config is None or len(config.periods) != n_periods:
+        _check_v2_period_count(n_periods, path)  # a config asking for another layout says so explicitly
     if config is None:
         config = config_from_state_dict(state, path=path)
     model = MultiPeriodDiscriminator(config)

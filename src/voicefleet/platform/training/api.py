@@ -33,10 +33,11 @@ from .worker import PID_DIR_ENV, STATE_FILE, train_loop_per_worker
 logger = logging.getLogger(__name__)
 
 REPORT = "report.json"
+MAX_REASON_CHARS = 500  # of a failure's message; Ray's own (a dead actor's) run to many lines of ids
 
 
 class TrainingError(RuntimeError):
-    """Training could not finish (all retries failed); the message says why."""
+    """Training could not finish (all retries failed), or cannot start on this cluster; the message says why."""
 
 
 @dataclass
@@ -67,10 +68,88 @@ def _storage(path: str) -> tuple[str, bool]:
     return str(local), True
 
 
+def check_gpus(requested: int, available: float, *, can_autoscale: bool) -> str | None:
+    """Whether a cluster with `available` GPUs can place workers that ask for `requested` in all.
+
+    Returns None when it can. When it cannot, Ray Train would wait for the GPUs forever (logging
+    a startup timeout every minute), so: a cluster that may add GPU nodes (an autoscaler) gets a
+    warning to log; a fixed one (such as the local instance `ray.init()` starts) raises
+    `TrainingError` saying what to do.
+    """
+    if requested <= available:
+        return None
+    short = (f"{requested} GPU{'' if requested == 1 else 's'} asked for (one per worker) but the Ray cluster has "
+             f"{available:g}")
+    if can_autoscale:
+        return f"{short}; the run waits until the autoscaler adds GPU nodes"
+    raise TrainingError(f"{short} and cannot add any: drop --gpu (use_gpu) to train on CPU, or start Ray on "
+                        f"machines with GPUs and connect to it (--address)")
+
+
+def _cluster_is_fixed() -> bool:
+    """Whether this process started the Ray instance itself (`ray.init()` with no cluster to join).
+
+    Such an instance has no autoscaler, so its resources never grow. Anything else (a cluster
+    joined by address, `ray start`, Ray Client) may autoscale, and we cannot tell from here.
+    """
+    try:
+        from ray._private import worker
+
+        node = worker._global_node
+        return node is not None and node.is_head()
+    except Exception:  # noqa: BLE001 - a private API; if it moves, assume the cluster may grow (warn, never refuse)
+        return False
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line saying why a Ray Train run failed: the first failing worker's own exception.
+
+    Ray Train 2 raises `WorkerGroupError` (each failed rank's exception in `worker_failures`) or
+    `ControllerError` (`controller_failure`); anything else is followed down its cause chain.
+    """
+    where = ""
+    failures = getattr(error, "worker_failures", None)
+    if failures:
+        rank = min(failures)
+        others = len(failures) - 1
+        where = f" (worker {rank}" + (f"; {others} more worker{'s' if others > 1 else ''} failed)" if others else ")")
+        error = failures[rank]
+    elif isinstance(getattr(error, "controller_failure", None), BaseException):
+        error = error.controller_failure
+    else:
+        while error.__cause__ is not None:
+            error = error.__cause__
+    while isinstance(getattr(error, "cause", None), BaseException):  # ray.exceptions.RayTaskError
+        error = error.cause
+    text = " ".join(str(error).split())
+    if len(text) > MAX_REASON_CHARS:
+        text = text[:MAX_REASON_CHARS - 3] + "..."
+    return f"{type(error).__name__}{': ' + text if text else ''}{where}"
+
+
+def _check_stage_builds(config: TrainConfig, pretrained: dict[str, str]) -> None:
+    """Build the stage once here, on CPU, exactly as every worker will.
+
+    A pretrained file of the wrong kind (an exported voice, a v2Pro file, ...) then fails once,
+    before Ray starts anything, with its own message, instead of failing inside every worker and
+    being retried `max_failures` times. The models are dropped afterwards.
+    """
+    import torch
+
+    from .worker import build_stage
+
+    build_stage(config.model_copy(update={"precision": "fp32"}), pretrained, torch.device("cpu"),
+                lambda model, **_: model)
+
+
 def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path) -> TrainResult:
-    """Run (or resume) one fine-tuning run; returns its result once finished."""
+    """Run (or resume) one fine-tuning run; returns its result once finished.
+
+    Raises `TrainingError` (one line: the run and the first failing worker's exception) when the
+    run fails for good, or at once when it asks for GPUs a fixed cluster does not have.
+    """
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
     paths = find_pretrained(pretrained, need_discriminator=config.stage == "sovits")
@@ -82,14 +161,20 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
     if local and (out_dir / REPORT).exists():
         logger.info("run %s already finished; returning its result", config.run_name)
         return TrainResult.load(out_dir / REPORT)
+    # absolute paths (find_pretrained resolves them): workers run in another working directory
+    files = {"gpt": str(paths.gpt), "sovits_g": str(paths.sovits_g), "sovits_d": str(paths.sovits_d)}
+    _check_stage_builds(config, files)
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=True)
+    if config.use_gpu:
+        waiting = check_gpus(config.num_workers, ray.cluster_resources().get("GPU", 0),
+                             can_autoscale=not _cluster_is_fixed())
+        if waiting:
+            logger.warning("run %s: %s", config.run_name, waiting)
 
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": config.model_dump(), "dataset": str(dataset),
-                           "pretrained": {"gpt": str(paths.gpt), "sovits_g": str(paths.sovits_g),
-                                          "sovits_d": str(paths.sovits_d)}},
+        train_loop_config={"train": config.model_dump(), "dataset": str(dataset), "pretrained": files},
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                      placement_strategy=config.placement_strategy,
                                      resources_per_worker={"CPU": config.cpus_per_worker,
@@ -102,9 +187,12 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
                                                checkpoint_score_attribute="val_recon",
                                                checkpoint_score_order="min")),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as e:  # Ray Train 2 raises instead of returning a result with .error
+        raise TrainingError(f"run {config.run_name} failed: {failure_reason(e)}") from e
     if result.error is not None:
-        raise TrainingError(f"run {config.run_name} failed: {result.error}")
+        raise TrainingError(f"run {config.run_name} failed: {failure_reason(result.error)}")
     if result.checkpoint is None or not result.best_checkpoints:
         raise TrainingError(f"run {config.run_name} wrote no checkpoint")
     best_ckpt, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1].get("val_recon", math.inf))

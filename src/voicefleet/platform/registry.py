@@ -34,12 +34,57 @@ RECORD = "voice.json"
 
 
 class RegistryError(ValueError):
-    """A registry operation that cannot be done as asked (bad id, missing voice, ...)."""
+    """A registry operation that cannot be done as asked (bad id, missing voice, ...).
+
+    `str()` may name the registry's location (for operators and CLI users); `client_message` is
+    what an HTTP client may see: it leaves out the registry's location (a filesystem path or a
+    bucket URI), which tells a client nothing it can act on and exposes the deployment.
+    """
+
+    @property
+    def client_message(self) -> str:
+        return " ".join(str(self).split())
 
 
-class VoiceNotFound(RegistryError, KeyError):
-    def __str__(self) -> str:  # KeyError would quote the message
+class _VoiceAtLocation(RegistryError):
+    """A registry error about one voice; the registry's location appears in `str()` only."""
+
+    def __init__(self, voice_id: str, location: str | None = None):
+        self.voice_id, self.location = voice_id, location
+        super().__init__(self._describe(location) if location else self.client_message)
+
+    def _describe(self, location: str) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:  # KeyError (a base of VoiceNotFound) would quote the message
         return self.args[0]
+
+    def __reduce__(self):
+        # `args` holds the formatted message, not the constructor's arguments; Ray pickles
+        # exceptions across processes, so rebuild from (voice_id, location).
+        return type(self), (self.voice_id, self.location), self.__dict__
+
+
+class VoiceNotFound(_VoiceAtLocation, KeyError):
+    """The registry has no voice of that id."""
+
+    def _describe(self, location: str) -> str:
+        return f"voice {self.voice_id!r} is not in the registry at {location}"
+
+    @property
+    def client_message(self) -> str:
+        return f"voice {self.voice_id!r} not found"
+
+
+class VoiceExists(_VoiceAtLocation):
+    """A voice of that id is already registered and overwriting was not asked for."""
+
+    def _describe(self, location: str) -> str:
+        return f"voice {self.voice_id!r} already exists in {location}; pass overwrite to replace it"
+
+    @property
+    def client_message(self) -> str:
+        return f"voice {self.voice_id!r} already exists"
 
 
 def check_voice_id(voice_id: str) -> str:
@@ -89,7 +134,7 @@ class VoiceRegistry:
     def get(self, voice_id: str) -> VoiceRecord:
         path = f"{self._dir(voice_id)}/{RECORD}"
         if self.fs.get_file_info(path).type != pafs.FileType.File:
-            raise VoiceNotFound(f"voice {voice_id!r} is not in the registry at {self.uri}")
+            raise VoiceNotFound(voice_id, self.uri)
         return VoiceRecord(**self._read_json(path))
 
     def list(self) -> list[VoiceRecord]:
@@ -111,7 +156,7 @@ class VoiceRegistry:
         version = 1
         if self.exists(voice_id):
             if not overwrite:
-                raise RegistryError(f"voice {voice_id!r} already exists in {self.uri}; pass overwrite to replace it")
+                raise VoiceExists(voice_id, self.uri)
             version = self.get(voice_id).version + 1
         sources = {"gpt": Path(gpt), "sovits": Path(sovits), "reference": Path(reference)}
         for kind, src in sources.items():
@@ -138,7 +183,7 @@ class VoiceRegistry:
 
     def delete(self, voice_id: str) -> None:
         if not self.exists(voice_id):
-            raise VoiceNotFound(f"voice {voice_id!r} is not in the registry at {self.uri}")
+            raise VoiceNotFound(voice_id, self.uri)
         folder = self._dir(voice_id)
         self.fs.delete_file(f"{folder}/{RECORD}")  # gone for readers first
         self.fs.delete_dir(folder)

@@ -51,6 +51,7 @@ def register_trained_voice(voice_id: str, storage_path: str, dataset: str | Path
     pretrained ones for a new voice."""
     registry = registry_for(storage_path)
     paths = find_pretrained(pretrained)
+    dataset = Path(dataset).expanduser().resolve()  # lineage must name the dataset wherever it is read
     current = registry.local_files(voice_id) if registry.exists(voice_id) else {}
     old = registry.get(voice_id) if current else None
     ref = pick_reference(dataset)

@@ -32,7 +32,9 @@ def user_error(e: BaseException) -> RequestFailed | None:
     from ..platform.registry import RegistryError, VoiceNotFound
 
     if isinstance(e, VoiceNotFound):
-        return RequestFailed(404, "not_found", str(e))
-    if isinstance(e, (SynthesisError, TextFrontendError, RegistryError)):
+        return RequestFailed(404, "not_found", e.client_message)  # no storage location for clients
+    if isinstance(e, RegistryError):
+        return RequestFailed(422, "invalid_request_error", e.client_message)
+    if isinstance(e, (SynthesisError, TextFrontendError)):
         return RequestFailed(422, "invalid_request_error", " ".join(str(e).split()))
     return None

@@ -40,9 +40,9 @@ def _check_voice(registry: VoiceRegistry, voice_id: str, caller: Caller) -> str:
     try:
         record = registry.get(voice_id)
     except VoiceNotFound as e:
-        raise api_error(404, "not_found", str(e)) from None
+        raise api_error(404, "not_found", e.client_message) from None  # no storage location for clients
     except RegistryError as e:
-        raise api_error(422, "invalid_request_error", str(e)) from None
+        raise api_error(422, "invalid_request_error", e.client_message) from None
     caller.require_voice(voice_id)
     return voice_key(voice_id, record.version)
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from ...models.pretrained import find_pretrained
-from ...platform.registry import RegistryError, VoiceNotFound, VoiceRecord
+from ...platform.registry import RegistryError, VoiceExists, VoiceNotFound, VoiceRecord
 from ..dependencies import Caller, Services, api_error, get_caller, get_services
 from ..schemas import VOICE_ID_PATTERN, ErrorResponse, VoiceInfo, VoiceList
 
@@ -58,9 +58,10 @@ def _register(services: Services, voice_id: str, data: bytes, prompt_text: str, 
             return services.registry.register(voice_id, gpt=paths.gpt, sovits=paths.sovits_g, reference=ref,
                                               prompt_text=prompt_text, prompt_lang=prompt_lang,
                                               lineage={"source": "zero-shot upload"})
+        except VoiceExists as e:
+            raise api_error(409, "conflict", e.client_message) from None
         except RegistryError as e:
-            status = 409 if "already exists" in str(e) else 422
-            raise api_error(status, "conflict" if status == 409 else "invalid_request_error", str(e)) from None
+            raise api_error(422, "invalid_request_error", e.client_message) from None
 
 
 @router.post("", response_model=VoiceInfo, status_code=201, responses=ERRORS, summary="Register a zero-shot voice")
@@ -86,6 +87,6 @@ def delete_voice(voice_id: str, services: Services = Depends(get_services),
     try:
         services.registry.delete(voice_id)
     except VoiceNotFound as e:
-        raise api_error(404, "not_found", str(e)) from None
+        raise api_error(404, "not_found", e.client_message) from None  # no storage location for clients
     except RegistryError as e:
-        raise api_error(422, "invalid_request_error", str(e)) from None
+        raise api_error(422, "invalid_request_error", e.client_message) from None

@@ -41,3 +41,23 @@ def test_run_refuses_bad_input(tmp_path, tiny_pretrained):
     listing.write_text("a.wav|spk|zh|你好\n")
     _one_line_error(_run("run", listing, "--voice", "Bad Id", "--pretrained", tiny_pretrained.root), "invalid voice id")
     _one_line_error(_run("run", listing, "--voice", "alice", "--pretrained", tmp_path / "none"), "pretrained")
+
+
+def test_search_space_flags_replace_dimensions(tmp_path):
+    from voicefleet.tuning.cli import _space
+
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("text_low_lr_rate: {low: 0.2, high: 0.6}\n")
+    space = _space(space_file, "1e-5:1e-3", "0.3:0.7", None, 0)
+    assert (space.sovits_lr.low, space.sovits_lr.high, space.sovits_lr.log) == (1e-5, 1e-3, True)
+    assert (space.gpt_lr_ratio.low, space.gpt_lr_ratio.high) == (0.3, 0.7)
+    assert space.warmup_fraction.low == 0.02 and space.min_warmup_steps == 0  # untouched default, flag
+    assert "text_low_lr_rate" in space.dimensions()  # from the file
+
+
+def test_tune_refuses_a_malformed_range_flag(tmp_path, tiny_pretrained):
+    dataset = write_voice_dataset(tmp_path / "ds", n_train=3, n_val=1)
+    _one_line_error(_run("tune", dataset, "--voice", "alice", "--pretrained", tiny_pretrained.root,
+                         "--gpt-lr-ratio", "0.2-1.0"), "LOW:HIGH")
+    _one_line_error(_run("tune", dataset, "--voice", "alice", "--pretrained", tiny_pretrained.root,
+                         "--warmup", "0.5:0.1"), "below")

@@ -16,6 +16,35 @@ from rich.table import Table
 from ..cli_support import user_facing
 
 
+def _range(flag: str, text: str, log: bool):
+    from .space import Range
+
+    try:
+        low, high = (float(x) for x in text.split(":"))
+    except ValueError:
+        raise ValueError(f"{flag} takes LOW:HIGH (e.g. 0.2:1.0), got {text!r}") from None
+    return Range(low=low, high=high, log=log)
+
+
+def _space(path: Optional[Path], sovits_lr: Optional[str], ratio: Optional[str], warmup: Optional[str],
+           min_warmup_steps: Optional[int]):
+    """The YAML file's space (or the defaults), with any range given as a flag replacing its dimension."""
+    from .space import SearchSpace
+
+    space = SearchSpace.from_yaml(path) if path else SearchSpace()
+    updates = {}
+    if sovits_lr:
+        updates["sovits_lr"] = _range("--sovits-lr", sovits_lr, log=True)
+    if ratio:
+        updates["gpt_lr_ratio"] = _range("--gpt-lr-ratio", ratio, log=False)
+    if warmup:
+        updates["warmup_fraction"] = _range("--warmup", warmup, log=False)
+    if min_warmup_steps is not None:
+        updates["min_warmup_steps"] = min_warmup_steps
+    return SearchSpace(**{**space.model_dump(), **{k: v.model_dump() if hasattr(v, "model_dump") else v
+                                                   for k, v in updates.items()}})
+
+
 @user_facing
 def tune_cmd(
     dataset: Path = typer.Argument(..., help="Prepared dataset folder (voicefleet prepare)."),
@@ -30,6 +59,13 @@ def tune_cmd(
     gpus_per_worker: float = typer.Option(0.0, min=0.0, help="GPUs per worker (0: CPU workers; 0.5 shares a GPU)."),
     batch_size: int = typer.Option(4, min=1, help="Clips per worker per step."),
     space: Optional[Path] = typer.Option(None, "--space", help="Search space YAML (default: built-in ranges)."),
+    sovits_lr: Optional[str] = typer.Option(None, "--sovits-lr", help="SoVITS rate range LOW:HIGH, log-uniform "
+                                            "(default 3e-5:3e-4)."),
+    gpt_lr_ratio: Optional[str] = typer.Option(None, "--gpt-lr-ratio", help="GPT:SoVITS ratio range LOW:HIGH "
+                                               "(default 0.2:1.0)."),
+    warmup: Optional[str] = typer.Option(None, "--warmup", help="Warm-up fraction range LOW:HIGH (default 0.02:0.2)."),
+    min_warmup_steps: Optional[int] = typer.Option(None, "--min-warmup-steps", min=0,
+                                                   help="Warm-up never shorter than this (default 10)."),
     storage: str = typer.Option("runs", help="Runs, sweeps and registry: a folder or a URI (s3://, gs://, ...)."),
     seed: int = typer.Option(0, help="Seeds the sampler and the trials."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep of the same id."),
@@ -38,14 +74,13 @@ def tune_cmd(
     """Search learning rates and warm-up with Ray Tune + Optuna; register the best voice."""
     import ray
 
-    from .space import SearchSpace
     from .sweep import SweepConfig, run_sweep
 
     config = SweepConfig(
         voice=voice, sweep_id=sweep_id, storage_path=storage, trials=trials, max_concurrent=concurrent, rounds=rounds,
         steps_per_round=steps_per_round, num_workers=workers, use_gpu=gpus_per_worker > 0,
         gpus_per_worker=gpus_per_worker or 1.0, batch_size=batch_size, seed=seed,
-        space=SearchSpace.from_yaml(space) if space else SearchSpace())
+        space=_space(space, sovits_lr, gpt_lr_ratio, warmup, min_warmup_steps))
     if address:
         ray.init(address=address)
     result = run_sweep(config, dataset, pretrained, resume=resume)

@@ -36,7 +36,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_local_app(size: str, voices: int, workdir: Path) -> tuple[str, list[str]]:
+def start_local_app(size: str, voices: int, workdir: Path, precision: str = "fp32",
+                    batch_max_size: int = 1) -> tuple[str, list[str]]:
     import ray
     import soundfile as sf
     from ray import serve
@@ -61,7 +62,8 @@ def start_local_app(size: str, voices: int, workdir: Path) -> tuple[str, list[st
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     settings = ServeSettings(storage=str(workdir / "storage"), pretrained=str(paths.root),
-                             max_voices_per_replica=max(1, voices), max_ongoing_requests=8)
+                             max_voices_per_replica=max(1, voices), max_ongoing_requests=8, precision=precision,
+                             batch_max_size=batch_max_size)
     serve.run(build_app(settings), name="voicefleet", route_prefix="/", blocking=False)
     return f"http://127.0.0.1:{port}", ids
 
@@ -124,7 +126,8 @@ async def run_load(url: str, voices: list[str], clients: int, requests: int, dur
     return {"requests": len(results), "failed": len(results) - len(ok), "rps": len(ok) / wall,
             "p50": np.percentile(lat, 50), "p95": np.percentile(lat, 95), "p99": np.percentile(lat, 99),
             "ttfb_p50": np.percentile(ttfb, 50) if ttfb.size else float("nan"),
-            "rtf": float(lat.sum() / audio) if audio else float("nan"), "wall": wall}
+            "rtf": float(lat.sum() / audio) if audio else float("nan"), "wall": wall,
+            "audio_per_s": audio / wall}
 
 
 def main() -> None:
@@ -136,6 +139,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=40, help="total request cap")
     p.add_argument("--duration", type=float, default=120, help="seconds cap")
     p.add_argument("--max-tokens", type=int, default=40)
+    p.add_argument("--precision", choices=["fp32", "fast"], default="fp32", help="local app only")
+    p.add_argument("--batch-size", type=int, default=1, help="local app only: requests per batched GPT decode")
     p.add_argument("--kill-after", type=float, default=5.0,
                    help="local app only: also run a load during which a synthesis replica is killed after this "
                         "many seconds (0 disables)")
@@ -148,7 +153,7 @@ def main() -> None:
             url = args.url.rstrip("/")
             voices = [v["voice_id"] for v in httpx.get(f"{url}/v1/voices").json()["voices"]][: args.voices]
         else:
-            url, voices = start_local_app(args.size, args.voices, Path(tmp))
+            url, voices = start_local_app(args.size, args.voices, Path(tmp), args.precision, args.batch_size)
         rows = []
         modes = [("whole", False, None), ("stream", True, None)]
         if not args.url and args.kill_after > 0:
@@ -158,14 +163,15 @@ def main() -> None:
                                      args.max_tokens, kill_after))
             rows.append([name, args.clients, len(voices), m["requests"], m["failed"],
                          f"{m['rps']:.2f}", f"{m['p50']:.3f}", f"{m['p95']:.3f}", f"{m['p99']:.3f}",
-                         f"{m['ttfb_p50']:.3f}", f"{m['rtf']:.3f}"])
+                         f"{m['ttfb_p50']:.3f}", f"{m['rtf']:.3f}", f"{m['audio_per_s']:.2f}"])
         if not args.url:
             from ray import serve
 
             serve.shutdown()
-    report(f"Serve closed-loop load ({args.size if not args.url else 'external'}, max_tokens {args.max_tokens})",
+    setup = "external" if args.url else f"{args.size}, {args.precision}, batch {args.batch_size}"
+    report(f"Serve closed-loop load ({setup}, max_tokens {args.max_tokens})",
            ["mode", "clients", "voices", "requests", "failed", "req/s", "p50 s", "p95 s", "p99 s",
-            "first byte p50 s", "RTF"], rows,
+            "first byte p50 s", "RTF", "audio s / wall s"], rows,
            notes="Latency per request end to end over HTTP; RTF = summed latency / summed audio seconds "
                  "(under load, so above the single-request RTF). 1 synthesis replica, 2 synthesis threads.")
 

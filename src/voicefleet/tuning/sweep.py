@@ -244,7 +244,9 @@ def finish_sweep(config: SweepConfig, rows: list[TrialRow], dataset: Path, paths
         write_report(config, rows, out_dir, best=None)
         raise SweepError(f"sweep {config.sweep_id} has no usable trial ({errors})")
     best = min(scored, key=lambda r: (r.best_objective, r.trial_id))
-    checkpoint = ray.train.Checkpoint(best.best_checkpoint)
+    # Tune reports checkpoint paths without their scheme: on object storage, pair it with the filesystem
+    filesystem = pafs.FileSystem.from_uri(upload_to)[0] if upload_to else None
+    checkpoint = ray.train.Checkpoint(best.best_checkpoint, filesystem=filesystem)
     run_name = trial_run_name(config.sweep_id, best.trial_id)
     total = config.rounds * config.steps_per_round
     configs = stage_configs(config.base_train_config().model_copy(update={"run_name": run_name}), best.params, total,

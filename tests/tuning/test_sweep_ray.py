@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform.training.synthetic import write_voice_dataset
+from tests.platform.training.synthetic import synthesize_registered, write_voice_dataset
 from voicefleet.tuning.space import Range, SearchSpace
 from voicefleet.tuning.sweep import SweepConfig, SweepError, run_sweep
 
@@ -42,7 +42,6 @@ def _config(storage: Path, sweep_id: str, **kw) -> SweepConfig:
 
 def test_sweep_stops_weak_trials_records_failures_and_promotes_the_best(ray_session, dataset, tiny_pretrained,
                                                                         tmp_path):
-    from voicefleet.models.pipeline import SynthesisParams, Synthesizer
     from voicefleet.platform.voices import registry_for
 
     storage = tmp_path / "runs"
@@ -74,13 +73,7 @@ def test_sweep_stops_weak_trials_records_failures_and_promotes_the_best(ray_sess
     record = registry.get("alice")
     assert record.lineage["sweep"] == "sweep-a" and record.lineage["trial"] == result.best_trial
     assert record.metrics["val_objective"] == pytest.approx(result.best_objective)
-    files = registry.local_files("alice")
-    synth = Synthesizer.from_pretrained(tiny_pretrained)
-    voice = synth.load_voice("alice", files["gpt"], files["sovits"], files["reference"], record.prompt_text,
-                             record.prompt_lang)
-    audio = synth.synthesize_units(voice, synth.phoneme_units([[100, 101, 102, 103]], voice),
-                                   SynthesisParams(max_tokens=20, seed=0))
-    assert len(audio) > 0
+    assert len(synthesize_registered(registry, "alice", tiny_pretrained)) > 0
 
     # finished sweeps are not started again under the same id
     with pytest.raises(SweepError, match="already exists"):

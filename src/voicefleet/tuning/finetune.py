@@ -20,6 +20,7 @@ import torch
 from ..platform.training.batches import Example, bucketed_batches
 from ..platform.training.config import TrainConfig
 from ..platform.training.schedules import ScheduleConfig, StepSchedule
+from ..platform.training.stages import unwrap
 from ..platform.training.worker import build_stage
 from .objective import HeldOut, voice_reconstruction_loss
 
@@ -148,8 +149,8 @@ class VoiceFinetune:
         metrics.update(val_ce=gpt_metrics["val_ce"], val_top1=gpt_metrics["val_top1"])
         objective = [math.nan]
         if self.rank == 0:
-            value = voice_reconstruction_loss(_unwrap(self.stages["gpt"].models["gpt"]),
-                                              _unwrap(sovits.models["generator"]), self.held_out,
+            value = voice_reconstruction_loss(unwrap(self.stages["gpt"].models["gpt"]),
+                                              unwrap(sovits.models["generator"]), self.held_out,
                                               max_tokens=max_tokens)
             objective = [min(value, SILENT_SCORE) if math.isfinite(value) else SILENT_SCORE]
         if self.world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -160,7 +161,7 @@ class VoiceFinetune:
     def state_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"models": {}, "stages": {}}
         for name, s in self.stages.items():
-            out["models"].update({k: _unwrap(m).state_dict() for k, m in s.models.items()})
+            out["models"].update({k: unwrap(m).state_dict() for k, m in s.models.items()})
             out["stages"][name] = {"optimizers": [o.state_dict() for o in s.stage.optimizers],
                                    "schedulers": [x.state_dict() for x in s.schedulers],
                                    "scaler": s.stage.scaler.state_dict(), "skipped": s.stage.skipped,
@@ -170,7 +171,7 @@ class VoiceFinetune:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         for name, s in self.stages.items():
             for key, model in s.models.items():
-                _unwrap(model).load_state_dict(state["models"][key])
+                unwrap(model).load_state_dict(state["models"][key])
             saved = state["stages"][name]
             for opt, o in zip(s.stage.optimizers, saved["optimizers"]):
                 opt.load_state_dict(o)
@@ -180,6 +181,3 @@ class VoiceFinetune:
             s.stage.skipped = saved["skipped"]
             s.step, s.epoch, s.consumed = saved["step"], saved["epoch"], saved["consumed"]
 
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model

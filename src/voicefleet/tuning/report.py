@@ -50,13 +50,12 @@ def _trial_id(result) -> tuple[str, int]:
 
 
 def _first_line(error: BaseException) -> str:
-    """`Type: message` of the trial's own exception, on one line."""
-    while getattr(error, "cause", None) is not None and error.cause is not error:  # Ray's wrappers
+    """`Type: message` of the trial's own exception (a failed Train run: its first failing worker's)."""
+    from ..platform.training.api import failure_reason
+
+    while isinstance(getattr(error, "cause", None), BaseException):  # Ray's wrapper of the trial's error
         error = error.cause
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    if lines and lines[0].startswith("ray::"):  # a wrapper that kept only text: the last line is the error
-        lines = lines[-1:]
-    return f"{type(error).__name__}: {' '.join(lines)}"[:500]
+    return failure_reason(error)
 
 
 def trial_rows(grid, rounds: int) -> list[TrialRow]:

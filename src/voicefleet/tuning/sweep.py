@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..models.pretrained import find_pretrained
 from ..platform.registry import check_voice_id
+from ..platform.training.api import resolve_storage
 from ..platform.training.config import RUN_NAME, TrainConfig
 from ..platform.training.schedules import ScheduleConfig
 from .finetune import STAGES, stage_configs
@@ -121,14 +122,6 @@ class SweepResult:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def _storage(path: str) -> tuple[str, bool]:
-    if "://" in path and not path.startswith("file://"):
-        return path.rstrip("/"), False
-    local = Path(path.removeprefix("file://")).expanduser().resolve()
-    local.mkdir(parents=True, exist_ok=True)
-    return str(local), True
-
-
 def _official_point(space: SearchSpace) -> dict[str, float] | None:
     point = {}
     for name, r in space.dimensions().items():
@@ -152,7 +145,7 @@ def _max_concurrent(config: SweepConfig) -> int:
 def _trainable(config: SweepConfig, dataset: Path, paths) -> Any:
     from ray import tune
 
-    storage, _ = _storage(config.storage_path)
+    storage, _ = resolve_storage(config.storage_path)
     per_worker: dict[str, float] = {"CPU": config.cpus_per_worker}
     if config.use_gpu:
         per_worker["GPU"] = config.gpus_per_worker
@@ -184,7 +177,7 @@ def run_sweep(config: SweepConfig, dataset: str | Path, pretrained: str | Path, 
     dataset = Path(dataset).resolve()
     if not (dataset / "data").exists():
         raise FileNotFoundError(f"{dataset} is not a prepared dataset (no data/ folder); run `voicefleet prepare` first")
-    storage, local = _storage(config.storage_path)
+    storage, local = resolve_storage(config.storage_path)
     sweep_uri = f"{storage}/sweeps/{config.sweep_id}"
     out_dir = Path(sweep_uri) if local else Path(tempfile.mkdtemp()) / config.sweep_id
     if local and resume and (out_dir / RESULT).exists():

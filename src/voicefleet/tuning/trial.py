@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from ray.tune import Callback
 
 from ..platform.training.config import TrainConfig
-from ..platform.training.worker import STATE_FILE
+from ..platform.training.worker import STATE_FILE, rng_state, set_rng_state
 from .finetune import STAGES, VoiceFinetune, stage_configs
 
 logger = logging.getLogger(__name__)
@@ -29,10 +29,6 @@ logger = logging.getLogger(__name__)
 # Rank 0 names its worker group's placement group in every report, so the sweep's driver can
 # release it when Tune ends the trial (see `PlacementGroupReaper`).
 PLACEMENT_GROUP_KEY = "placement_group_id"
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
 
 def finetune_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -65,10 +61,7 @@ def finetune_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state = torch.load(Path(folder) / STATE_FILE, map_location=ray.train.torch.get_device(), weights_only=False)
         tuner.load_state_dict(state["finetune"])
         done, history = state["round"], state["history"]
-        rng = state["rng"][min(rank, len(state["rng"]) - 1)]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
+        set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)])
         logger.info("rank %d resumed after round %d", rank, done)
     if done >= rounds and history:
         # finished before the sweep's driver recorded it: hand the last result over again
@@ -83,7 +76,7 @@ def finetune_loop_per_worker(loop_config: dict[str, Any]) -> None:
                        sovits_lr=tuner.learning_rate("sovits"), gpt_lr=tuner.learning_rate("gpt"))
         history.append(dict(metrics))
         metrics[PLACEMENT_GROUP_KEY] = ray.get_runtime_context().get_placement_group_id() or ""
-        rng = [_rng_state()]
+        rng = [rng_state()]
         if world > 1 and torch.distributed.is_initialized():
             gathered: list[Any] = [None] * world
             torch.distributed.all_gather_object(gathered, rng[0])

@@ -59,3 +59,16 @@ def write_voice_dataset(folder: Path, n_train: int = 8, n_val: int = 2) -> Path:
     long.hubert = np.tile(long.hubert, (1, reps))
     long.semantic = list(long.semantic) * reps
     return write_dataset(folder, train + val + [long], ["train"] * n_train + ["val"] * (n_val + 1))
+
+
+def synthesize_registered(registry, voice_id: str, pretrained) -> np.ndarray:
+    """A few phonemes spoken by a registered voice (its weights, reference and prompt) on CPU."""
+    from voicefleet.models.pipeline import SynthesisParams, Synthesizer
+
+    record = registry.get(voice_id)
+    files = registry.local_files(voice_id)
+    synth = Synthesizer.from_pretrained(pretrained)
+    voice = synth.load_voice(voice_id, files["gpt"], files["sovits"], files["reference"], record.prompt_text,
+                             record.prompt_lang)
+    return synth.synthesize_units(voice, synth.phoneme_units([[100, 101, 102, 103]], voice),
+                                  SynthesisParams(max_tokens=20, seed=0))

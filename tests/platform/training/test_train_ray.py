@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.platform.training.synthetic import learnable_examples, write_dataset
+from tests.platform.training.synthetic import learnable_examples, synthesize_registered, write_dataset
 from voicefleet.models.checkpoint.gpt_io import load_gpt
 from voicefleet.models.checkpoint.sovits_io import load_sovits
 from voicefleet.platform.training.api import train_stage
@@ -129,7 +129,6 @@ def _cli(*args):
 
 def test_cli_trains_registers_and_the_voice_synthesises(ray_session, dataset_with_reference, tiny_pretrained,
                                                         reference_wav, tmp_path):
-    from voicefleet.models.pipeline import SynthesisParams, Synthesizer
     from voicefleet.platform.voices import registry_for
 
     storage = tmp_path / "runs"
@@ -141,13 +140,7 @@ def test_cli_trains_registers_and_the_voice_synthesises(ray_session, dataset_wit
     registry = registry_for(str(storage))
     record = registry.get("alice")
     assert record.lineage["sovits_run"] == "cli-s2" and record.lineage["reference_clip"].startswith("long")
-    files = registry.local_files("alice")
-    synth = Synthesizer.from_pretrained(tiny_pretrained)
-    voice = synth.load_voice("alice", files["gpt"], files["sovits"], files["reference"], record.prompt_text,
-                             record.prompt_lang)
-    audio = synth.synthesize_units(voice, synth.phoneme_units([[100, 101, 102, 103]], voice),
-                                   SynthesisParams(max_tokens=20, seed=0))
-    assert len(audio) > 0
+    assert len(synthesize_registered(registry, "alice", tiny_pretrained)) > 0
 
 
 def test_stopped_driver_resumes_and_a_new_name_starts_fresh(ray_session, dataset, tiny_pretrained, tmp_path):

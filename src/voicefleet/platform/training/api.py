@@ -59,7 +59,7 @@ class TrainResult:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def _storage(path: str) -> tuple[str, bool]:
+def resolve_storage(path: str) -> tuple[str, bool]:
     """(storage path for Ray, whether it is local)."""
     if "://" in path and not path.startswith("file://"):
         return path, False
@@ -156,7 +156,7 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
     dataset = Path(dataset).resolve()
     if not dataset.exists():
         raise FileNotFoundError(f"prepared dataset {dataset} does not exist (run `voicefleet prepare` first)")
-    storage, local = _storage(config.storage_path)
+    storage, local = resolve_storage(config.storage_path)
     out_dir = Path(storage) / config.run_name / "voicefleet" if local else Path(tempfile.mkdtemp()) / "voicefleet"
     if local and (out_dir / REPORT).exists():
         logger.info("run %s already finished; returning its result", config.run_name)

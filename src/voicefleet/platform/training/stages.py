@@ -39,7 +39,8 @@ class OptimConfig:
     precision: Precision = "fp32"
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
     return model.module if hasattr(model, "module") else model
 
 
@@ -82,7 +83,7 @@ class SoVITSStage(_Stage):
         super().__init__(device, cfg)
         self.net_g, self.net_d = net_g, net_d
         self.c_mel, self.c_kl = c_mel, c_kl
-        g = _unwrap(net_g)
+        g = unwrap(net_g)
         g.ssl_proj.requires_grad_(False)
         g.quantizer.requires_grad_(False)
         text_side = {id(p) for m in (g.text_encoder.text_embedding, g.text_encoder.encoder_text, g.text_encoder.mrte)
@@ -101,7 +102,7 @@ class SoVITSStage(_Stage):
         return [self.optim_g, self.optim_d]
 
     def train_step(self, batch: SoVITSBatch, last_micro: bool = True) -> dict[str, float]:
-        g = _unwrap(self.net_g)
+        g = unwrap(self.net_g)
         self.net_g.train()
         self.net_d.train()
         frames = g.config.segment_frames
@@ -154,7 +155,7 @@ class SoVITSStage(_Stage):
     def evaluate(self, batches: Iterable[SoVITSBatch]) -> dict[str, float]:
         """Validation reconstruction: decode each clip from its own codes, text and style with the
         prior mean (no noise); mean L1 between log-mels over every valid frame."""
-        g = _unwrap(self.net_g)
+        g = unwrap(self.net_g)
         g.eval()
         total, frames = 0.0, 0
         for batch in batches:
@@ -204,7 +205,7 @@ class GPTStage(_Stage):
     @torch.no_grad()
     def evaluate(self, batches: Iterable[GPTBatch]) -> dict[str, float]:
         """Validation token cross-entropy (per target, EOS included) and top-1 accuracy."""
-        model = _unwrap(self.gpt)
+        model = unwrap(self.gpt)
         model.eval()
         ce, acc, n = 0.0, 0.0, 0
         for batch in batches:

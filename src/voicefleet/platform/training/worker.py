@@ -27,7 +27,7 @@ from .batches import bucketed_batches, collate_gpt, collate_sovits
 from .config import TrainConfig
 from .monitor import ConvergenceMonitor
 from .schedules import StepSchedule
-from .stages import GPTStage, OptimConfig, SoVITSStage
+from .stages import GPTStage, OptimConfig, SoVITSStage, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +36,14 @@ STATE_FILE = "state.pt"
 PID_DIR_ENV = "VOICEFLEET_TRAIN_PID_DIR"
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
 
 
 def build_stage(cfg: TrainConfig, pretrained: dict[str, str], device: torch.device, prepare_model):
@@ -114,7 +110,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             # our own run state (optimizer and RNG states need the full unpickler)
             state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=False)
         for name, model in models.items():
-            _unwrap(model).load_state_dict(state["models"][name])
+            unwrap(model).load_state_dict(state["models"][name])
         for opt, saved in zip(stage.optimizers, state["optimizers"]):
             opt.load_state_dict(saved)
         for sched, saved in zip(schedulers, state["schedulers"]):
@@ -124,7 +120,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         monitor.load_state_dict(state["monitor"])
         step, epoch, consumed = state["step"], state["epoch"], state["consumed"]
         history, resumes = state["history"], state["resumes"] + [state["step"]]
-        _set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)])
+        set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)])
         logger.info("rank %d resumed at step %d (epoch %d)", rank, step, epoch)
 
     val_batches = [collate(val_ex[i:i + cfg.batch_size]) for i in range(0, len(val_ex), cfg.batch_size)]
@@ -196,13 +192,13 @@ def _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, w
             logger.info("verdict at step %d: %s", v.step, v.message)
     if step % cfg.checkpoint_every == 0 or step == total_steps or monitor.stop:
         # gather every rank's RNG state so a restart restores each worker's own stream
-        rng = [_rng_state()]
+        rng = [rng_state()]
         if world > 1 and torch.distributed.is_initialized():
             gathered: list[Any] = [None] * world
             torch.distributed.all_gather_object(gathered, rng[0])
             rng = gathered
         if rank == 0:
-            state = {"models": {n: _unwrap(m).state_dict() for n, m in models.items()},
+            state = {"models": {n: unwrap(m).state_dict() for n, m in models.items()},
                      "optimizers": [o.state_dict() for o in stage.optimizers],
                      "schedulers": [s.state_dict() for s in schedulers], "scaler": stage.scaler.state_dict(),
                      "skipped": stage.skipped, "monitor": monitor.state_dict(), "step": step, "epoch": epoch,

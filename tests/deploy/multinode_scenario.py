@@ -80,7 +80,7 @@ def serve_on_two_nodes(workdir: Path, exported: str, pretrained) -> dict[str, An
 
     from voicefleet.platform.data.synthetic import voice_like
     from voicefleet.platform.voices import registry_for
-    from voicefleet.serve.app import build_app
+    from voicefleet.serve.app import build_app, wait_until_ready
     from voicefleet.serve.settings import ServeSettings
 
     storage = workdir / "serve-storage"
@@ -98,15 +98,7 @@ def serve_on_two_nodes(workdir: Path, exported: str, pretrained) -> dict[str, An
         started = time.monotonic()
         serve.run(build_app(settings), name="voicefleet", route_prefix="/", blocking=False)
         url = f"http://127.0.0.1:{port}"
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() - started > READY_TIMEOUT_S:
-                raise TimeoutError(f"the Serve app was not ready in {READY_TIMEOUT_S} s")
-            time.sleep(0.5)
+        wait_until_ready(url, timeout_s=READY_TIMEOUT_S)
         ready_s = time.monotonic() - started
         # The controller's view (what `serve status` and the dashboard show), with each replica's node.
         # Public schema; reached through the client because the state API needs the dashboard we keep off.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
@@ -54,25 +53,16 @@ def serve_settings(storage, tiny_pretrained):
 @pytest.fixture(scope="package")
 def base_url(ray_session, serve_settings):
     """The app served by Ray Serve on a free local port; shut down after the package."""
-    httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx==0.28.1)")
+    pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx==0.28.1)")
     pytest.importorskip("python_multipart", reason="python-multipart (needed by POST /v1/voices) is not installed")
     from ray import serve
 
-    from voicefleet.serve.app import build_app
+    from voicefleet.serve.app import build_app, wait_until_ready
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(serve_settings), name="voicefleet", route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError("voicefleet Serve app did not become ready in 120 s")
-        time.sleep(0.5)
+    wait_until_ready(url, timeout_s=120)
     yield url
     serve.shutdown()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
@@ -197,7 +196,7 @@ def _train(config: EndToEndConfig, dataset: Path, pretrained: str) -> tuple[str,
 
 
 def _serve(config: EndToEndConfig, pretrained_root: str) -> str:
-    from ..serve.app import start
+    from ..serve.app import start, wait_until_ready
     from ..serve.settings import ServeSettings
 
     storage = config.storage_path if "://" in config.storage_path else str(Path(config.storage_path).resolve())
@@ -205,23 +204,8 @@ def _serve(config: EndToEndConfig, pretrained_root: str) -> str:
     start(settings, host=config.host, port=config.port, blocking=False)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
     endpoint = f"http://{host}:{config.port}"
-    wait_ready(endpoint)
+    wait_until_ready(endpoint)
     return endpoint
-
-
-def wait_ready(endpoint: str, timeout_s: float = 180.0) -> None:
-    """Until GET /readyz answers 200 (the synthesis replicas loaded the shared models)."""
-    deadline = time.time() + timeout_s
-    last = ""
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{endpoint}/readyz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError) as e:
-            last = str(e)
-        time.sleep(1.0)
-    raise TimeoutError(f"the endpoint {endpoint} was not ready within {timeout_s:.0f} s ({last})")
 
 
 def synthesize_over_http(endpoint: str, voice: str, text: str, lang: str, output: Path, *, seed: int = 0) -> Path:

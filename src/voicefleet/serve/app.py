@@ -58,3 +58,22 @@ def start(settings: ServeSettings, *, address: str | None = None, host: str = "1
         ray.init(address=address, include_dashboard=False) if address else ray.init(include_dashboard=False)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(settings), name="voicefleet", route_prefix="/", blocking=blocking)
+
+
+def wait_until_ready(url: str, timeout_s: float = 180.0) -> None:
+    """Block until `GET {url}/readyz` answers 200 (every synthesis replica loaded its shared models)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as e:
+            last = str(e)
+        time.sleep(0.5)
+    raise TimeoutError(f"the voicefleet app at {url} was not ready within {timeout_s:.0f} s ({last})")

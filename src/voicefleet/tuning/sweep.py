@@ -142,10 +142,9 @@ def _max_concurrent(config: SweepConfig) -> int:
     return max(1, min(config.trials, fits))
 
 
-def _trainable(config: SweepConfig, dataset: Path, paths) -> Any:
+def _trainable(config: SweepConfig, storage: str, dataset: Path, paths) -> Any:
     from ray import tune
 
-    storage, _ = resolve_storage(config.storage_path)
     per_worker: dict[str, float] = {"CPU": config.cpus_per_worker}
     if config.use_gpu:
         per_worker["GPU"] = config.gpus_per_worker
@@ -192,7 +191,7 @@ def run_sweep(config: SweepConfig, dataset: str | Path, pretrained: str | Path, 
                          f"--resume, or choose another --sweep-id")
     if not ray.is_initialized():
         ray.init(include_dashboard=False)
-    trainable = _trainable(config, dataset, paths)
+    trainable = _trainable(config, storage, dataset, paths)
     if resume:
         logger.info("resuming sweep %s from %s", config.sweep_id, sweep_uri)
         tuner = tune.Tuner.restore(sweep_uri, trainable=trainable, resume_unfinished=True, resume_errored=False,
@@ -214,8 +213,8 @@ def run_sweep(config: SweepConfig, dataset: str | Path, pretrained: str | Path, 
                                       failure_config=tune.FailureConfig(max_failures=0),
                                       callbacks=[PlacementGroupReaper()]),
         )
-        (out_dir if local else Path(tempfile.mkdtemp())).mkdir(parents=True, exist_ok=True)
         if local:
+            out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "sweep_config.json").write_text(config.model_dump_json(indent=2))
     grid = tuner.fit()
     rows = trial_rows(grid, config.rounds)

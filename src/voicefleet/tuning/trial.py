@@ -87,11 +87,11 @@ def finetune_loop_per_worker(loop_config: dict[str, Any]) -> None:
         logger.info("round %d/%d: val_objective %.4f val_recon %.4f val_ce %.4f", round_index + 1, rounds,
                     metrics["val_objective"], metrics["val_recon"], metrics["val_ce"])
         sovits = tuner.stages["sovits"]
-        state = {"finetune": tuner.state_dict(), "round": round_index + 1, "history": history, "rng": rng,
+        finetune = tuner.state_dict()
+        state = {"finetune": finetune, "round": round_index + 1, "history": history, "rng": rng,
                  "configs": {k: c.model_dump() for k, c in configs.items()},
-                 # what the single-stage exporters read: weights under "models", position
-                 "models": None, "epoch": sovits.epoch, "step": sovits.step}
-        state["models"] = state["finetune"]["models"]
+                 # what the single-stage exporter (`export_best`) reads: weights and position
+                 "models": finetune["models"], "epoch": sovits.epoch, "step": sovits.step}
         with tempfile.TemporaryDirectory() as folder:
             torch.save(state, Path(folder) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),

@@ -143,6 +143,16 @@ def test_cli_trains_registers_and_the_voice_synthesises(ray_session, dataset_wit
     assert len(synthesize_registered(registry, "alice", tiny_pretrained)) > 0
 
 
+def _recorded_checkpoint(run_dir: Path) -> bool:
+    import json
+
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    try:
+        return bool(json.loads(snapshot.read_text()).get("latest_checkpoint_result"))
+    except (OSError, ValueError):  # not written yet, or being written
+        return False
+
+
 def test_stopped_driver_resumes_and_a_new_name_starts_fresh(ray_session, dataset, tiny_pretrained, tmp_path):
     import subprocess
     import sys
@@ -155,7 +165,10 @@ def test_stopped_driver_resumes_and_a_new_name_starts_fresh(ray_session, dataset
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     run_dir = storage / "resumable"
     deadline = time.time() + 240
-    while time.time() < deadline and len(list(run_dir.glob("checkpoint_step*"))) < 2 and proc.poll() is None:
+    # a checkpoint folder is written before Ray Train records it; a resume starts from what the
+    # run's checkpoint-manager snapshot records, so wait until that names a checkpoint
+    while time.time() < deadline and proc.poll() is None and not (
+            len(list(run_dir.glob("checkpoint_step*"))) >= 2 and _recorded_checkpoint(run_dir)):
         time.sleep(0.5)
     assert proc.poll() is None, "the first driver ended before it could be stopped"
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C, as a user stops the driver

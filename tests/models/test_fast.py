@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from voicefleet.models.builders import sovits_tiny
@@ -51,3 +52,41 @@ def test_bf16_decoder_waveform_close_to_fp32():
     out = fast.decode(codes, text, ref_spec, noise_scale=0.0)
     assert out.dtype == torch.float32 and out.shape == ref.shape
     assert float((out - ref).norm() / ref.norm()) < 0.05
+
+
+@pytest.mark.parametrize("eos_weight", [-5.0, 1.5])
+def test_int8_decoding_step_matches_the_layer_step(eos_weight, monkeypatch):
+    """The quantised GPT's lean decoding step computes what its own layers compute, on a padded
+    batch: run past one cache block (the stacked cache grows), and with rows leaving the batch
+    at different steps."""
+    from voicefleet.models.fast import Int8DecodingStep
+    from voicefleet.models.gpt import _CACHE_BLOCK, LayerDecodingStep
+
+    torch.manual_seed(0)
+    gpt = gpt_tiny().eval()
+    with torch.no_grad():  # hidden[0] == 1, so the EOS logit is eos_weight: never chosen or now and then
+        gpt.layers[-1].norm2.weight[0] = 0.0
+        gpt.layers[-1].norm2.bias[0] = 1.0
+        gpt.head.weight[gpt.eos].zero_()
+        gpt.head.weight[gpt.eos, 0] = eos_weight
+    fast = quantize_gpt(gpt)
+    texts = [torch.randint(0, 732, (n,)) for n in (14, 9, 5)]
+    berts = [torch.randn(1024, t.numel()) for t in texts]
+    prompts = torch.randint(0, 1024, (3, 12))
+    steps = _CACHE_BLOCK + 20
+
+    def run(step_cls):
+        monkeypatch.setattr(type(fast), "decoding_step", lambda self, cache: step_cls(self, cache))
+        return fast.generate_batch(texts, berts, prompts, max_steps=steps, return_step_logits=True,
+                                   generator=[torch.Generator().manual_seed(i) for i in range(3)])
+
+    lean, layered = run(Int8DecodingStep), run(LayerDecodingStep)
+    if eos_weight < 0:
+        assert lean.stop_reasons == ["max_steps"] * 3
+    else:
+        assert lean.stop_reasons == ["eos"] * 3 and len(set(lean.idx)) == 3
+    assert lean.idx == layered.idx and lean.stop_reasons == layered.stop_reasons
+    assert all(torch.equal(a, b) for a, b in zip(lean.sequences, layered.sequences))
+    finite = torch.isfinite(layered.step_logits)
+    assert torch.equal(finite, torch.isfinite(lean.step_logits))
+    assert torch.allclose(lean.step_logits[finite], layered.step_logits[finite], atol=1e-4, rtol=1e-4)

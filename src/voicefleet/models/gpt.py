@@ -191,6 +191,23 @@ class LayerKVCache:
             self.values = self.values[rows]
 
 
+class LayerDecodingStep:
+    """One decoding step through the model's own layers: (batch, 1, dim) -> (batch, dim)."""
+
+    def __init__(self, gpt: "GPT", cache: list[LayerKVCache]):
+        self.gpt, self.cache = gpt, cache
+
+    def __call__(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        return self.gpt.transform(x, mask, self.cache)[:, -1]
+
+    def keep_rows(self, rows: Tensor) -> None:
+        for layer_cache in self.cache:
+            layer_cache.keep_rows(rows)
+
+
+DecodingStep = LayerDecodingStep  # the interface: __call__(x, mask) -> hidden, keep_rows(rows)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one packed q/k/v projection (q, k, v stacked in that order)."""
 
@@ -388,6 +405,11 @@ class GPT(nn.Module):
             x = layer(x, mask, None if cache is None else cache[i])
         return x
 
+    def decoding_step(self, cache: list[LayerKVCache]) -> "DecodingStep":
+        """The one-token step of the decoding loop, continuing from `cache` (filled by the prompt
+        pass). Inference back ends (see `voicefleet.models.fast`) replace it with a leaner one."""
+        return LayerDecodingStep(self, cache)
+
     # ---- training
 
     def forward(self, phonemes: Tensor, phoneme_lens: Tensor, semantic: Tensor, semantic_lens: Tensor,
@@ -525,6 +547,7 @@ class GPT(nn.Module):
             mask = mask & key_ok[:, None, None, :]
         cache = [LayerKVCache() for _ in self.layers]
         hidden = self.transform(x, mask, cache)[:, -1]
+        step_fn = self.decoding_step(cache)
 
         alive = list(range(batch))  # original row index of each remaining row
         # every row is filled in before the loop ends (at the latest on its last step)
@@ -563,8 +586,7 @@ class GPT(nn.Module):
                 keep = (~ended).nonzero().flatten()
                 alive = [alive[i] for i in keep.tolist()]
                 tokens = tokens[keep]
-                for layer_cache in cache:
-                    layer_cache.keep_rows(keep)
+                step_fn.keep_rows(keep)
                 if key_ok is not None:
                     key_ok = key_ok[keep]
 
@@ -573,7 +595,7 @@ class GPT(nn.Module):
             if key_ok is not None:
                 key_ok = F.pad(key_ok, (0, 1), value=True)
                 step_mask = key_ok[:, None, None, :]
-            hidden = self.transform(self.embed_audio(tokens[:, -1:], prompt_len + step), step_mask, cache)[:, -1]
+            hidden = step_fn(self.embed_audio(tokens[:, -1:], prompt_len + step), step_mask)
 
         logger.debug("decoded %d row(s): stop steps %s, reasons %s", batch, idx, reasons)
         return GPTGenerateOutput(

@@ -305,3 +305,18 @@ def test_full_size_folders(tmp_path):
     assert hubert(torch.zeros(1, 16000)).shape == (1, 768, 49)
     assert bert.phone_level_features("你好", [2, 2]).shape == (1024, 4)
     assert np.isfinite(bert.phone_level_features("你好", [2, 2]).numpy()).all()
+
+
+def test_fast_bert_features_stay_close_and_original_is_untouched(bert):
+    from voicefleet.models.fast import fast_bert
+
+    text, word2ph = "今天天气很好", [2, 2, 2, 2, 2, 2]
+    before = {k: v.clone() for k, v in bert.model.state_dict().items()}
+    ref = bert.phone_level_features(text, word2ph)
+    fast = fast_bert(bert)
+    out = fast.phone_level_features(text, word2ph)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert any(p.dtype == torch.bfloat16 for p in fast.model.parameters())
+    assert 0 < float((out - ref).norm() / ref.norm()) < 0.03  # bf16 rounding, nothing worse
+    assert all(torch.equal(before[k], v) for k, v in bert.model.state_dict().items())
+    assert torch.equal(bert.phone_level_features(text, word2ph), ref)

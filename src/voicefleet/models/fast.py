@@ -12,6 +12,7 @@ What is changed and why (measured in `benchmarks/inference.py`, results in RESUL
   issues the fewest tensor operations it can (one stacked fp32 KV cache, scores scaled inside
   `baddbmm`, functional LayerNorm, no module calls): at one query per row the eager step's fixed
   cost per operation was about a third of a step.
+* BERT (Chinese text features, computed per fragment) runs its linears in bf16 (`fast_bert`).
 * The HiFi-GAN decoder (about 94% of SoVITS time) runs its convolutions in bf16; everything
   before it (text encoder, flow) stays fp32, and the last conv and tanh run in fp32.
 
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from .features import BertFeatures
 from .gpt import _CACHE_BLOCK, GPT, LayerKVCache
 from .modules.hifigan import HiFiGANGenerator
 from .sovits import SoVITS
@@ -231,6 +233,31 @@ def fast_sovits(sovits: SoVITS) -> SoVITS:
         fresh = copy.deepcopy(sovits).eval()
     fresh.decoder = Bf16Decoder(fresh.decoder)
     return fresh.requires_grad_(False)
+
+
+class _Bf16Autocast(nn.Module):
+    """Runs the wrapped transformers model under bf16 autocast (its linears already hold bf16)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+
+    def forward(self, *args, **kwargs):
+        with torch.autocast(device_type=next(self.inner.parameters()).device.type, dtype=torch.bfloat16):
+            return self.inner(*args, **kwargs)
+
+
+def fast_bert(bert: BertFeatures) -> BertFeatures:
+    """A copy of `bert` with bf16 linear weights, run under bf16 autocast (LayerNorm, softmax and
+    the residual stream stay fp32). The full-size model runs ~2.2x faster on one core; features
+    differ from fp32 by ~0.8% (relative L2)."""
+    fast = copy.deepcopy(bert)
+    for module in fast.model.modules():
+        if isinstance(module, nn.Linear):
+            module.to(torch.bfloat16)
+    fast.model = _Bf16Autocast(fast.model)
+    return fast
 
 
 def optimize_for_cpu_inference(gpt: GPT, sovits: SoVITS) -> tuple[GPT, SoVITS]:

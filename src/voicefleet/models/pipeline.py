@@ -117,6 +117,10 @@ class Synthesizer:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.hubert = hubert.eval()
+        if bert is not None and precision == "fast":
+            from .fast import fast_bert
+
+            bert = fast_bert(bert)
         self.bert = bert
         self.precision = precision
 

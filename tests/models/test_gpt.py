@@ -220,3 +220,31 @@ def test_cpu_decoding_relayout_changes_nothing_observable(model):
     assert_close(after.step_logits, before.step_logits, atol=1e-5, rtol=1e-5, name="step logits")
     for key, value in model.state_dict().items():
         assert value.shape == state[key].shape and torch.equal(value, state[key]), key
+
+
+@pytest.mark.parametrize("eos_at_once", [False, True])
+def test_generate_stream_yields_the_kept_tokens_step_by_step(model, eos_at_once):
+    phonemes, bert, semantic = _inputs(model)
+    if eos_at_once:  # as in test_eos_stops_and_is_dropped: EOS wins at step 11
+        with torch.no_grad():
+            model.layers[-1].norm2.weight.zero_()
+            model.layers[-1].norm2.bias.fill_(1.0)
+            model.head.weight[model.eos] = 1.0
+    kwargs = dict(sampling=SamplingParams(top_k=5), max_steps=30)
+    whole = model.generate(phonemes, bert, semantic[:, :PROMPT_LEN], generator=torch.Generator().manual_seed(3),
+                           **kwargs)
+    steps = model.generate_stream(phonemes, bert, semantic[:, :PROMPT_LEN],
+                                  generator=torch.Generator().manual_seed(3), **kwargs)
+    seen = []
+    while True:
+        try:
+            seen.append(next(steps).clone())
+        except StopIteration as done:
+            out = done.value
+            break
+    assert out.idx == whole.idx and out.stop_reasons == whole.stop_reasons
+    assert torch.equal(out.new_tokens(0), whole.new_tokens(0))
+    final = whole.new_tokens(0)
+    assert [s.numel() for s in seen] == list(range(1, len(seen) + 1))
+    assert all(torch.equal(s, final[:s.numel()]) for s in seen)
+    assert len(seen) == (final.numel() if eos_at_once else final.numel() - 1)  # the last step ends the loop

@@ -91,3 +91,40 @@ def test_fast_precision_voice_synthesises(tiny_pretrained, reference_wav):
     assert np.isfinite(audio).all() and len(audio) > 0
     with pytest.raises(ValueError, match="precision"):
         Synthesizer(fast.hubert, fast.bert, precision="int3")
+
+
+def test_early_first_chunk_comes_before_the_fragment_is_decoded(synth, voice, monkeypatch):
+    """first_chunk_tokens: the first chunk is the audio of the first tokens, sent while the GPT is
+    still decoding; everything after it is exactly the whole-request audio for that seed."""
+    from voicefleet.models.pipeline import FIRST_CHUNK_FADE_S, FIRST_CHUNK_HOLDBACK_TOKENS
+
+    text = "第一句话很短。第二句话也不长。"
+    k = 8  # below the 11 steps in which EOS cannot be drawn: the GPT always gets this far
+    finished: list[bool] = []
+    original = voice.gpt.generate_stream
+
+    def tracked(*args, **kwargs):
+        finished.append(False)
+        result = yield from original(*args, **kwargs)
+        finished[-1] = True
+        return result
+
+    monkeypatch.setattr(voice.gpt, "generate_stream", tracked)
+    params = SynthesisParams(max_tokens=40, seed=5, first_chunk_tokens=k)
+    chunks = synth.stream(voice, text, "zh", params)
+    first = next(chunks)
+    assert finished == [False]  # the GPT is still decoding the first fragment
+    cut = (k - FIRST_CHUNK_HOLDBACK_TOKENS) * 1280
+    assert len(first) == cut - int(32000 * FIRST_CHUNK_FADE_S)
+    streamed = np.concatenate([first, *chunks])
+    assert finished == [True]
+    whole = synth.synthesize(voice, text, "zh", SynthesisParams(max_tokens=40, seed=5))
+    assert len(streamed) == len(whole)
+    np.testing.assert_array_equal(streamed[cut:], whole[cut:])
+    assert np.abs(streamed[:cut]).max() > 0
+
+
+@pytest.mark.parametrize("bad", [1, 2, -3])
+def test_first_chunk_tokens_must_exceed_the_holdback(bad):
+    with pytest.raises(ValueError, match="first_chunk_tokens"):
+        SynthesisParams(first_chunk_tokens=bad)

@@ -82,7 +82,7 @@ def test_three_voices_two_per_replica_evict_and_reload(base_url, expected):
 def test_stream_first_chunk_before_the_whole(base_url, expected):
     text = "第一句话。" + "第二句话，很长很长。" * 6
     body = {"voice": "alpha", "text": text, "lang": "zh", "seed": 7, "max_tokens": 40, "format": "pcm",
-            "stream": True}
+            "stream": True, "first_chunk_tokens": 0}
     chunks, arrivals = [], []
     with httpx.stream("POST", f"{base_url}/v1/tts", json=body, timeout=120) as r:
         assert r.status_code == 200
@@ -95,8 +95,27 @@ def test_stream_first_chunk_before_the_whole(base_url, expected):
     assert np.array_equal(np.frombuffer(b"".join(chunks), dtype=np.int16), whole)
 
 
+def test_stream_sends_the_first_tokens_early_by_default(base_url, expected):
+    """Streaming sends the audio of the first 12 tokens ahead (a prefix decode); from the end of
+    that chunk on, the stream is exactly the whole-request audio."""
+    from voicefleet.models.pipeline import FIRST_CHUNK_HOLDBACK_TOKENS
+    from voicefleet.serve.schemas import FIRST_CHUNK_TOKENS_DEFAULT
+
+    body = {"voice": "alpha", "text": TEXT, "lang": "zh", "seed": 4, "max_tokens": 40, "format": "pcm",
+            "stream": True}
+    with httpx.stream("POST", f"{base_url}/v1/tts", json=body, timeout=120) as r:
+        assert r.status_code == 200
+        streamed = np.frombuffer(b"".join(r.iter_raw()), dtype=np.int16)
+    whole = sf.read(io.BytesIO(expected("alpha", 4, max_tokens=40)), dtype="int16")[0]
+    cut = (FIRST_CHUNK_TOKENS_DEFAULT - FIRST_CHUNK_HOLDBACK_TOKENS) * 1280
+    assert len(streamed) == len(whole) > cut
+    assert np.array_equal(streamed[cut:], whole[cut:])
+    assert not np.array_equal(streamed[:cut], whole[:cut])  # the early chunk is a prefix decode
+
+
 def test_stream_wav_has_open_ended_header(base_url):
-    body = {"voice": "beta", "text": TEXT, "seed": 1, **SMALL, "format": "wav", "stream": True}
+    body = {"voice": "beta", "text": TEXT, "seed": 1, **SMALL, "format": "wav", "stream": True,
+            "first_chunk_tokens": 0}
     r = httpx.post(f"{base_url}/v1/tts", json=body, timeout=120)
     assert r.status_code == 200 and r.content[:4] == b"RIFF" and r.content[40:44] == b"\xff\xff\xff\xff"
     nonstream = tts(base_url, voice="beta", seed=1, format="pcm").content
@@ -129,6 +148,7 @@ def test_openai_client(base_url, expected):
     ({"voice": "alpha", "text": "你" * 501}, 413),
     ({"voice": "alpha", "text": "你好。", "format": "ogg", "stream": True}, 400),
     ({"voice": "alpha", "text": "。。。"}, 422),
+    ({"voice": "alpha", "text": "你好。", "stream": True, "first_chunk_tokens": 2}, 422),
 ])
 def test_bad_requests_get_json_4xx(base_url, body, status):
     r = httpx.post(f"{base_url}/v1/tts", json={**SMALL, **body}, timeout=60)

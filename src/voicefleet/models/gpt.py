@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Generator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -521,10 +521,40 @@ class GPT(nn.Module):
         return self._decode(text, text_ok, prompts, sampling, early_stop_num, max_steps, generator,
                             trim_on_limit=True, keep_logits=return_step_logits)
 
-    def _decode(self, text: Tensor, text_ok: Tensor | None, prompts: Tensor | None, sampling: SamplingParams,
-                early_stop_num: int, max_steps: int, generator, *, trim_on_limit: bool,
-                keep_logits: bool) -> GPTGenerateOutput:
-        """Shared decoding loop. text: (batch, text_len, dim) embedded; text_ok: (batch, text_len)
+    @torch.inference_mode()
+    def generate_stream(self, phonemes: Tensor, bert: Tensor, prompt: Tensor, *,
+                        sampling: SamplingParams = SamplingParams(), early_stop_num: int = -1,
+                        max_steps: int = MAX_DECODE_STEPS, generator: torch.Generator | None = None
+                        ) -> Generator[Tensor, None, GPTGenerateOutput]:
+        """`generate` with a prompt, yielding after each step the new tokens that will be kept
+        (1-d, growing); the generator's return value is `generate`'s output. The tokens and the
+        random draws are those of `generate`: pausing between steps changes nothing."""
+        phonemes = phonemes.reshape(1, -1)
+        bert = bert.reshape(1, bert.shape[-2], bert.shape[-1])
+        prompt = prompt.reshape(1, -1)
+        steps = self._decode_steps(self.embed_text(phonemes, bert), None, prompt, sampling, early_stop_num,
+                                   max_steps, generator, trim_on_limit=False, keep_logits=False)
+        prompt_len = prompt.shape[1]
+        while True:
+            try:
+                tokens = next(steps)
+            except StopIteration as done:
+                return done.value
+            yield tokens[0, prompt_len:]
+
+    def _decode(self, *args, **kwargs) -> GPTGenerateOutput:
+        steps = self._decode_steps(*args, **kwargs)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def _decode_steps(self, text: Tensor, text_ok: Tensor | None, prompts: Tensor | None, sampling: SamplingParams,
+                      early_stop_num: int, max_steps: int, generator, *, trim_on_limit: bool,
+                      keep_logits: bool) -> Generator[Tensor, None, GPTGenerateOutput]:
+        """Shared decoding loop; yields the rows still decoding (their tokens, prompt included)
+        after each step that did not end them. text: (batch, text_len, dim) embedded; text_ok: (batch, text_len)
         bool, False at padding (None: no padding); prompts: (batch, prompt_len) or None."""
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
@@ -590,6 +620,7 @@ class GPT(nn.Module):
                 if key_ok is not None:
                     key_ok = key_ok[keep]
 
+            yield tokens
             # feed the new token: it sits at audio position prompt_len + step
             step_mask = None
             if key_ok is not None:

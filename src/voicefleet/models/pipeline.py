@@ -49,6 +49,12 @@ class SynthesisError(ValueError):
     """A synthesis request that cannot be served as given (bad reference, empty text, ...)."""
 
 
+# Early first chunk (streaming): the prefix decode's last tokens lack right context, so the chunk
+# stops this many tokens short, and the full fragment's audio fades in over FIRST_CHUNK_FADE_S.
+FIRST_CHUNK_HOLDBACK_TOKENS = 2
+FIRST_CHUNK_FADE_S = 0.01
+
+
 @dataclass(frozen=True)
 class SynthesisParams:
     """Per-request knobs; defaults follow the official inference API (api_v2)."""
@@ -64,6 +70,13 @@ class SynthesisParams:
     batch_size: int = 1  # fragments decoded together by the GPT
     seed: int | None = None
     max_tokens: int = 1500  # cap on semantic tokens per fragment (25 per second of audio)
+    # Streaming only: send the first fragment's first N tokens ahead of the rest (0: whole fragments)
+    first_chunk_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.first_chunk_tokens and self.first_chunk_tokens <= FIRST_CHUNK_HOLDBACK_TOKENS:
+            raise ValueError(f"first_chunk_tokens must be 0 or more than {FIRST_CHUNK_HOLDBACK_TOKENS}, "
+                             f"got {self.first_chunk_tokens}")
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(top_k=self.top_k, top_p=self.top_p, temperature=self.temperature,
@@ -108,6 +121,10 @@ def fragment_generator(seed: int, index: int, purpose: str) -> torch.Generator:
     """
     digest = hashlib.sha256(f"{seed}:{index}:{purpose}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def _silence(params: SynthesisParams) -> np.ndarray:
+    return np.zeros(int(SAMPLE_RATE * params.fragment_interval), dtype=np.float32)
 
 
 class Synthesizer:
@@ -212,8 +229,7 @@ class Synthesizer:
         """
         first = params[0]
         prompt = voice.prompt
-        ids = [torch.tensor((prompt.phone_ids if prompt else []) + u.phone_ids, dtype=torch.long) for u in units]
-        berts = [torch.cat([prompt.bert, u.bert], 1) if prompt else u.bert for u in units]
+        ids, berts = map(list, zip(*(self._gpt_inputs(voice, u) for u in units)))
         gens = [fragment_generator(p.seed, i, "gpt") for p, i in zip(params, indices)]
         tokens_prompt = voice.reference.prompt_tokens
         sampling, steps = first.sampling(), first.max_tokens
@@ -232,18 +248,71 @@ class Synthesizer:
             new_tokens = [out.new_tokens(r) for r in range(len(units))]
         audio = []
         for unit, tokens, i, p in zip(units, new_tokens, indices, params):
-            silence = np.zeros(int(SAMPLE_RATE * p.fragment_interval), dtype=np.float32)
             if tokens.numel() == 0:
                 logger.warning("GPT produced no tokens for fragment %d (%r)", i, unit.norm_text)
-                audio.append(silence)
-                continue
-            wave = voice.sovits.decode(tokens.view(1, 1, -1), torch.tensor([unit.phone_ids]), [voice.reference.spec],
-                                       noise_scale=p.noise_scale, speed=p.speed,
-                                       generator=fragment_generator(p.seed, i, "sovits"))[0, 0]
-            peak = float(wave.abs().max())
-            wave = wave / peak if peak > 1 else wave
-            audio.append(np.concatenate([wave.numpy().astype(np.float32), silence]))
+            audio.append(np.concatenate([self.fragment_wave(voice, unit, tokens, i, p), _silence(p)]))
         return audio
+
+    @torch.inference_mode()
+    def fragment_wave(self, voice: Voice, unit: TextUnit, tokens: torch.Tensor, index: int,
+                      params: SynthesisParams) -> np.ndarray:
+        """SoVITS: one fragment's semantic tokens (n,) -> float32 audio (no trailing silence).
+
+        The prior's noise is drawn frame by frame from the fragment's seed, so a prefix of the
+        tokens is decoded with the first frames of the whole fragment's noise.
+        """
+        if tokens.numel() == 0:
+            return np.zeros(0, dtype=np.float32)
+        sovits = voice.sovits
+        frames = sovits.prior_frames(tokens.numel(), params.speed)
+        noise = torch.randn(frames, sovits.config.inter_channels,
+                            generator=fragment_generator(params.seed, index, "sovits")).T.unsqueeze(0)
+        wave = sovits.decode(tokens.view(1, 1, -1), torch.tensor([unit.phone_ids]), [voice.reference.spec],
+                             noise_scale=params.noise_scale, speed=params.speed, noise=noise)[0, 0]
+        peak = float(wave.abs().max())
+        wave = wave / peak if peak > 1 else wave
+        return wave.numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def stream_first_fragment(self, voice: Voice, unit: TextUnit, params: SynthesisParams) -> Iterator[np.ndarray]:
+        """Fragment 0 in two chunks: the audio of its first `params.first_chunk_tokens` tokens as
+        soon as the GPT has them, then the rest once the fragment is decoded.
+
+        The early chunk comes from decoding that prefix alone and stops
+        `FIRST_CHUNK_HOLDBACK_TOKENS` short of it; the second chunk is the whole fragment's audio
+        from there on (cross-faded over `FIRST_CHUNK_FADE_S`), so everything after the early chunk is
+        exactly what `synthesize` produces for the same seed.
+        """
+        k = params.first_chunk_tokens
+        ids, bert = self._gpt_inputs(voice, unit)
+        steps = voice.gpt.generate_stream(ids, bert, voice.reference.prompt_tokens, sampling=params.sampling(),
+                                          max_steps=params.max_tokens,
+                                          generator=fragment_generator(params.seed, 0, "gpt"))
+        early, cut, fade = None, 0, 0
+        while True:
+            try:
+                tokens = next(steps)
+            except StopIteration as done:
+                out = done.value
+                break
+            if early is None and tokens.numel() >= k:
+                early = self.fragment_wave(voice, unit, tokens[:k], 0, params)
+                cut = len(early) * (k - FIRST_CHUNK_HOLDBACK_TOKENS) // k
+                fade = min(int(SAMPLE_RATE * FIRST_CHUNK_FADE_S), cut)
+                yield early[:cut - fade]
+        wave = self.fragment_wave(voice, unit, out.new_tokens(0), 0, params)
+        if early is None:
+            yield np.concatenate([wave, _silence(params)])
+            return
+        ramp = np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
+        blend = early[cut - fade:cut] * (1 - ramp) + wave[cut - fade:cut] * ramp
+        yield np.concatenate([blend, wave[cut:], _silence(params)])
+
+    def _gpt_inputs(self, voice: Voice, unit: TextUnit) -> tuple[torch.Tensor, torch.Tensor]:
+        """Phoneme ids and BERT features of prompt text + fragment, as the GPT reads them."""
+        prompt = voice.prompt
+        ids = torch.tensor((prompt.phone_ids if prompt else []) + unit.phone_ids, dtype=torch.long)
+        return ids, torch.cat([prompt.bert, unit.bert], 1) if prompt else unit.bert
 
     @staticmethod
     def with_seed(params: SynthesisParams) -> SynthesisParams:
@@ -264,6 +333,10 @@ class Synthesizer:
         params = self.with_seed(params)
         groups = [[0]] + [list(range(i, min(i + params.batch_size, len(units))))
                           for i in range(1, len(units), params.batch_size)]
+        if params.first_chunk_tokens and voice.prompt is not None:
+            # (without a transcript the official path decodes prompt-free: whole fragments then)
+            yield from self.stream_first_fragment(voice, units[0], params)
+            groups = groups[1:]
         for group in groups:
             yield from self.decode_fragments(voice, [units[i] for i in group], group, [params] * len(group))
 

@@ -250,6 +250,11 @@ class SoVITS(nn.Module):
         z = self.flow(z_p, prior.mask, g=ge, reverse=True)
         return self.decoder(z * prior.mask, g=ge)
 
+    @staticmethod
+    def prior_frames(tokens: int, speed: float = 1.0) -> int:
+        """Frames of the prior (and of `decode`'s `noise`) for `tokens` semantic codes at `speed`."""
+        return 2 * tokens if speed == 1 else int(2 * tokens / speed) + 1
+
     def prepare_for_inference(self) -> "SoVITS":
         """eval mode with weight norm folded into plain weights (same outputs, faster)."""
         remove_weight_norm(self.eval())

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..models.pipeline import SynthesisParams
+from ..models.pipeline import FIRST_CHUNK_HOLDBACK_TOKENS, SynthesisParams
 from ..platform.registry import VOICE_ID
 from .settings import MAX_TOKENS_CEILING, TEXT_CHARS_CEILING
 
@@ -17,6 +17,7 @@ AudioFormat = Literal["wav", "flac", "ogg", "pcm"]
 SplitMethod = Literal["cut0", "cut1", "cut2", "cut3", "cut4", "cut5"]
 MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "pcm": "audio/pcm"}
 SEED_MAX = 2**31 - 1
+FIRST_CHUNK_TOKENS_DEFAULT = 12  # 0.48 s of audio ahead of the rest of the first fragment
 
 
 class SamplingFields(BaseModel):
@@ -51,6 +52,19 @@ class TTSRequest(SamplingFields):
     format: AudioFormat = Field("wav", description="wav, flac, ogg (Vorbis) or pcm (s16le mono 32 kHz).")
     stream: bool = Field(False, description="Send audio fragment by fragment as it is synthesised "
                                             "(wav with an open-ended header, or pcm; not flac/ogg).")
+    first_chunk_tokens: int = Field(
+        FIRST_CHUNK_TOKENS_DEFAULT, ge=0, le=250,
+        description="With stream=true: send the audio of the first fragment's first N semantic tokens (25 per "
+                    "second) while the rest of it is decoded, for a faster first chunk; 0 sends whole "
+                    f"fragments only. 1-{FIRST_CHUNK_HOLDBACK_TOKENS} are refused (the early chunk stops "
+                    f"{FIRST_CHUNK_HOLDBACK_TOKENS} tokens short of N).")
+
+    @field_validator("first_chunk_tokens")
+    @classmethod
+    def _check_first_chunk(cls, n: int) -> int:
+        if 0 < n <= FIRST_CHUNK_HOLDBACK_TOKENS:
+            raise ValueError(f"first_chunk_tokens must be 0 or more than {FIRST_CHUNK_HOLDBACK_TOKENS}")
+        return n
 
 
 class SpeechRequest(BaseModel):
@@ -100,9 +114,10 @@ class SynthesisJob:
     params: SynthesisParams
 
     @staticmethod
-    def params_from(fields: SamplingFields, seed: int) -> SynthesisParams:
+    def params_from(fields: SamplingFields, seed: int, stream: bool = False) -> SynthesisParams:
         return SynthesisParams(top_k=fields.top_k, top_p=fields.top_p, temperature=fields.temperature,
                                repetition_penalty=fields.repetition_penalty, noise_scale=fields.noise_scale,
                                speed=fields.speed, fragment_interval=fields.fragment_interval,
                                text_split_method=fields.text_split_method, batch_size=fields.batch_size,
-                               seed=seed, max_tokens=fields.max_tokens)
+                               seed=seed, max_tokens=fields.max_tokens,
+                               first_chunk_tokens=getattr(fields, "first_chunk_tokens", 0) if stream else 0)

@@ -65,7 +65,7 @@ async def synthesize(services: Services, caller: Caller, voice_id: str, text: st
     caller.require_voice(voice_id)  # before the registry, so a key cannot probe for voice names
     key = await run_in_threadpool(_check_voice, services.registry, voice_id, caller)
     seed = fields.seed if fields.seed is not None else secrets.randbelow(SEED_MAX)
-    job = SynthesisJob(text=text, lang=lang, fmt=fmt, params=SynthesisJob.params_from(fields, seed))
+    job = SynthesisJob(text=text, lang=lang, fmt=fmt, params=SynthesisJob.params_from(fields, seed, stream))
     headers = {"X-Seed": str(seed), "X-Sample-Rate": str(SAMPLE_RATE)}
     handle = services.synthesizer.options(multiplexed_model_id=key)
     if not stream:
@@ -97,7 +97,8 @@ async def synthesize(services: Services, caller: Caller, voice_id: str, text: st
 @router.post("/tts", response_class=Response, responses={**AUDIO, **ERRORS},
              summary="Synthesise text with a registered voice")
 async def tts(req: TTSRequest, services: Services = Depends(get_services), caller: Caller = Depends(get_caller)):
-    """Text -> audio. `stream=true` sends one chunk per text fragment as soon as it is ready."""
+    """Text -> audio. `stream=true` sends one chunk per text fragment as soon as it is ready, and
+    the first fragment's first `first_chunk_tokens` tokens of audio ahead of it."""
     return await synthesize(services, caller, req.voice, req.text, req.lang, req.format, req, req.stream)
 
 

@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 
 def start_local_app(size: str, voices: int, workdir: Path, precision: str = "fp32",
-                    batch_max_size: int = 1) -> tuple[str, list[str]]:
+                    batch_max_size: int = 1, adaptive_threads: bool = False) -> tuple[str, list[str]]:
     import ray
     import soundfile as sf
     from ray import serve
@@ -63,7 +63,7 @@ def start_local_app(size: str, voices: int, workdir: Path, precision: str = "fp3
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     settings = ServeSettings(storage=str(workdir / "storage"), pretrained=str(paths.root),
                              max_voices_per_replica=max(1, voices), max_ongoing_requests=8, precision=precision,
-                             batch_max_size=batch_max_size)
+                             batch_max_size=batch_max_size, adaptive_threads=adaptive_threads)
     serve.run(build_app(settings), name="voicefleet", route_prefix="/", blocking=False)
     return f"http://127.0.0.1:{port}", ids
 
@@ -141,6 +141,9 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=40)
     p.add_argument("--precision", choices=["fp32", "fast"], default="fp32", help="local app only")
     p.add_argument("--batch-size", type=int, default=1, help="local app only: requests per batched GPT decode")
+    p.add_argument("--adaptive-threads", action="store_true",
+                   help="local app only: a request running alone uses every synthesis core")
+    p.add_argument("--stream-only", action="store_true", help="run the streaming load only")
     p.add_argument("--kill-after", type=float, default=5.0,
                    help="local app only: also run a load during which a synthesis replica is killed after this "
                         "many seconds (0 disables)")
@@ -153,9 +156,10 @@ def main() -> None:
             url = args.url.rstrip("/")
             voices = [v["voice_id"] for v in httpx.get(f"{url}/v1/voices").json()["voices"]][: args.voices]
         else:
-            url, voices = start_local_app(args.size, args.voices, Path(tmp), args.precision, args.batch_size)
+            url, voices = start_local_app(args.size, args.voices, Path(tmp), args.precision, args.batch_size,
+                                          args.adaptive_threads)
         rows = []
-        modes = [("whole", False, None), ("stream", True, None)]
+        modes = [("stream", True, None)] if args.stream_only else [("whole", False, None), ("stream", True, None)]
         if not args.url and args.kill_after > 0:
             modes.append(("whole, replica killed", False, args.kill_after))
         for name, stream, kill_after in modes:
@@ -168,7 +172,8 @@ def main() -> None:
             from ray import serve
 
             serve.shutdown()
-    setup = "external" if args.url else f"{args.size}, {args.precision}, batch {args.batch_size}"
+    setup = "external" if args.url else (f"{args.size}, {args.precision}, batch {args.batch_size}"
+                                         + (", adaptive threads" if args.adaptive_threads else ""))
     report(f"Serve closed-loop load ({setup}, max_tokens {args.max_tokens})",
            ["mode", "clients", "voices", "requests", "failed", "req/s", "p50 s", "p95 s", "p99 s",
             "first byte p50 s", "RTF", "audio s / wall s"], rows,

@@ -51,3 +51,13 @@ def test_cli_refuses_missing_pretrained(tmp_path):
     app.command("other")(lambda: None)  # two commands: typer keeps the subcommand name
     result = CliRunner().invoke(app, ["serve", "--pretrained", str(tmp_path / "none")])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_a_lone_job_gets_every_thread_of_the_replica():
+    from voicefleet.serve.settings import ServeSettings
+    from voicefleet.serve.synthesizer import intra_op_threads
+
+    settings = ServeSettings(synthesis_threads=2, torch_threads=3, adaptive_threads=True)
+    assert [intra_op_threads(settings, n) for n in (1, 2, 5)] == [6, 3, 3]
+    fixed = ServeSettings(synthesis_threads=2, torch_threads=3)  # the default: off
+    assert [intra_op_threads(fixed, n) for n in (1, 2)] == [3, 3]

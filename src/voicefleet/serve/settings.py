@@ -59,6 +59,11 @@ class ServeSettings(BaseSettings):
                                       description="Requests one synthesis replica accepts at once; others queue.")
     synthesis_threads: int = Field(2, ge=1, le=64, description="Threads running synthesis in each replica.")
     torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads per synthesis thread.")
+    # Off by default for the same reason as batching: float sums depend on the thread count, so with
+    # adaptive threads a seed reproduces the same audio only under the same load.
+    adaptive_threads: bool = Field(False, description="A job running alone uses synthesis_threads * torch_threads "
+                                                      "intra-op threads (faster lone requests; audio for a seed "
+                                                      "then depends on load).")
     num_cpus: float = Field(1.0, ge=0, le=256, description="CPUs reserved by each synthesis replica.")
     num_gpus: float = Field(0.0, ge=0, le=8, description="GPUs (fractional) reserved by each synthesis replica.")
     gateway_num_cpus: float = Field(0.0, ge=0, le=16, description="CPUs reserved by each ingress replica.")

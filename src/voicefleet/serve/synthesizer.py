@@ -5,7 +5,10 @@ ingress from the registry record), so Serve routes it to a replica that already 
 and a re-registered voice (new version) is never served from a stale cache entry.
 
 Synthesis is CPU-bound: it runs on the replica's own thread pool (`synthesis_threads`), never on
-the event loop; `max_ongoing_requests` caps what a replica accepts.
+the event loop; `max_ongoing_requests` caps what a replica accepts. Each job runs with
+`torch_threads` intra-op threads, or, when it is the only one running and `adaptive_threads` is
+on, with all `synthesis_threads * torch_threads` of them (a lone request is not left on one core;
+off by default, since float sums and so a seed's audio then depend on the load).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
@@ -55,6 +59,13 @@ def shared_model_problem(synth: Synthesizer) -> str | None:
     return None
 
 
+def intra_op_threads(settings: ServeSettings, active_jobs: int) -> int:
+    """torch threads for a job that starts while `active_jobs` jobs (itself included) run."""
+    if settings.adaptive_threads and active_jobs <= 1:
+        return settings.synthesis_threads * settings.torch_threads
+    return settings.torch_threads
+
+
 @serve.deployment(name="VoiceSynthesizer")
 class VoiceSynthesizer:
     """One replica: the shared `Synthesizer` plus an LRU of voices (`max_voices_per_replica`)."""
@@ -68,6 +79,7 @@ class VoiceSynthesizer:
         # torch's intra-op thread count is per OS thread under OpenMP: set it in every worker
         self.pool = ThreadPoolExecutor(settings.synthesis_threads, thread_name_prefix="synth",
                                        initializer=torch.set_num_threads, initargs=(settings.torch_threads,))
+        self._active, self._active_lock = 0, threading.Lock()
         self.loads: list[str] = []  # every voice load on this replica, in order (for stats)
         self._problem: str | None = shared_model_problem(self.synth)
 
@@ -79,11 +91,26 @@ class VoiceSynthesizer:
         self._voice = serve.multiplexed(max_num_models_per_replica=settings.max_voices_per_replica)(load_voice)
         self._voice_loader = load_voice
         self.batches: list[int] = []  # sizes of the cross-request GPT decodes run (for stats)
+        # one batch per synthesis thread in flight: a batch whose last group runs on one thread
+        # must not hold back the next batch from the other
         self._batched = serve.batch(max_batch_size=settings.batch_max_size,
-                                    batch_wait_timeout_s=settings.batch_wait_timeout_s)(self._run_batch)
+                                    batch_wait_timeout_s=settings.batch_wait_timeout_s,
+                                    max_concurrent_batches=settings.synthesis_threads)(self._run_batch)
 
     async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._job, fn, args)
+
+    def _job(self, fn, args):
+        """Run `fn(*args)` on a pool thread with the intra-op thread count for the current load."""
+        with self._active_lock:
+            self._active += 1
+            threads = intra_op_threads(self.settings, self._active)
+        torch.set_num_threads(threads)  # per OS thread under OpenMP
+        try:
+            return fn(*args)
+        finally:
+            with self._active_lock:
+                self._active -= 1
 
     def _load_voice(self, key: str) -> Voice:
         voice_id, version = parse_voice_key(key)

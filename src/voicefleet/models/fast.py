@@ -94,6 +94,7 @@ class StackedKVCache:
         self.length = first.length
         batch, heads, _, head_dim = first.keys.shape
         self.kv = first.keys.new_empty(len(layer_caches), 2, batch, heads, self.length + _CACHE_BLOCK, head_dim)
+        self.slots: list[Tensor] = []  # per layer, the (2, batch, heads, head_dim) of the newest position
         for i, c in enumerate(layer_caches):
             self.kv[i, 0, :, :, :self.length] = c.keys[:, :, :self.length]
             self.kv[i, 1, :, :, :self.length] = c.values[:, :, :self.length]
@@ -101,7 +102,6 @@ class StackedKVCache:
 
     def _views(self) -> None:
         layers, _, batch, heads, capacity, head_dim = self.kv.shape
-        self.slots = [self.kv[i].select(3, 0) for i in range(layers)]  # replaced per step in `advance`
         self.keys = [self.kv[i, 0].view(batch * heads, capacity, head_dim) for i in range(layers)]
         self.values = [self.kv[i, 1].view(batch * heads, capacity, head_dim) for i in range(layers)]
 

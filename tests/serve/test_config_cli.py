@@ -61,3 +61,14 @@ def test_a_lone_job_gets_every_thread_of_the_replica():
     assert [intra_op_threads(settings, n) for n in (1, 2, 5)] == [6, 3, 3]
     fixed = ServeSettings(synthesis_threads=2, torch_threads=3)  # the default: off
     assert [intra_op_threads(fixed, n) for n in (1, 2)] == [3, 3]
+
+
+@pytest.mark.parametrize("bad", [1, 2])
+def test_first_chunk_tokens_below_the_holdback_is_refused_with_its_reason(bad):
+    from pydantic import ValidationError
+
+    from voicefleet.serve.schemas import TTSRequest
+
+    with pytest.raises(ValidationError, match="first_chunk_tokens must be 0 or more than 2"):
+        TTSRequest(voice="alice", text="你好。", stream=True, first_chunk_tokens=bad)
+    assert TTSRequest(voice="alice", text="你好。", first_chunk_tokens=0).first_chunk_tokens == 0

@@ -70,16 +70,16 @@ class Int8Bf16Linear(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()  # the int8 kernel needs it
+        return self.rows(x.reshape(-1, self.in_features)).view(*x.shape[:-1], self.out_features)
+
+    def rows(self, rows: Tensor) -> Tensor:
+        """(rows, in) -> (rows, out) float32, without reshapes (the decoding step's entry point)."""
+        rows = rows.to(torch.bfloat16).contiguous()  # the int8 kernel needs a contiguous last dimension
         if rows.shape[0] <= INT8_MAX_ROWS:
             y = torch._weight_int8pack_mm(rows, self.weight_int8, self.scales)
         else:
             y = F.linear(rows, self.weight_bf16)
-        y = y.float()
-        if self.bias is not None:
-            y = y + self.bias
-        return y.view(*shape[:-1], self.out_features)
+        return y.float() if self.bias is None else self.bias + y  # the add converts to fp32
 
 
 class StackedKVCache:
@@ -106,7 +106,7 @@ class StackedKVCache:
         self.values = [self.kv[i, 1].view(batch * heads, capacity, head_dim) for i in range(layers)]
 
     def advance(self) -> None:
-        """Make room for one more position; `slot(i)` then addresses it."""
+        """Make room for one more position; `slots[i]` then addresses it in layer i."""
         if self.length == self.kv.shape[4]:
             grown = self.kv.new_empty(*self.kv.shape[:4], self.length + _CACHE_BLOCK, self.kv.shape[5])
             grown[:, :, :, :, :self.length] = self.kv
@@ -153,28 +153,19 @@ class Int8DecodingStep:
             bias = x.new_zeros(mask.shape).masked_fill_(~mask, float("-inf"))
             bias = bias.expand(batch, heads, 1, n).reshape(batch * heads, 1, n)
         h = x.reshape(batch, dim)
-        few = batch <= INT8_MAX_ROWS
         for i, layer in enumerate(self.gpt.layers):
             attn, ffn = layer.attn, layer.ffn
-            qkv = _linear(attn.qkv, h, few).view(batch, 3, heads, head_dim)
+            qkv = attn.qkv.rows(h).view(batch, 3, heads, head_dim)
             cache.slots[i].copy_(qkv[:, 1:].transpose(0, 1))
             q = qkv[:, 0].reshape(batch * heads, 1, head_dim)
             scores = torch.baddbmm(bias, q, cache.keys[i][:, :n].transpose(1, 2), alpha=self.scale)
             y = torch.bmm(torch.softmax(scores, dim=-1), cache.values[i][:, :n])
-            h = F.layer_norm(h + _linear(attn.out, y.view(batch, dim), few), (dim,),
+            h = F.layer_norm(h + attn.out.rows(y.view(batch, dim)), (dim,),
                              layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
-            up = torch.relu(_linear(ffn.up, h, few))
-            h = F.layer_norm(h + _linear(ffn.down, up, few), (dim,),
+            up = torch.relu(ffn.up.rows(h))
+            h = F.layer_norm(h + ffn.down.rows(up), (dim,),
                              layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
         return h
-
-
-def _linear(layer: Int8Bf16Linear, rows: Tensor, few: bool) -> Tensor:
-    """`Int8Bf16Linear` on (rows, in) without its reshapes; fp32 out (the bias add converts)."""
-    rows = rows.to(torch.bfloat16).contiguous()
-    y = (torch._weight_int8pack_mm(rows, layer.weight_int8, layer.scales) if few
-         else F.linear(rows, layer.weight_bf16))
-    return y.float() if layer.bias is None else layer.bias + y
 
 
 class QuantizedGPT(GPT):

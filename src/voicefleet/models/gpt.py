@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Generator, Sequence
+from typing import Generator, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -205,7 +205,13 @@ class LayerDecodingStep:
             layer_cache.keep_rows(rows)
 
 
-DecodingStep = LayerDecodingStep  # the interface: __call__(x, mask) -> hidden, keep_rows(rows)
+class DecodingStep(Protocol):
+    """What `GPT.decoding_step` returns: one step (x (batch, 1, dim), key mask) -> hidden (batch,
+    dim), continuing its cache; `keep_rows` drops the cache rows of sequences that ended."""
+
+    def __call__(self, x: Tensor, mask: Tensor | None) -> Tensor: ...
+
+    def keep_rows(self, rows: Tensor) -> None: ...
 
 
 class SelfAttention(nn.Module):
@@ -405,7 +411,7 @@ class GPT(nn.Module):
             x = layer(x, mask, None if cache is None else cache[i])
         return x
 
-    def decoding_step(self, cache: list[LayerKVCache]) -> "DecodingStep":
+    def decoding_step(self, cache: list[LayerKVCache]) -> DecodingStep:
         """The one-token step of the decoding loop, continuing from `cache` (filled by the prompt
         pass). Inference back ends (see `voicefleet.models.fast`) replace it with a leaner one."""
         return LayerDecodingStep(self, cache)

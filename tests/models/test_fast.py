@@ -55,13 +55,21 @@ def test_bf16_decoder_waveform_close_to_fp32():
 
 
 @pytest.mark.parametrize("eos_weight", [-5.0, 1.5])
-def test_int8_decoding_step_matches_the_layer_step(eos_weight, monkeypatch):
-    """The quantised GPT's lean decoding step computes what its own layers compute, on a padded
-    batch: run past one cache block (the stacked cache grows), and with rows leaving the batch
-    at different steps."""
+@pytest.mark.parametrize("use_native", [True, False], ids=["native", "eager"])
+def test_int8_decoding_step_matches_the_layer_step(eos_weight, use_native, monkeypatch):
+    """The quantised GPT's lean decoding step (native, or eager PyTorch without the native
+    library) computes what its own layers compute, on a padded batch: run past one cache block
+    (the stacked cache grows), and with rows leaving the batch at different steps."""
+    from voicefleet.models import native
     from voicefleet.models.fast import Int8DecodingStep
     from voicefleet.models.gpt import _CACHE_BLOCK, LayerDecodingStep
 
+    if use_native and native.native_library() is None:
+        pytest.skip("native kernels unavailable here")
+    if not use_native:
+        monkeypatch.setenv("VOICEFLEET_NATIVE", "0")
+        native.native_library.cache_clear()
+        native.int8_rows_kernel.cache_clear()
     torch.manual_seed(0)
     gpt = gpt_tiny().eval()
     with torch.no_grad():  # hidden[0] == 1, so the EOS logit is eos_weight: never chosen or now and then
@@ -81,6 +89,8 @@ def test_int8_decoding_step_matches_the_layer_step(eos_weight, monkeypatch):
                                    generator=[torch.Generator().manual_seed(i) for i in range(3)])
 
     lean, layered = run(Int8DecodingStep), run(LayerDecodingStep)
+    native.native_library.cache_clear()
+    native.int8_rows_kernel.cache_clear()
     if eos_weight < 0:
         assert lean.stop_reasons == ["max_steps"] * 3
     else:

@@ -5,8 +5,8 @@
 
 Without --url it builds a tiny random pretrained folder, registers M zero-shot voices, starts local
 Ray + the app on 127.0.0.1, and shuts it down afterwards. Each client sends its next request when
-the previous one finished (closed loop), cycling through the voices; requests ask for pcm so audio
-length is exact. Reports requests/s, latency percentiles, time to first audio byte (streaming),
+the previous one finished (closed loop), cycling through the voices, after one warm-up request per
+voice (so voice loading is not timed); requests ask for pcm so audio length is exact. Reports requests/s, latency percentiles, time to first audio byte (streaming),
 real-time factor under load (latency / audio seconds) and failures; appends to RESULTS.md.
 """
 
@@ -109,7 +109,8 @@ async def run_load(url: str, voices: list[str], clients: int, requests: int, dur
                             "audio_s": size / 2 / SAMPLE_RATE})
 
     async with httpx.AsyncClient(timeout=300) as http:
-        await http.post(f"{url}/v1/tts", json={"voice": voices[0], "text": "你好。", "max_tokens": 5})  # warm-up
+        for voice in voices:  # warm-up: every voice loaded once, so the load measures steady state
+            await http.post(f"{url}/v1/tts", json={"voice": voice, "text": "你好。", "max_tokens": 5})
         t0 = time.monotonic()
 
         async def killer():

@@ -60,12 +60,27 @@ def test_stream_yields_first_fragment_before_the_rest_is_computed(synth, voice, 
         decoded.extend(indices)
         return original(voice_, units, indices, params)
 
+    featurised: list[str] = []
+    text_unit = synth.text_unit
+
+    def counting_units(piece, lang, dim):
+        featurised.append(piece)
+        return text_unit(piece, lang, dim)
+
     monkeypatch.setattr(synth, "decode_fragments", counting)
-    chunks = synth.stream(voice, text, "zh", SynthesisParams(max_tokens=20, seed=5, batch_size=2))
+    monkeypatch.setattr(synth, "text_unit", counting_units)
+    params = SynthesisParams(max_tokens=20, seed=5, batch_size=2)
+    chunks = synth.stream(voice, text, "zh", params)
     first = next(chunks)
-    assert len(first) > 0 and decoded == [0]  # only the first fragment was computed so far
+    # only the first fragment was computed so far, its text features included
+    assert len(first) > 0 and decoded == [0] and len(featurised) == 1
     rest = list(chunks)
-    assert len(rest) >= 2 and sorted(decoded) == list(range(len(rest) + 1))
+    assert len(rest) >= 2 and sorted(decoded) == list(range(len(rest) + 1)) and len(featurised) == len(rest) + 1
+    monkeypatch.undo()  # the same audio as streaming units whose features were all computed first
+    units = synth.fragments(text, "zh", params.text_split_method, voice.gpt.config.bert_dim)
+    eager = list(synth.stream_units(voice, units, params))
+    assert len(eager) == len(rest) + 1
+    np.testing.assert_array_equal(np.concatenate([first, *rest]), np.concatenate(eager))
 
 
 def test_english_and_mixed_text(synth, voice):

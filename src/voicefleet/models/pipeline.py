@@ -23,7 +23,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -330,15 +330,23 @@ class Synthesizer:
         """
         if not units:
             raise SynthesisError("nothing to synthesise: no text fragments")
+        return self._stream(voice, units[0], lambda: list(units[1:]), params)
+
+    def _stream(self, voice: Voice, first: TextUnit, later: Callable[[], list[TextUnit]],
+                params: SynthesisParams) -> Iterator[np.ndarray]:
+        """`first`'s audio, then that of the units `later()` returns (called once the first
+        fragment's audio is out, so their text features are computed while it plays)."""
         params = self.with_seed(params)
-        groups = [[0]] + [list(range(i, min(i + params.batch_size, len(units))))
-                          for i in range(1, len(units), params.batch_size)]
         if params.first_chunk_tokens and voice.prompt is not None:
             # (without a transcript the official path decodes prompt-free: whole fragments then)
-            yield from self.stream_first_fragment(voice, units[0], params)
-            groups = groups[1:]
-        for group in groups:
-            yield from self.decode_fragments(voice, [units[i] for i in group], group, [params] * len(group))
+            yield from self.stream_first_fragment(voice, first, params)
+        else:
+            yield from self.decode_fragments(voice, [first], [0], [params])
+        rest = later()
+        for start in range(0, len(rest), params.batch_size):
+            group = rest[start:start + params.batch_size]
+            indices = list(range(1 + start, 1 + start + len(group)))  # fragment indices pick the noise
+            yield from self.decode_fragments(voice, group, indices, [params] * len(group))
 
     def synthesize_units(self, voice: Voice, units: Sequence[TextUnit],
                          params: SynthesisParams = SynthesisParams()) -> np.ndarray:
@@ -355,9 +363,21 @@ class Synthesizer:
 
     def stream(self, voice: Voice, text: str, lang: str, params: SynthesisParams = SynthesisParams()
                ) -> Iterator[np.ndarray]:
-        """Text -> audio chunks, one per fragment, the first as early as possible."""
-        units = self.fragments(text, lang, params.text_split_method, voice.gpt.config.bert_dim)
-        return self.stream_units(voice, units, params)
+        """Text -> audio chunks, one per fragment, the first as early as possible: only the first
+        fragment's text features are computed before its audio, the others' while it plays."""
+        dim = voice.gpt.config.bert_dim
+        pieces = iter(split_text(text, params.text_split_method, lang))
+        for piece in pieces:
+            first = self.text_unit(piece, lang, dim)
+            if first.phone_ids:
+                break
+        else:
+            raise SynthesisError("nothing to synthesise: the text has no speakable content")
+
+        def later() -> list[TextUnit]:
+            return [u for u in (self.text_unit(p, lang, dim) for p in pieces) if u.phone_ids]
+
+        return self._stream(voice, first, later, params)
 
     def synthesize(self, voice: Voice, text: str, lang: str, params: SynthesisParams = SynthesisParams()) -> np.ndarray:
         """Text -> one float32 waveform at 32 kHz."""

@@ -208,7 +208,7 @@ def native_library() -> ctypes.CDLL | None:
     try:
         return _load()
     except NativeUnavailable as e:
-        logger.warning("native GPT kernels unavailable, using PyTorch's (about 1.6x slower per GPT step): %s", e)
+        logger.warning("native GPT kernels unavailable, using PyTorch's (about 3x slower per GPT token): %s", e)
         return None
 
 

@@ -104,6 +104,23 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_session, dataset, tiny_
     assert steps == list(range(cfg.eval_every, cfg.max_steps + 1, cfg.eval_every))
 
 
+def test_run_killed_after_its_last_checkpoint_resumes_without_training_again(ray_session, dataset, tiny_pretrained,
+                                                                              tmp_path):
+    # a driver that dies after the last checkpoint but before the result is written: the re-run
+    # resumes at the final step, trains nothing, records the resume and keeps the history whole
+    cfg = _config(tmp_path, "sovits", num_workers=1, max_steps=4, eval_every=2, checkpoint_every=2)
+    first = train_stage(cfg, dataset, tiny_pretrained.root)
+    first_rows = _metrics(first)
+    assert first.resumed_at_steps == [] and first.steps == 4
+    (Path(first.output_dir) / "report.json").unlink()
+    again = train_stage(cfg, dataset, tiny_pretrained.root)
+    assert again.resumed_at_steps == [4] and again.steps == 4
+    rows = _metrics(again)
+    assert [r["step"] for r in rows] == [r["step"] for r in first_rows] == ["2", "4"]
+    assert rows[0]["val_recon"] == first_rows[0]["val_recon"]
+    assert Path(again.exported).is_file()
+
+
 @pytest.fixture(scope="module")
 def dataset_with_reference(tmp_path_factory):
     """Like `dataset`, plus a 4-5 s validation clip that can serve as the voice's reference."""

@@ -165,14 +165,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if window:  # stopped between evaluations: evaluate once more so the last state is scored
         _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, world, step, epoch,
                              consumed, total_steps, started, start_step, history, resumes)
+    elif checkpoint and step == start_step and history:
+        # resumed from the run's final checkpoint (killed after writing it): nothing is left to
+        # train, but the resume belongs in the record, so the last report goes out again, once,
+        # with a checkpoint that records it (the history gets no duplicate row)
+        last = dict(history[-1], resumed_at=resumes[-1])
+        _save_and_report(cfg, stage, models, schedulers, monitor, rank, world, step, epoch, consumed, history,
+                         resumes, last, with_checkpoint=True, dir_suffix=f"_resume{len(resumes)}")  # own folder
     if progress is not None:
         progress.close()
 
 
 def _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, world, step, epoch,
                          consumed, total_steps, started, start_step, history, resumes) -> None:
-    import ray.train
-
     val = stage.evaluate(val_batches)
     verdicts = monitor.observe_eval(step, val)
     report = {f"train_{k}": float(np.nanmean(v)) for k, v in window.items() if v}
@@ -190,7 +195,16 @@ def _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, w
                     " ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float)))
         for v in verdicts:
             logger.info("verdict at step %d: %s", v.step, v.message)
-    if step % cfg.checkpoint_every == 0 or step == total_steps or monitor.stop:
+    _save_and_report(cfg, stage, models, schedulers, monitor, rank, world, step, epoch, consumed, history, resumes,
+                     report, with_checkpoint=step % cfg.checkpoint_every == 0 or step == total_steps or monitor.stop)
+
+
+def _save_and_report(cfg, stage, models, schedulers, monitor, rank, world, step, epoch, consumed, history, resumes,
+                     report, *, with_checkpoint: bool, dir_suffix: str = "") -> None:
+    """`ray.train.report` on every rank; with the run state as a checkpoint (written by rank 0)."""
+    import ray.train
+
+    if with_checkpoint:
         # gather every rank's RNG state so a restart restores each worker's own stream
         rng = [rng_state()]
         if world > 1 and torch.distributed.is_initialized():
@@ -207,6 +221,6 @@ def _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, w
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(state, Path(folder) / STATE_FILE)
                 ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                                 checkpoint_dir_name=f"checkpoint_step{step:07d}")
+                                 checkpoint_dir_name=f"checkpoint_step{step:07d}{dir_suffix}")
             return
     ray.train.report(report)

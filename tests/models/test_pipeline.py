@@ -143,3 +143,83 @@ def test_early_first_chunk_comes_before_the_fragment_is_decoded(synth, voice, mo
 def test_first_chunk_tokens_must_exceed_the_holdback(bad):
     with pytest.raises(ValueError, match="first_chunk_tokens"):
         SynthesisParams(first_chunk_tokens=bad)
+
+
+def _record_threads(monkeypatch, obj, name, seen, key):
+    import torch
+
+    original = getattr(obj, name)
+
+    def recording(*args, **kwargs):
+        seen.setdefault(key, set()).add(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    def recording_steps(*args, **kwargs):  # a generator works when stepped, not when called
+        steps = original(*args, **kwargs)
+        while True:
+            seen.setdefault(key, set()).add(torch.get_num_threads())
+            try:
+                tokens = next(steps)
+            except StopIteration as done:
+                return done.value
+            yield tokens
+
+    monkeypatch.setattr(obj, name, recording_steps if name == "generate_stream" else recording)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_invariant_stage_threads_widen_bert_and_gpt_only(synth, voice, monkeypatch, stream):
+    import torch
+
+    seen: dict[str, set[int]] = {}
+    _record_threads(monkeypatch, synth.bert, "phone_level_features", seen, "bert")
+    for name in ("generate", "generate_batch", "generate_stream"):
+        _record_threads(monkeypatch, voice.gpt, name, seen, "gpt")
+    _record_threads(monkeypatch, voice.sovits, "decode", seen, "sovits")
+    params = SynthesisParams(**FAST, batch_size=2, first_chunk_tokens=5 if stream else 0)
+    asked = []
+    own = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        def run():
+            return np.concatenate(list(synth.stream(voice, ZH_TEXT, "zh", params)) if stream
+                                  else [synth.synthesize(voice, ZH_TEXT, "zh", params)])
+
+        narrow = run()
+        seen.clear()
+        with synth.invariant_stage_threads(lambda: asked.append(1) or 2):
+            wide = run()
+        assert torch.get_num_threads() == 1  # restored after every stage
+    finally:
+        torch.set_num_threads(own)
+    assert seen == {"bert": {2}, "gpt": {2}, "sovits": {1}}
+    assert len(asked) >= 2  # the function is asked as each stage starts
+    np.testing.assert_array_equal(narrow, wide)  # these kernels are thread-count invariant here
+
+
+def test_invariant_stage_check_finds_thread_dependent_kernels(synth, voice, monkeypatch):
+    import torch
+
+    own = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert synth.check_invariant_stages(voice, 2) is None
+        original = synth.bert.phone_level_features
+
+        def thread_dependent(*args, **kwargs):
+            return original(*args, **kwargs) + 1e-6 * torch.get_num_threads()
+
+        monkeypatch.setattr(synth.bert, "phone_level_features", thread_dependent)
+        assert synth.check_invariant_stages(voice, 2) == "BERT features differ between 1 and 2 threads"
+        monkeypatch.undo()
+        generate = voice.gpt.generate
+
+        def thread_dependent_logits(*args, **kwargs):
+            out = generate(*args, **kwargs)
+            out.step_logits = out.step_logits + 1e-6 * torch.get_num_threads()
+            return out
+
+        monkeypatch.setattr(voice.gpt, "generate", thread_dependent_logits)
+        assert synth.check_invariant_stages(voice, 2) == "GPT logits differ between 1 and 2 threads"
+    finally:
+        torch.set_num_threads(own)

@@ -77,6 +77,9 @@ def test_three_voices_two_per_replica_evict_and_reload(base_url, expected):
     assert len(stats["cached"]) <= 2
     assert "gamma@1" in stats["cached"] and "alpha@1" in stats["cached"]
     assert stats["loads"].count("alpha@1") >= 2  # evicted by gamma, loaded again
+    # these lone requests computed BERT features and GPT tokens on both synthesis threads' worth of
+    # intra-op threads (checked invariant on the first load), and still match the 1-thread pipeline
+    assert stats["wide_threads"] == 2
 
 
 def test_stream_first_chunk_before_the_whole(base_url, expected):

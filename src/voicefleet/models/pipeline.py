@@ -18,12 +18,14 @@ even with other requests running concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -123,6 +125,11 @@ def fragment_generator(seed: int, index: int, purpose: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
+# intra-op threads for the thread-count-invariant stages: a number, or a function asked at each stage
+StageThreads = Union[int, Callable[[], int], None]
+_PROBE_TEXT = "今天天气很好，我们一起去公园散步。"
+
+
 def _silence(params: SynthesisParams) -> np.ndarray:
     return np.zeros(int(SAMPLE_RATE * params.fragment_interval), dtype=np.float32)
 
@@ -140,11 +147,73 @@ class Synthesizer:
             bert = fast_bert(bert)
         self.bert = bert
         self.precision = precision
+        self._stage_threads = threading.local()
 
     @classmethod
     def from_pretrained(cls, paths: PretrainedPaths, *, precision: str = "fp32") -> "Synthesizer":
         return cls(HubertFeatures.from_pretrained(paths.hubert), BertFeatures.from_pretrained(paths.bert),
                    precision=precision)
+
+    # ---- threads ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def invariant_stage_threads(self, threads: StageThreads) -> Iterator[None]:
+        """Within this block, on the calling thread, BERT features and GPT decoding run with
+        `threads` intra-op threads (a number, or a function asked as each such stage starts) when
+        that is more than the thread's own count; everything else keeps the thread's count.
+
+        Only for kernels whose results do not depend on the thread count (`check_invariant_stages`):
+        a seed's audio then stays the same whether a request ran alone or under load.
+        """
+        previous = getattr(self._stage_threads, "value", None)
+        self._stage_threads.value = threads
+        try:
+            yield
+        finally:
+            self._stage_threads.value = previous
+
+    @contextlib.contextmanager
+    def _invariant_stage(self) -> Iterator[None]:
+        wanted = getattr(self._stage_threads, "value", None)
+        wanted = wanted() if callable(wanted) else wanted
+        own = torch.get_num_threads()
+        if not wanted or wanted <= own:
+            yield
+            return
+        torch.set_num_threads(wanted)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(own)
+
+    @torch.inference_mode()
+    def check_invariant_stages(self, voice: Voice, threads: int) -> str | None:
+        """Why BERT features or `voice`'s GPT decoding (single and batched) would differ with
+        `threads` intra-op threads from the calling thread's count on this machine, or None when
+        they are bit-identical (then `invariant_stage_threads` may widen them)."""
+        dim = voice.gpt.config.bert_dim
+        prompt = voice.reference.prompt_tokens
+        probe = SamplingParams(top_k=1)
+
+        def run():
+            unit = self.text_unit(_PROBE_TEXT, "zh", dim)
+            ids, bert = self._gpt_inputs(voice, unit)
+            short = ids[: max(1, len(ids) // 2)], bert[:, : max(1, len(ids) // 2)]
+            with self._invariant_stage():
+                single = voice.gpt.generate(ids, bert, prompt, sampling=probe, max_steps=4,
+                                            return_step_logits=True).step_logits
+                batched = voice.gpt.generate_batch([ids, short[0]], [bert, short[1]], prompt.expand(2, -1),
+                                                   sampling=probe, max_steps=4, return_step_logits=True).step_logits
+            return {"BERT features": unit.bert, "GPT logits": single, "batched GPT logits": batched}
+
+        own = torch.get_num_threads()
+        with self.invariant_stage_threads(None):
+            base = run()
+        with self.invariant_stage_threads(threads):
+            wide = run()
+        for name, value in base.items():
+            if not torch.equal(value.nan_to_num(), wide[name].nan_to_num()):
+                return f"{name} differ between {own} and {threads} threads"
+        return None
 
     # ---- text -----------------------------------------------------------------------------
     def text_unit(self, text: str, lang: str, bert_dim: int) -> TextUnit:
@@ -158,7 +227,8 @@ class Synthesizer:
             ids.extend(seg.phone_ids)
             norm.append(seg.norm_text)
             if seg.lang == "zh" and self.bert is not None and seg.word2ph:
-                berts.append(self.bert.phone_level_features(seg.norm_text, list(seg.word2ph)))
+                with self._invariant_stage():
+                    berts.append(self.bert.phone_level_features(seg.norm_text, list(seg.word2ph)))
             else:
                 berts.append(torch.zeros(bert_dim, len(seg.phone_ids)))
         bert = torch.cat(berts, dim=1) if berts else torch.zeros(bert_dim, 0)
@@ -228,30 +298,37 @@ class Synthesizer:
         one GPT decode, so they must share the sampling knobs and token cap of `params[0]`.
         """
         first = params[0]
-        prompt = voice.prompt
         ids, berts = map(list, zip(*(self._gpt_inputs(voice, u) for u in units)))
         gens = [fragment_generator(p.seed, i, "gpt") for p, i in zip(params, indices)]
-        tokens_prompt = voice.reference.prompt_tokens
         sampling, steps = first.sampling(), first.max_tokens
-        if prompt is None:
-            # Without a transcript the official pipeline decodes without the audio prompt too.
-            outs = [voice.gpt.generate(i, b, None, sampling=sampling, max_steps=steps, generator=g)
-                    for i, b, g in zip(ids, berts, gens)]
-            new_tokens = [o.sequences[0] for o in outs]
-        elif len(units) == 1:
-            out = voice.gpt.generate(ids[0], berts[0], tokens_prompt, sampling=sampling, max_steps=steps,
-                                     generator=gens[0])
-            new_tokens = [out.new_tokens(0)]
-        else:
-            out = voice.gpt.generate_batch(ids, berts, tokens_prompt.unsqueeze(0).expand(len(units), -1),
-                                           sampling=sampling, max_steps=steps, generator=gens)
-            new_tokens = [out.new_tokens(r) for r in range(len(units))]
+        with self._invariant_stage():
+            new_tokens = self._decode_tokens(voice, ids, berts, gens, sampling, steps)
         audio = []
         for unit, tokens, i, p in zip(units, new_tokens, indices, params):
             if tokens.numel() == 0:
                 logger.warning("GPT produced no tokens for fragment %d (%r)", i, unit.norm_text)
             audio.append(np.concatenate([self.fragment_wave(voice, unit, tokens, i, p), _silence(p)]))
         return audio
+
+    @staticmethod
+    def _decode_tokens(voice: Voice, ids: list[torch.Tensor], berts: list[torch.Tensor],
+                       gens: list[torch.Generator], sampling: SamplingParams, steps: int) -> list[torch.Tensor]:
+        """GPT over the rows: the new semantic tokens of each."""
+        prompt, tokens_prompt = voice.prompt, voice.reference.prompt_tokens
+        if prompt is None:
+            # Without a transcript the official pipeline decodes without the audio prompt too.
+            outs = [voice.gpt.generate(i, b, None, sampling=sampling, max_steps=steps, generator=g)
+                    for i, b, g in zip(ids, berts, gens)]
+            new_tokens = [o.sequences[0] for o in outs]
+        elif len(ids) == 1:
+            out = voice.gpt.generate(ids[0], berts[0], tokens_prompt, sampling=sampling, max_steps=steps,
+                                     generator=gens[0])
+            new_tokens = [out.new_tokens(0)]
+        else:
+            out = voice.gpt.generate_batch(ids, berts, tokens_prompt.unsqueeze(0).expand(len(ids), -1),
+                                           sampling=sampling, max_steps=steps, generator=gens)
+            new_tokens = [out.new_tokens(r) for r in range(len(ids))]
+        return new_tokens
 
     @torch.inference_mode()
     def fragment_wave(self, voice: Voice, unit: TextUnit, tokens: torch.Tensor, index: int,
@@ -291,7 +368,8 @@ class Synthesizer:
         early, cut, fade = None, 0, 0
         while True:
             try:
-                tokens = next(steps)
+                with self._invariant_stage():
+                    tokens = next(steps)
             except StopIteration as done:
                 out = done.value
                 break

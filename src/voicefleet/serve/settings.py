@@ -64,6 +64,11 @@ class ServeSettings(BaseSettings):
     adaptive_threads: bool = Field(False, description="A job running alone uses synthesis_threads * torch_threads "
                                                       "intra-op threads (faster lone requests; audio for a seed "
                                                       "then depends on load).")
+    # On by default: used only when a start-up probe finds those stages bit-identical at both counts.
+    widen_invariant_stages: bool = Field(
+        True, description="A job running alone computes BERT features and GPT tokens (the stages whose results "
+                          "do not depend on the thread count, checked on the first voice load) with "
+                          "synthesis_threads * torch_threads intra-op threads; the audio for a seed is unchanged.")
     num_cpus: float = Field(1.0, ge=0, le=256, description="CPUs reserved by each synthesis replica.")
     num_gpus: float = Field(0.0, ge=0, le=8, description="GPUs (fractional) reserved by each synthesis replica.")
     gateway_num_cpus: float = Field(0.0, ge=0, le=16, description="CPUs reserved by each ingress replica.")

@@ -6,9 +6,11 @@ and a re-registered voice (new version) is never served from a stale cache entry
 
 Synthesis is CPU-bound: it runs on the replica's own thread pool (`synthesis_threads`), never on
 the event loop; `max_ongoing_requests` caps what a replica accepts. Each job runs with
-`torch_threads` intra-op threads, or, when it is the only one running and `adaptive_threads` is
-on, with all `synthesis_threads * torch_threads` of them (a lone request is not left on one core;
-off by default, since float sums and so a seed's audio then depend on the load).
+`torch_threads` intra-op threads. A job that runs alone computes its BERT features and GPT tokens
+with all `synthesis_threads * torch_threads` threads (`widen_invariant_stages`), once the first
+voice load has checked that those stages give bit-identical results at both counts on this
+machine, so a seed's audio does not depend on the load. `adaptive_threads` widens the whole job
+(SoVITS too: faster, but float sums and so a seed's audio then depend on the load; off by default).
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ class VoiceSynthesizer:
         self._active, self._active_lock = 0, threading.Lock()
         self.loads: list[str] = []  # every voice load on this replica, in order (for stats)
         self._problem: str | None = shared_model_problem(self.synth)
+        # intra-op threads for a lone job's thread-count-invariant stages: None until the first
+        # voice load has checked them on this machine, then that count or 0 (off)
+        self._wide: int | None = None if settings.widen_invariant_stages else 0
 
         # The cache size comes from settings, so the multiplexed loader is wired up per instance
         # (a closure: Serve keeps its LRU on the decorated function object).
@@ -107,10 +112,28 @@ class VoiceSynthesizer:
             threads = intra_op_threads(self.settings, self._active)
         torch.set_num_threads(threads)  # per OS thread under OpenMP
         try:
-            return fn(*args)
+            with self.synth.invariant_stage_threads(self._stage_threads):
+                return fn(*args)
         finally:
             with self._active_lock:
                 self._active -= 1
+
+    def _stage_threads(self) -> int | None:
+        """Threads for the invariant stages of a job starting one now: all of them when it runs alone."""
+        return self._wide if self._wide and self._active <= 1 else None
+
+    def _check_wide(self, voice: Voice) -> None:
+        threads = self.settings.synthesis_threads * self.settings.torch_threads
+        if threads <= self.settings.torch_threads:
+            self._wide = 0
+            return
+        problem = self.synth.check_invariant_stages(voice, threads)
+        if problem:
+            logger.info("lone requests keep %d thread(s) per stage: %s", self.settings.torch_threads, problem)
+            self._wide = 0
+        else:
+            logger.info("lone requests compute BERT features and GPT tokens with %d threads (bit-identical)", threads)
+            self._wide = threads
 
     def _load_voice(self, key: str) -> Voice:
         voice_id, version = parse_voice_key(key)
@@ -126,6 +149,8 @@ class VoiceSynthesizer:
             if mapped is None:
                 raise
             raise mapped from None
+        if self._wide is None:
+            self._check_wide(voice)
         self.loads.append(key)
         logger.info("loaded voice %s on pid %d", key, os.getpid())
         return voice
@@ -192,7 +217,8 @@ class VoiceSynthesizer:
         """This replica's voice cache (for tests and operators)."""
         wrapper = getattr(self._voice_loader, "__serve_multiplex_wrapper", None)
         cached = list(wrapper.models.keys()) if wrapper is not None else []
-        return {"pid": os.getpid(), "loads": list(self.loads), "cached": cached, "batches": list(self.batches)}
+        return {"pid": os.getpid(), "loads": list(self.loads), "cached": cached, "batches": list(self.batches),
+                "wide_threads": self._wide}
 
     def ready(self) -> bool:
         return self._problem is None

@@ -10,6 +10,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx==0.28.1)")
 import soundfile as sf
+import torch
 
 from voicefleet.models.audio_io import encode_audio
 from voicefleet.models.pipeline import Synthesizer, SynthesisParams
@@ -75,3 +76,41 @@ def test_serve_batches_concurrent_requests(batched_url):
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
     stats = serve.get_deployment_handle("VoiceSynthesizer", app_name="voicefleet-batched").stats.remote().result()
     assert max(stats["batches"]) > 1, stats
+
+
+@pytest.mark.slow
+def test_requests_queued_behind_busy_threads_merge_into_one_decode(batched_url, voice_and_synth):
+    # both synthesis threads busy with long requests that cannot share a decode (different knobs);
+    # alpha requests arriving one by one, each after the batch window closed, wait in the queue and
+    # the first free thread decodes them together, with exactly the audio of that group in-process
+    import time
+
+    from ray import serve
+
+    synth, voice = voice_and_synth
+    handle = serve.get_deployment_handle("VoiceSynthesizer", app_name="voicefleet-batched")
+    before = len(handle.stats.remote().result()["batches"])
+    long_text = "今天天气很好，我们一起去公园散步吧！" * 12
+    blockers = [{"voice": "beta", "text": long_text, "seed": 1, "max_tokens": 150, "top_k": k} for k in (5, 6)]
+    seeds = [11, 12, 13]
+    with ThreadPoolExecutor(5) as pool:
+        busy = [pool.submit(httpx.post, f"{batched_url}/v1/tts", json=b, timeout=300) for b in blockers]
+        time.sleep(1.0)
+        queued = []
+        for s in seeds:
+            queued.append(pool.submit(httpx.post, f"{batched_url}/v1/tts", timeout=300,
+                                      json={"voice": "alpha", "text": TEXT, "seed": s, "max_tokens": 20}))
+            time.sleep(0.4)  # past the 0.2 s batch window: each arrives in a batch of its own
+        assert not any(f.done() for f in busy), "the blocking requests ended too soon to test queueing"
+        responses = [f.result() for f in queued]
+        assert all(f.result().status_code == 200 for f in busy)
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    batches = handle.stats.remote().result()["batches"][before:]
+    assert sorted(batches) == [1, 1, 3], batches
+    own = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the replica ran it (torch_threads=1, not alone): float sums follow threads
+    try:
+        expected = synthesize_group(synth, voice, [job(s) for s in seeds])
+    finally:
+        torch.set_num_threads(own)
+    assert [r.content for r in responses] == expected

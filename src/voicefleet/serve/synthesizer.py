@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 import numpy as np
@@ -68,6 +69,27 @@ def intra_op_threads(settings: ServeSettings, active_jobs: int) -> int:
     return settings.torch_threads
 
 
+@dataclass
+class _PendingGroup:
+    """Requests for one voice with the same sampling knobs, waiting for a synthesis thread."""
+
+    key: str
+    compat: tuple
+    voice: Voice
+    loop: asyncio.AbstractEventLoop
+    jobs: list[SynthesisJob] = field(default_factory=list)
+    futures: list[asyncio.Future] = field(default_factory=list)
+
+
+def _settle(future: asyncio.Future, result) -> None:
+    if future.done():  # the caller went away
+        return
+    if isinstance(result, BaseException) and not isinstance(result, RequestFailed):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
 @serve.deployment(name="VoiceSynthesizer")
 class VoiceSynthesizer:
     """One replica: the shared `Synthesizer` plus an LRU of voices (`max_voices_per_replica`)."""
@@ -96,11 +118,13 @@ class VoiceSynthesizer:
         self._voice = serve.multiplexed(max_num_models_per_replica=settings.max_voices_per_replica)(load_voice)
         self._voice_loader = load_voice
         self.batches: list[int] = []  # sizes of the cross-request GPT decodes run (for stats)
-        # one batch per synthesis thread in flight: a batch whose last group runs on one thread
-        # must not hold back the next batch from the other
+        # `@serve.batch` groups requests that arrive together and hands them to the pending queue at
+        # once (its handler only enqueues); a synthesis thread that becomes free then takes the
+        # oldest pending group plus every compatible one queued behind it (`_run_pending`)
         self._batched = serve.batch(max_batch_size=settings.batch_max_size,
-                                    batch_wait_timeout_s=settings.batch_wait_timeout_s,
-                                    max_concurrent_batches=settings.synthesis_threads)(self._run_batch)
+                                    batch_wait_timeout_s=settings.batch_wait_timeout_s)(self._enqueue_batch)
+        self._pending: list[_PendingGroup] = []
+        self._pending_lock = threading.Lock()
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, self._job, fn, args)
@@ -167,30 +191,56 @@ class VoiceSynthesizer:
         voice = await self._get_voice()
         if self.settings.batch_max_size <= 1:
             return await self._run(synthesize_one, self.synth, voice, job)
-        result = await self._batched((key, job))
+        result = await (await self._batched((key, voice, job)))
         if isinstance(result, RequestFailed):
             raise result
         return result
 
-    async def _run_batch(self, items: list[tuple[str, SynthesisJob]]) -> list[bytes | RequestFailed]:
-        """`@serve.batch` handler: group by voice and sampling knobs, one decode per group."""
-        groups: dict[tuple, list[int]] = {}
-        for n, (key, job) in enumerate(items):
-            groups.setdefault((key, compat_key(job)), []).append(n)
-        results: list[bytes | RequestFailed | None] = [None] * len(items)
+    async def _enqueue_batch(self, items: list[tuple[str, Voice, SynthesisJob]]) -> list[asyncio.Future]:
+        """`@serve.batch` handler: queue one group per voice and sampling knobs; a future per item.
 
-        async def run_group(key: str, members: list[int]):
-            try:
-                voice = await self._voice(key)
-                out = await self._run(synthesize_group, self.synth, voice, [items[n][1] for n in members])
-            except RequestFailed as e:
-                out = [e] * len(members)
-            self.batches.append(len(members))
-            for n, r in zip(members, out):
-                results[n] = r
+        Returns at once, so requests arriving while others synthesise reach the queue too, where a
+        free synthesis thread merges the compatible ones into one decode.
+        """
+        loop = asyncio.get_running_loop()
+        groups: dict[tuple, _PendingGroup] = {}
+        futures = []
+        for key, voice, job in items:
+            group = groups.get((key, compat_key(job)))
+            if group is None:
+                group = groups[(key, compat_key(job))] = _PendingGroup(key, compat_key(job), voice, loop)
+            group.jobs.append(job)
+            futures.append(loop.create_future())
+            group.futures.append(futures[-1])
+        with self._pending_lock:
+            self._pending.extend(groups.values())
+        for _ in groups:  # one turn on the pool per group; a turn finding the queue empty does nothing
+            loop.run_in_executor(self.pool, self._job, self._run_pending, ())
+        return futures
 
-        await asyncio.gather(*(run_group(key, members) for (key, _), members in groups.items()))
-        return results
+    def _run_pending(self) -> None:
+        """On a synthesis thread: the oldest pending group plus the compatible groups behind it
+        (up to `batch_max_size` requests) in one `synthesize_group`; results go to their futures."""
+        with self._pending_lock:
+            if not self._pending:
+                return  # merged into an earlier turn
+            head = self._pending.pop(0)
+            taken, size = [head], len(head.jobs)
+            for group in list(self._pending):
+                if (group.key, group.compat) == (head.key, head.compat) and \
+                        size + len(group.jobs) <= self.settings.batch_max_size:
+                    self._pending.remove(group)
+                    taken.append(group)
+                    size += len(group.jobs)
+        jobs = [job for group in taken for job in group.jobs]
+        futures = [(group.loop, future) for group in taken for future in group.futures]
+        try:
+            results: list = synthesize_group(self.synth, head.voice, jobs)
+            self.batches.append(len(jobs))
+        except BaseException as e:  # noqa: BLE001 - every waiting request gets the failure
+            results = [e] * len(jobs)
+        for (loop, future), result in zip(futures, results):
+            loop.call_soon_threadsafe(_settle, future, result)
 
     async def stream(self, job: SynthesisJob) -> AsyncIterator[bytes]:
         """One s16le PCM chunk per fragment, each as soon as it is synthesised."""

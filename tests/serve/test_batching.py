@@ -53,6 +53,20 @@ def test_group_decodes_every_request_and_isolates_errors(voice_and_synth):
     assert again[0] == out[0] and again[2] == out[2]  # same companions, same seeds: same audio
 
 
+def test_group_hands_each_request_over_as_soon_as_its_audio_is_done(voice_and_synth, monkeypatch):
+    synth, voice = voice_and_synth
+    events: list = []
+    wave = synth.fragment_wave
+    monkeypatch.setattr(synth, "fragment_wave", lambda *a, **k: events.append("sovits") or wave(*a, **k))
+    jobs = [job(1, "你好。再见。"), job(2, "。。。"), job(3, "一二三。四五六。")]
+    out = synthesize_group(synth, voice, jobs, on_result=lambda j, r: events.append((j, r)))
+    assert [e for e in events if e != "sovits"] == [(0, out[0]), (1, out[1]), (2, out[2])]
+    counts = [len(synth.fragments(j.text, "zh", "cut5", voice.gpt.config.bert_dim)) for j in (jobs[0], jobs[2])]
+    # request 0 is handed over right after its own fragments' audio, before request 2's is decoded
+    assert events.index((0, out[0])) == counts[0]
+    assert events[events.index((1, out[1])) + 1:] == ["sovits"] * counts[1] + [(2, out[2])]
+
+
 @pytest.fixture(scope="module")
 def batched_url(base_url, serve_settings):
     """A second app with batching on, beside the main one (same HTTP proxy, prefix /batched)."""

@@ -297,18 +297,26 @@ class Synthesizer:
         seed): rows may come from different requests (the Serve batcher groups them), but they share
         one GPT decode, so they must share the sampling knobs and token cap of `params[0]`.
         """
+        new_tokens = self.decode_tokens(voice, units, indices, params)
+        return [self.fragment_audio(voice, unit, tokens, i, p)
+                for unit, tokens, i, p in zip(units, new_tokens, indices, params)]
+
+    @torch.inference_mode()
+    def decode_tokens(self, voice: Voice, units: Sequence[TextUnit], indices: Sequence[int],
+                      params: Sequence[SynthesisParams]) -> list[torch.Tensor]:
+        """The GPT stage of `decode_fragments`: each row's new semantic tokens."""
         first = params[0]
         ids, berts = map(list, zip(*(self._gpt_inputs(voice, u) for u in units)))
         gens = [fragment_generator(p.seed, i, "gpt") for p, i in zip(params, indices)]
-        sampling, steps = first.sampling(), first.max_tokens
         with self._invariant_stage():
-            new_tokens = self._decode_tokens(voice, ids, berts, gens, sampling, steps)
-        audio = []
-        for unit, tokens, i, p in zip(units, new_tokens, indices, params):
-            if tokens.numel() == 0:
-                logger.warning("GPT produced no tokens for fragment %d (%r)", i, unit.norm_text)
-            audio.append(np.concatenate([self.fragment_wave(voice, unit, tokens, i, p), _silence(p)]))
-        return audio
+            return self._decode_tokens(voice, ids, berts, gens, first.sampling(), first.max_tokens)
+
+    def fragment_audio(self, voice: Voice, unit: TextUnit, tokens: torch.Tensor, index: int,
+                       params: SynthesisParams) -> np.ndarray:
+        """The SoVITS stage of `decode_fragments`: one fragment's audio and its trailing silence."""
+        if tokens.numel() == 0:
+            logger.warning("GPT produced no tokens for fragment %d (%r)", index, unit.norm_text)
+        return np.concatenate([self.fragment_wave(voice, unit, tokens, index, params), _silence(params)])
 
     @staticmethod
     def _decode_tokens(voice: Voice, ids: list[torch.Tensor], berts: list[torch.Tensor],

@@ -11,7 +11,7 @@ and gets exactly the per-request audio.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,17 +47,30 @@ def synthesize_one(synth: Synthesizer, voice: Voice, job: SynthesisJob) -> bytes
 
 
 @torch.inference_mode()
-def synthesize_group(synth: Synthesizer, voice: Voice, jobs: Sequence[SynthesisJob]) -> list[bytes | RequestFailed]:
-    """Compatible requests for one voice -> encoded audio (or the request's error), in order."""
+def synthesize_group(synth: Synthesizer, voice: Voice, jobs: Sequence[SynthesisJob],
+                     on_result: Callable[[int, bytes | RequestFailed], None] | None = None
+                     ) -> list[bytes | RequestFailed]:
+    """Compatible requests for one voice -> encoded audio (or the request's error), in order.
+
+    The GPT decodes every request's fragments together; SoVITS then finishes the requests one by
+    one, and `on_result(i, result)` is called as soon as request i is done (its caller need not
+    wait for the rest of the group).
+    """
+    results: list[bytes | RequestFailed | None] = [None] * len(jobs)
+
+    def done(j: int, result: bytes | RequestFailed) -> None:
+        results[j] = result
+        if on_result is not None:
+            on_result(j, result)
+
     if len(jobs) == 1 or voice.prompt is None:
         # alone, or no transcript (the official path then decodes row by row anyway)
-        out: list[bytes | RequestFailed] = []
-        for job in jobs:
+        for j, job in enumerate(jobs):
             try:
-                out.append(synthesize_one(synth, voice, job))
+                done(j, synthesize_one(synth, voice, job))
             except RequestFailed as e:
-                out.append(e)
-        return out
+                done(j, e)
+        return results  # type: ignore[return-value]
     dim = voice.gpt.config.bert_dim
     units: list[list[TextUnit] | RequestFailed] = []
     for job in jobs:
@@ -67,17 +80,17 @@ def synthesize_group(synth: Synthesizer, voice: Voice, jobs: Sequence[SynthesisJ
             units.append(_fail(e))
     rows = [(j, i, u) for j, us in enumerate(units) if not isinstance(us, RequestFailed) for i, u in enumerate(us)]
     rows.sort(key=lambda r: len(r[2].phone_ids))  # similar lengths together: less padding
-    waves: dict[tuple[int, int], np.ndarray] = {}
+    tokens: dict[tuple[int, int], torch.Tensor] = {}
     for start in range(0, len(rows), MAX_ROWS):
         chunk = rows[start:start + MAX_ROWS]
-        audio = synth.decode_fragments(voice, [u for _, _, u in chunk], [i for _, i, _ in chunk],
-                                       [jobs[j].params for j, _, _ in chunk])
-        for (j, i, _), wave in zip(chunk, audio):
-            waves[(j, i)] = wave
-    results: list[bytes | RequestFailed] = []
+        decoded = synth.decode_tokens(voice, [u for _, _, u in chunk], [i for _, i, _ in chunk],
+                                      [jobs[j].params for j, _, _ in chunk])
+        for (j, i, _), new in zip(chunk, decoded):
+            tokens[(j, i)] = new
     for j, (job, us) in enumerate(zip(jobs, units)):
         if isinstance(us, RequestFailed):
-            results.append(us)
-        else:
-            results.append(encode_audio(np.concatenate([waves[(j, i)] for i in range(len(us))]), job.fmt))
-    return results
+            done(j, us)
+            continue
+        audio = [synth.fragment_audio(voice, u, tokens[(j, i)], i, job.params) for i, u in enumerate(us)]
+        done(j, encode_audio(np.concatenate(audio), job.fmt))
+    return results  # type: ignore[return-value]

@@ -234,13 +234,17 @@ class VoiceSynthesizer:
                     size += len(group.jobs)
         jobs = [job for group in taken for job in group.jobs]
         futures = [(group.loop, future) for group in taken for future in group.futures]
-        try:
-            results: list = synthesize_group(self.synth, head.voice, jobs)
-            self.batches.append(len(jobs))
-        except BaseException as e:  # noqa: BLE001 - every waiting request gets the failure
-            results = [e] * len(jobs)
-        for (loop, future), result in zip(futures, results):
+
+        def settle(j: int, result) -> None:  # each request as soon as its audio is done
+            loop, future = futures[j]
             loop.call_soon_threadsafe(_settle, future, result)
+
+        self.batches.append(len(jobs))
+        try:
+            synthesize_group(self.synth, head.voice, jobs, on_result=settle)
+        except BaseException as e:  # noqa: BLE001 - every request still waiting gets the failure
+            for j in range(len(jobs)):
+                settle(j, e)
 
     async def stream(self, job: SynthesisJob) -> AsyncIterator[bytes]:
         """One s16le PCM chunk per fragment, each as soon as it is synthesised."""

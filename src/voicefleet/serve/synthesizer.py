@@ -206,9 +206,10 @@ class VoiceSynthesizer:
         groups: dict[tuple, _PendingGroup] = {}
         futures = []
         for key, voice, job in items:
-            group = groups.get((key, compat_key(job)))
+            compat = compat_key(job)
+            group = groups.get((key, compat))
             if group is None:
-                group = groups[(key, compat_key(job))] = _PendingGroup(key, compat_key(job), voice, loop)
+                group = groups[(key, compat)] = _PendingGroup(key, compat, voice, loop)
             group.jobs.append(job)
             futures.append(loop.create_future())
             group.futures.append(futures[-1])

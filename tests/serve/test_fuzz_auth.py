@@ -143,6 +143,14 @@ def test_health_check_fails_on_broken_shared_model(tiny_pretrained):
 
     synth = Synthesizer.from_pretrained(tiny_pretrained)
     assert shared_model_problem(synth) is None
+    name, bert_weight = next((n, p) for n, p in synth.bert.named_parameters() if n.endswith("query.weight"))
+    saved = bert_weight.detach().clone()
     with torch.no_grad():
-        next(synth.hubert.parameters()).fill_(float("nan"))
-    assert "non-finite" in shared_model_problem(synth)
+        bert_weight.view(-1)[:2] = torch.tensor([3e38, 3e38])  # finite weights whose sum overflows
+        assert shared_model_problem(synth) is None
+        bert_weight.view(-1)[:2] = torch.tensor([float("inf"), -float("inf")])  # a sum of NaN
+        assert f"bert parameter {name} has non-finite" in shared_model_problem(synth)
+        bert_weight.copy_(saved)
+        assert shared_model_problem(synth) is None
+        next(synth.hubert.parameters()).view(-1)[-1] = float("nan")
+    assert "hubert parameter" in shared_model_problem(synth)

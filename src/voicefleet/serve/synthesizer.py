@@ -57,8 +57,12 @@ def shared_model_problem(synth: Synthesizer) -> str | None:
         if module is None:
             return f"{name} is not loaded"
         for pname, p in module.named_parameters():
-            if not bool(torch.isfinite(p).all()):
-                return f"{name} parameter {pname} has non-finite values"
+            # Serve runs this every health period next to synthesis: one read of each tensor with
+            # no temporary (a sum of finite weights is finite; NaN/inf propagate), then the exact
+            # element test only where that sum says so (it would also catch an overflowing sum)
+            with torch.no_grad():
+                if not bool(torch.isfinite(p.sum())) and not bool(torch.isfinite(p).all()):
+                    return f"{name} parameter {pname} has non-finite values"
     return None
 
 

@@ -23,6 +23,52 @@ def test_int8_bf16_linear_matches_fp32_for_few_and_many_rows():
         assert float((out - ref).norm() / ref.norm()) < 0.02
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_packed_bf16_weight_gives_f_linear_bit_for_bit(bias):
+    from voicefleet.models.fast import pack_bf16_weight, packed_linear_available
+
+    if not packed_linear_available():
+        pytest.skip("this PyTorch build has no prepacked oneDNN linear")
+    torch.manual_seed(0)
+    weight = torch.randn(96, 64).to(torch.bfloat16)
+    b = torch.randn(96).to(torch.bfloat16) if bias else None
+    packed = pack_bf16_weight(weight, b)
+    assert packed is not None
+    for rows in (1, 5, 12, 33, 200):
+        x = torch.randn(rows, 64).to(torch.bfloat16)
+        out = packed(x, b)
+        assert out.dtype == torch.bfloat16 and torch.equal(out, torch.nn.functional.linear(x, weight, b))
+    assert pack_bf16_weight(weight.float()) is None  # only bf16 weights are packed
+
+
+def test_packing_changes_no_result_of_the_quantized_gpt_or_fast_bert(monkeypatch, tmp_path):
+    """Prepacked bf16 weights are a layout change only: the many-row GPT products (prompt pass)
+    and BERT features equal those of the plain bf16 `F.linear`, and copies share the packing."""
+    import copy
+
+    from voicefleet.models import fast as fast_module
+    from voicefleet.models.features import BertFeatures, write_tiny_bert
+
+    if not fast_module.packed_linear_available():
+        pytest.skip("this PyTorch build has no prepacked oneDNN linear")
+    torch.manual_seed(0)
+    gpt = gpt_tiny().eval()
+    bert = BertFeatures.from_pretrained(write_tiny_bert(tmp_path / "bert", seed=0))
+    packed_gpt, packed_bert = quantize_gpt(gpt), fast_module.fast_bert(bert)
+    monkeypatch.setattr(fast_module, "packed_linear_available", lambda: False)
+    plain_gpt, plain_bert = quantize_gpt(gpt), fast_module.fast_bert(bert)
+    assert all(m.packed_bf16 is not None for m in packed_gpt.modules() if isinstance(m, Int8Bf16Linear))
+    assert all(m.packed_bf16 is None for m in plain_gpt.modules() if isinstance(m, Int8Bf16Linear))
+
+    x, y, b = torch.randint(0, 732, (1, 20)), torch.randint(0, 1024, (1, 30)), torch.randn(1, 1024, 20)
+    with torch.no_grad():
+        logits = [m(x, torch.tensor([20]), y, torch.tensor([30]), b).logits
+                  for m in (packed_gpt, plain_gpt, copy.deepcopy(packed_gpt))]
+    assert torch.equal(logits[0], logits[1]) and torch.equal(logits[0], logits[2])
+    text, word2ph = "今天天气很好", [2, 2, 2, 2, 2, 2]
+    assert torch.equal(packed_bert.phone_level_features(text, word2ph), plain_bert.phone_level_features(text, word2ph))
+
+
 def test_quantized_gpt_logits_stay_close_and_original_is_untouched():
     torch.manual_seed(0)
     gpt = gpt_tiny().eval()

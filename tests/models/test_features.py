@@ -316,7 +316,11 @@ def test_fast_bert_features_stay_close_and_original_is_untouched(bert):
     fast = fast_bert(bert)
     out = fast.phone_level_features(text, word2ph)
     assert out.dtype == torch.float32 and out.shape == ref.shape
-    assert any(p.dtype == torch.bfloat16 for p in fast.model.parameters())
+    from voicefleet.models.fast import PackedBf16Linear, packed_linear_available
+
+    linears = [m for m in fast.model.modules() if isinstance(m, (torch.nn.Linear, PackedBf16Linear))]
+    assert linears and all(isinstance(m, PackedBf16Linear) or m.weight.dtype == torch.bfloat16 for m in linears)
+    assert packed_linear_available() == all(isinstance(m, PackedBf16Linear) for m in linears)
     assert 0 < float((out - ref).norm() / ref.norm()) < 0.03  # bf16 rounding, nothing worse
     assert all(torch.equal(before[k], v) for k, v in bert.model.state_dict().items())
     assert torch.equal(bert.phone_level_features(text, word2ph), ref)

@@ -14,6 +14,10 @@ What is changed and why (measured in `benchmarks/inference.py`, results in RESUL
   `baddbmm`, functional LayerNorm, no module calls): at one query per row the eager step's fixed
   cost per operation was about a third of a step.
 * BERT (Chinese text features, computed per fragment) runs its linears in bf16 (`fast_bert`).
+* bf16 weights are prepacked once into oneDNN's blocked layout (`pack_bf16_weight`) where this
+  PyTorch build can: a plain bf16 `F.linear` reorders its weight on every call, which at the few
+  rows of a BERT fragment costs about as much as the product itself. The packed product is
+  checked bit-identical to `F.linear` at packing time, else the plain one is kept.
 * The HiFi-GAN decoder (about 94% of SoVITS time) runs its convolutions in bf16; everything
   before it (text encoder, flow) stays fp32, and the last conv and tanh run in fp32.
 
@@ -54,13 +58,81 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+_PACK_ROWS = 64  # rows oneDNN is told to expect when it picks the packed layout (any count works)
+
+
+@functools.lru_cache(maxsize=1)
+def packed_linear_available() -> bool:
+    """True when this PyTorch build has oneDNN's prepacked linear (x86 builds with mkldnn)."""
+    try:
+        return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+                and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class PackedBf16Weight:
+    """A bf16 linear weight reordered once into oneDNN's blocked layout.
+
+    ``packed(rows, bias)`` is ``F.linear(rows, weight, bias)`` for bf16 ``(n, in)`` rows (bf16
+    out) without the per-call weight reorder. Immutable, so copies share it.
+    """
+
+    def __init__(self, weight: Tensor):
+        self.out_features, self.in_features = weight.shape
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _PACK_ROWS)
+
+    def __call__(self, rows: Tensor, bias: Tensor | None = None) -> Tensor:
+        return torch.ops.mkldnn._linear_pointwise(rows, self.packed, bias, "none", [], "")
+
+    def __deepcopy__(self, memo) -> "PackedBf16Weight":
+        return self
+
+
+def pack_bf16_weight(weight: Tensor, bias: Tensor | None = None) -> PackedBf16Weight | None:
+    """`weight` (bf16, ``(out, in)``) prepacked, or None where this build has no packed linear or
+    its results on probe rows are not bit-identical to `F.linear` with the plain weight (and
+    `bias`, bf16 or None)."""
+    if weight.dtype != torch.bfloat16 or weight.device.type != "cpu" or not packed_linear_available():
+        return None
+    try:
+        packed = PackedBf16Weight(weight)
+        gen = torch.Generator().manual_seed(0)
+        for rows in (1, 13, 70):
+            x = torch.randn(rows, weight.shape[1], generator=gen).to(torch.bfloat16)
+            if not torch.equal(packed(x, bias), F.linear(x, weight, bias)):
+                logger.warning("prepacked bf16 linear differs from F.linear here; using the plain one")
+                return None
+    except RuntimeError as err:
+        logger.warning("no prepacked bf16 linear (%s); using the plain one", err)
+        return None
+    return packed
+
+
+class PackedBf16Linear(nn.Module):
+    """A frozen bf16 linear with its weight prepacked (`PackedBf16Weight`): bf16 output equal to
+    what bf16 autocast's `F.linear` gives for the same input, bit for bit."""
+
+    def __init__(self, linear: nn.Linear, packed: PackedBf16Weight):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.packed = packed
+        bias = linear.bias.detach().to(torch.bfloat16) if linear.bias is not None else None
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        return self.packed(rows, self.bias).view(*x.shape[:-1], self.out_features)
+
+
 class Int8Bf16Linear(nn.Module):
     """A frozen linear layer for inference: int8 weights for few rows, bf16 weights for many.
 
     Output is float32. Per-channel symmetric quantisation: w ~ scale[o] * q[o, i], q in [-127, 127].
     Few rows go through the native kernel (`voicefleet.models.native`: fp32 rows, fp32 scales,
     weights read at memory speed) when it is available, else through PyTorch's weight-only int8
-    kernel (bf16 rows and scales); many rows through a bf16 `F.linear`.
+    kernel (bf16 rows and scales); many rows through a bf16 product
+    (with the weight prepacked where this build allows, `pack_bf16_weight`).
     """
 
     def __init__(self, linear: nn.Linear):
@@ -77,7 +149,10 @@ class Int8Bf16Linear(nn.Module):
         else:  # PyTorch's weight-only int8 kernel (bf16 rows and scales)
             self.register_buffer("weight_int8", q)
             self.register_buffer("scales", scales.to(torch.bfloat16))
-        self.register_buffer("weight_bf16", w.to(torch.bfloat16))
+        weight_bf16 = w.to(torch.bfloat16)
+        self.packed_bf16 = pack_bf16_weight(weight_bf16)
+        if self.packed_bf16 is None:
+            self.register_buffer("weight_bf16", weight_bf16)
         bias = linear.bias.detach().float().contiguous() if linear.bias is not None else None
         self.register_buffer("bias", bias)
 
@@ -92,7 +167,8 @@ class Int8Bf16Linear(nn.Module):
             rows = rows.to(torch.bfloat16).contiguous()  # the int8 kernel needs a contiguous last dimension
             y = torch._weight_int8pack_mm(rows, self.weight_int8, self.scales)
         else:
-            y = F.linear(rows.to(torch.bfloat16), self.weight_bf16)
+            rows = rows.to(torch.bfloat16)
+            y = self.packed_bf16(rows) if self.packed_bf16 is not None else F.linear(rows, self.weight_bf16)
         return y.float() if self.bias is None else self.bias + y  # the add converts to fp32
 
 
@@ -300,9 +376,17 @@ def fast_bert(bert: BertFeatures) -> BertFeatures:
     the residual stream stay fp32). The full-size model runs ~2.2x faster on one core; features
     differ from fp32 by ~0.8% (relative L2)."""
     fast = copy.deepcopy(bert)
-    for module in fast.model.modules():
-        if isinstance(module, nn.Linear):
-            module.to(torch.bfloat16)
+    linears = [(name, m) for name, m in fast.model.named_modules() if isinstance(m, nn.Linear)]
+    packed_count = 0
+    for name, linear in linears:
+        linear.to(torch.bfloat16)
+        packed = pack_bf16_weight(linear.weight, linear.bias)
+        if packed is not None:  # the same product without reordering the weight on every call
+            parent_name, _, child = name.rpartition(".")
+            setattr(fast.model.get_submodule(parent_name) if parent_name else fast.model, child,
+                    PackedBf16Linear(linear, packed))
+            packed_count += 1
+    logger.info("fast BERT: %d of %d linears in bf16 with prepacked weights", packed_count, len(linears))
     fast.model = _Bf16Autocast(fast.model)
     return fast
 

@@ -38,7 +38,7 @@ from torch.nn.utils import parametrize
 
 from .features import BertFeatures
 from .gpt import _CACHE_BLOCK, GPT, LayerKVCache
-from .modules.hifigan import HiFiGANGenerator
+from .modules.hifigan import LRELU_SLOPE, HiFiGANGenerator
 from .native import FP16_MAX, NativeLayer, NativeLinear, gpt_step_kernel, int8_rows_kernel
 from .sovits import SoVITS
 
@@ -320,28 +320,68 @@ def quantize_gpt(gpt: GPT) -> GPT:
     return fast
 
 
+class _ChannelsLastConv:
+    """A frozen 1-d convolution (or transposed one) run as a bf16 2-d convolution of height 1 on
+    channels-last tensors: ``(batch, channels, 1, time)`` with channels innermost."""
+
+    def __init__(self, conv: nn.Conv1d | nn.ConvTranspose1d):
+        if conv.groups != 1 or conv.padding_mode != "zeros":
+            raise ValueError(f"unsupported convolution for the bf16 decoder: {conv}")
+        self.transposed = isinstance(conv, nn.ConvTranspose1d)
+        self.weight = conv.weight.detach().to(torch.bfloat16).unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        self.bias = conv.bias.detach().to(torch.bfloat16) if conv.bias is not None else None
+        self.stride, self.padding, self.dilation = (1, conv.stride[0]), (0, conv.padding[0]), (1, conv.dilation[0])
+        self.output_padding = (0, conv.output_padding[0]) if self.transposed else None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.transposed:
+            return F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                      1, self.dilation)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+
+
+def _channels_last(x: Tensor) -> Tensor:
+    """(batch, channels, time) or (batch, channels, 1, time) -> bf16 (batch, channels, 1, time), channels innermost."""
+    if x.dim() == 3:
+        x = x.unsqueeze(2)
+    return x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+
+
 class Bf16Decoder(nn.Module):
-    """Runs a HiFi-GAN generator's convolutions in bf16; the final conv and tanh in fp32."""
+    """Runs a HiFi-GAN generator's convolutions in bf16; the final conv and tanh in fp32.
+
+    The bf16 part runs on channels-last tensors as 2-d convolutions of height 1: oneDNN reorders
+    a (batch, channels, time) tensor for every 1-d convolution, and its channels-last kernels run
+    the decoder's shapes 1.6-2.4x faster on one core (most at 16-32 channels). The products and
+    their bf16 rounding are those of autocast's conv1d up to the accumulation order (outputs
+    differ by about one bf16 unit in the last place).
+    """
 
     def __init__(self, decoder: HiFiGANGenerator):
         super().__init__()
-        self.inner = decoder
+        self.inner = decoder  # keeps conv_post (fp32) and the generator's configuration
+        self.num_kernels = decoder.num_kernels
+        self.pre = _ChannelsLastConv(decoder.conv_pre)
+        self.cond = _ChannelsLastConv(decoder.cond) if hasattr(decoder, "cond") else None
+        self.ups = [_ChannelsLastConv(up) for up in decoder.ups]
+        self.blocks = [[(_ChannelsLastConv(c1), _ChannelsLastConv(c2)) for c1, c2 in zip(b.convs1, b.convs2)]
+                       for b in decoder.resblocks]
 
     def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        inner = self.inner
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-            y = inner.conv_pre(x)
-            if g is not None:
-                y = y + inner.cond(g)
-            for i, up in enumerate(inner.ups):
-                y = up(F.leaky_relu(y, 0.1))
-                blocks = inner.resblocks[i * inner.num_kernels:(i + 1) * inner.num_kernels]
-                acc = blocks[0](y)
-                for block in blocks[1:]:
-                    acc = acc + block(y)
-                y = acc / inner.num_kernels
-        y = F.leaky_relu(y.float())
-        return torch.tanh(inner.conv_post(y))
+        y = self.pre(_channels_last(x))
+        if g is not None:
+            y = _channels_last(y + self.cond(_channels_last(g)))
+        for i, up in enumerate(self.ups):
+            y = up(F.leaky_relu(y, LRELU_SLOPE))
+            acc = None
+            for block in self.blocks[i * self.num_kernels:(i + 1) * self.num_kernels]:
+                out = y
+                for c1, c2 in block:
+                    out = out + c2(F.leaky_relu(c1(F.leaky_relu(out, LRELU_SLOPE)), LRELU_SLOPE))
+                acc = out if acc is None else acc + out
+            y = _channels_last(acc / self.num_kernels)
+        y = F.leaky_relu(y.squeeze(2).float().contiguous())
+        return torch.tanh(self.inner.conv_post(y))
 
 
 def fast_sovits(sovits: SoVITS) -> SoVITS:

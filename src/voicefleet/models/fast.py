@@ -18,8 +18,9 @@ What is changed and why (measured in `benchmarks/inference.py`, results in RESUL
   PyTorch build can: a plain bf16 `F.linear` reorders its weight on every call, which at the few
   rows of a BERT fragment costs about as much as the product itself. The packed product is
   checked bit-identical to `F.linear` at packing time, else the plain one is kept.
-* The HiFi-GAN decoder (about 94% of SoVITS time) runs its convolutions in bf16; everything
-  before it (text encoder, flow) stays fp32, and the last conv and tanh run in fp32.
+* The HiFi-GAN decoder (about 94% of SoVITS time) runs its convolutions in bf16, on
+  channels-last tensors as 2-d convolutions of height 1 (`Bf16Decoder`); everything before it
+  (text encoder, flow) stays fp32, and the last conv and tanh run in fp32.
 
 The CPU needs AVX512-BF16 or AMX for the bf16 matrix rate; elsewhere bf16 can be slower than
 fp32, so `cpu_supports_bf16()` is checked by callers that pick the mode automatically.

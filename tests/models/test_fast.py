@@ -120,6 +120,33 @@ def test_bf16_decoder_runs_every_convolution_as_the_fp32_generator_does():
         assert float((alone - out[row:row + 1]).abs().max()) < 0.01
 
 
+def test_bf16_decoder_length_buckets_only_round_differently(monkeypatch):
+    """Padding the input to a bucket of frames (so that lengths share convolution kernels) and
+    zeroing every layer's output past the true length gives the unpadded waveform, up to bf16
+    rounding: the extra frames never leak into the audio."""
+    from voicefleet.models import fast as fast_module
+
+    torch.manual_seed(0)
+    generator = sovits_tiny().eval().prepare_for_inference().decoder
+    fast = fast_module.Bf16Decoder(generator)
+    x = torch.randn(1, generator.conv_pre.in_channels, 21)
+    g = torch.randn(1, generator.cond.in_channels, 1)
+    outs = {}
+    for bucket in (1, 4, 16):
+        monkeypatch.setattr(fast_module, "FRAME_BUCKET", bucket)
+        with torch.no_grad():
+            outs[bucket] = fast(x, g)
+    with torch.no_grad():
+        ref = generator(x, g)
+    assert all(out.shape == ref.shape for out in outs.values())
+    for bucket in (4, 16):
+        assert float((outs[bucket] - outs[1]).abs().max()) < 0.01
+        assert float((outs[bucket] - ref).norm() / ref.norm()) < 0.01
+    monkeypatch.setattr(fast_module, "FRAME_BUCKET", 16)
+    with torch.no_grad():  # a whole bucket of padding is what a fragment of 5 frames gets
+        assert fast(x[..., :5], g).shape == generator(x[..., :5], g).shape
+
+
 @pytest.mark.parametrize("eos_weight", [-5.0, 1.5])
 @pytest.mark.parametrize("use_native", [True, False], ids=["native", "eager"])
 def test_int8_decoding_step_matches_the_layer_step(eos_weight, use_native, monkeypatch):

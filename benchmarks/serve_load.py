@@ -78,8 +78,19 @@ def kill_a_synthesis_replica() -> str:
     return names[0]
 
 
+def request_tokens(max_tokens: int, vary: float, n: int) -> int:
+    """Request n's token cap: `max_tokens`, or spread over +-`vary` of it (the same for every run).
+
+    Random benchmark weights never end a fragment early, so the cap sets each fragment's length;
+    real requests have a new length nearly every time, which costs kernels built per length."""
+    if vary <= 0:
+        return max_tokens
+    spread = np.random.default_rng(n).uniform(1 - vary, 1 + vary)
+    return max(1, round(max_tokens * spread))
+
+
 async def run_load(url: str, voices: list[str], clients: int, requests: int, duration_s: float, stream: bool,
-                   max_tokens: int, kill_after_s: float | None = None) -> dict:
+                   max_tokens: int, kill_after_s: float | None = None, vary_tokens: float = 0.0) -> dict:
     import httpx
 
     if not url.startswith(("http://127.0.0.1", "http://localhost")):
@@ -93,7 +104,7 @@ async def run_load(url: str, voices: list[str], clients: int, requests: int, dur
             if time.monotonic() > deadline:
                 return
             body = {"voice": voices[n % len(voices)], "text": TEXT, "lang": "zh", "seed": n, "format": "pcm",
-                    "max_tokens": max_tokens, "stream": stream}
+                    "max_tokens": request_tokens(max_tokens, vary_tokens, n), "stream": stream}
             t0 = time.monotonic()
             first, size, status = None, 0, 0
             try:
@@ -140,6 +151,9 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=40, help="total request cap")
     p.add_argument("--duration", type=float, default=120, help="seconds cap")
     p.add_argument("--max-tokens", type=int, default=40)
+    p.add_argument("--vary-tokens", type=float, default=0.0,
+                   help="spread each request's token cap over +- this fraction of --max-tokens (lengths vary "
+                        "as in real traffic)")
     p.add_argument("--precision", choices=["fp32", "fast"], default="fp32", help="local app only")
     p.add_argument("--batch-size", type=int, default=1, help="local app only: requests per batched GPT decode")
     p.add_argument("--adaptive-threads", action="store_true",
@@ -165,7 +179,7 @@ def main() -> None:
             modes.append(("whole, replica killed", False, args.kill_after))
         for name, stream, kill_after in modes:
             m = asyncio.run(run_load(url, voices, args.clients, args.requests, args.duration, stream,
-                                     args.max_tokens, kill_after))
+                                     args.max_tokens, kill_after, args.vary_tokens))
             rows.append([name, args.clients, len(voices), m["requests"], m["failed"],
                          f"{m['rps']:.2f}", f"{m['p50']:.3f}", f"{m['p95']:.3f}", f"{m['p99']:.3f}",
                          f"{m['ttfb_p50']:.3f}", f"{m['rtf']:.3f}", f"{m['audio_per_s']:.2f}"])
@@ -175,7 +189,8 @@ def main() -> None:
             serve.shutdown()
     setup = "external" if args.url else (f"{args.size}, {args.precision}, batch {args.batch_size}"
                                          + (", adaptive threads" if args.adaptive_threads else ""))
-    report(f"Serve closed-loop load ({setup}, max_tokens {args.max_tokens})",
+    tokens = f"max_tokens {args.max_tokens}" + (f" +- {args.vary_tokens:.0%}" if args.vary_tokens > 0 else "")
+    report(f"Serve closed-loop load ({setup}, {tokens})",
            ["mode", "clients", "voices", "requests", "failed", "req/s", "p50 s", "p95 s", "p99 s",
             "first byte p50 s", "RTF", "audio s / wall s"], rows,
            notes="Latency per request end to end over HTTP; RTF = summed latency / summed audio seconds "

@@ -8,7 +8,7 @@ sizes. The random GPT never emits EOS, so each fragment decodes a fixed number o
 phonemes per second of audio.
 
 Modes: `fp32` is the reference path (official numerics); `fast` is voicefleet's CPU inference
-path (see `voicefleet.models.fast`); the mel distance of `fast` to `fp32` on the same tokens
+path (see `voicefleet.inference.fast`); the mel distance of `fast` to `fp32` on the same tokens
 and noise is reported as its fidelity.
 """
 
@@ -34,7 +34,7 @@ TOKENS_PER_S, HOP_S = 25, 640 * 2 / 32000
 
 
 def build(mode: str, base_gpt, base_sovits):
-    from voicefleet.models.fast import optimize_for_cpu_inference
+    from voicefleet.inference.fast import optimize_for_cpu_inference
 
     if mode == "fp32":
         gpt = copy.deepcopy(base_gpt).relayout_for_cpu_decoding_()

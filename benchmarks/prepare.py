@@ -33,6 +33,7 @@ from _report import report  # noqa: E402
 
 from voicefleet.models.features import write_full_hubert  # noqa: E402
 from voicefleet.models.pretrained import init_pretrained  # noqa: E402
+from voicefleet.platform.cluster import ensure_ray  # noqa: E402
 from voicefleet.platform.data import PrepareConfig, StageResources, prepare_dataset  # noqa: E402
 from voicefleet.platform.data.synthetic import voice_like  # noqa: E402
 
@@ -82,9 +83,7 @@ def main() -> None:
     parser.add_argument("--hubert", default="tiny,full")
     args = parser.parse_args()
 
-    import ray
-
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ensure_ray(num_cpus=os.cpu_count())
     rows = []
     with tempfile.TemporaryDirectory(prefix="vf-bench-prepare-") as tmp:
         tmp = Path(tmp)

@@ -38,11 +38,11 @@ def _free_port() -> int:
 
 def start_local_app(size: str, voices: int, workdir: Path, precision: str = "fp32",
                     batch_max_size: int = 1, adaptive_threads: bool = False) -> tuple[str, list[str]]:
-    import ray
     import soundfile as sf
     from ray import serve
 
     from voicefleet.models.pretrained import init_pretrained
+    from voicefleet.platform.cluster import ensure_ray
     from voicefleet.platform.voices import registry_for
     from voicefleet.serve.app import build_app
     from voicefleet.serve.settings import ServeSettings
@@ -58,7 +58,7 @@ def start_local_app(size: str, voices: int, workdir: Path, precision: str = "fp3
         registry.register(f"bench-{i}", gpt=paths.gpt, sovits=paths.sovits_g, reference=ref, prompt_text="你好。",
                           prompt_lang="zh")
         ids.append(f"bench-{i}")
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ensure_ray()
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     settings = ServeSettings(storage=str(workdir / "storage"), pretrained=str(paths.root),

@@ -23,6 +23,7 @@ from _report import report  # noqa: E402
 
 from tests.platform.training.synthetic import learnable_examples, write_dataset  # noqa: E402
 from voicefleet.models.pretrained import init_pretrained  # noqa: E402
+from voicefleet.platform.cluster import ensure_ray  # noqa: E402
 from voicefleet.platform.training.api import train_stage  # noqa: E402
 from voicefleet.platform.training.config import TrainConfig  # noqa: E402
 
@@ -37,9 +38,7 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true")
     args = parser.parse_args()
 
-    import ray
-
-    ray.init(include_dashboard=False, log_to_driver=False)
+    ensure_ray()
     work = Path(tempfile.mkdtemp(prefix="vf-train-bench-"))
     examples = learnable_examples(16, seed=0) + learnable_examples(2, seed=1, prefix="val")
     dataset = write_dataset(work / "dataset", examples, ["train"] * 16 + ["val"] * 2)

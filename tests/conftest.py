@@ -88,8 +88,8 @@ def ray_session():
     """One local Ray for the whole test session: 2 CPUs, no dashboard, a capped object store."""
     import ray
 
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=300 * 1024 * 1024, ignore_reinit_error=True,
-             log_to_driver=False, configure_logging=False)
+    from voicefleet.platform.cluster import ensure_ray
+
+    ensure_ray(num_cpus=2, object_store_bytes=300 * 1024 * 1024, configure_logging=False)
     yield ray
     ray.shutdown()

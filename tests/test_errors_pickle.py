@@ -11,12 +11,12 @@ import pickle
 
 import pytest
 
-from voicefleet.cli_support import UserError
+from voicefleet.cli.common import UserError
 from voicefleet.models.checkpoint import CheckpointError
 from voicefleet.models.config import ConfigError
-from voicefleet.models.pipeline import SynthesisError
+from voicefleet.inference.pipeline import SynthesisError
 from voicefleet.models.pretrained import PretrainedError
-from voicefleet.models.text.frontend import TextFrontendError
+from voicefleet.text.frontend import TextFrontendError
 from voicefleet.platform.data.listfile import ListFileError
 from voicefleet.platform.registry import RegistryError, VoiceExists, VoiceNotFound
 from voicefleet.platform.training.api import TrainingError

@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray.cluster_utils import Cluster
 
+    from voicefleet.platform.cluster import ensure_ray
+
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.add_node(num_cpus=NODE_CPUS, object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False)
         cluster.add_node(num_cpus=NODE_CPUS, object_store_memory=OBJECT_STORE_BYTES)
         cluster.wait_for_nodes()
-        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        ensure_ray(cluster.address, configure_logging=False)
         summary["nodes"] = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
         summary["train"] = train_on_two_nodes(workdir, dataset, pretrained)
         summary["serve"] = serve_on_two_nodes(workdir, summary["train"]["exported"], pretrained)

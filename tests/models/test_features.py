@@ -308,7 +308,7 @@ def test_full_size_folders(tmp_path):
 
 
 def test_fast_bert_features_stay_close_and_original_is_untouched(bert):
-    from voicefleet.models.fast import fast_bert
+    from voicefleet.inference.fast import fast_bert
 
     text, word2ph = "今天天气很好", [2, 2, 2, 2, 2, 2]
     before = {k: v.clone() for k, v in bert.model.state_dict().items()}
@@ -316,7 +316,7 @@ def test_fast_bert_features_stay_close_and_original_is_untouched(bert):
     fast = fast_bert(bert)
     out = fast.phone_level_features(text, word2ph)
     assert out.dtype == torch.float32 and out.shape == ref.shape
-    from voicefleet.models.fast import PackedBf16Linear, packed_linear_available
+    from voicefleet.inference.fast import PackedBf16Linear, packed_linear_available
 
     linears = [m for m in fast.model.modules() if isinstance(m, (torch.nn.Linear, PackedBf16Linear))]
     assert linears and all(isinstance(m, PackedBf16Linear) or m.weight.dtype == torch.bfloat16 for m in linears)

@@ -130,7 +130,7 @@ def cli_app():
     """A local typer app with just the platform commands (voicefleet.cli registers the same functions)."""
     import typer
 
-    from voicefleet.platform.cli_prepare import prepare_cmd, slice_cmd
+    from voicefleet.cli.data import prepare_cmd, slice_cmd
 
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command("prepare")(prepare_cmd)

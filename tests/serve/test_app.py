@@ -13,8 +13,8 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install
 import soundfile as sf
 import torch
 
-from voicefleet.models.audio_io import encode_audio
-from voicefleet.models.pipeline import Synthesizer, SynthesisParams
+from voicefleet.inference.audio_io import encode_audio
+from voicefleet.inference.pipeline import Synthesizer, SynthesisParams
 from voicefleet.platform.registry import VoiceRegistry
 
 pytestmark = pytest.mark.slow  # runs the real Serve app (Ray actors, HTTP)
@@ -101,7 +101,7 @@ def test_stream_first_chunk_before_the_whole(base_url, expected):
 def test_stream_sends_the_first_tokens_early_by_default(base_url, expected):
     """Streaming sends the audio of the first 12 tokens ahead (a prefix decode); from the end of
     that chunk on, the stream is exactly the whole-request audio."""
-    from voicefleet.models.pipeline import FIRST_CHUNK_HOLDBACK_TOKENS
+    from voicefleet.inference.pipeline import FIRST_CHUNK_HOLDBACK_TOKENS
     from voicefleet.serve.schemas import FIRST_CHUNK_TOKENS_DEFAULT
 
     body = {"voice": "alpha", "text": TEXT, "lang": "zh", "seed": 4, "max_tokens": 40, "format": "pcm",

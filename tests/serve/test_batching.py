@@ -12,8 +12,8 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install
 import soundfile as sf
 import torch
 
-from voicefleet.models.audio_io import encode_audio
-from voicefleet.models.pipeline import Synthesizer, SynthesisParams
+from voicefleet.inference.audio_io import encode_audio
+from voicefleet.inference.pipeline import Synthesizer, SynthesisParams
 from voicefleet.platform.registry import VoiceRegistry
 from voicefleet.serve.batching import synthesize_group
 from voicefleet.serve.errors import RequestFailed

@@ -44,7 +44,7 @@ def test_cli_refuses_missing_pretrained(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from voicefleet.serve.cli import serve_cmd
+    from voicefleet.cli.serve import serve_cmd
 
     app = typer.Typer()
     app.command("serve")(serve_cmd)

@@ -138,7 +138,7 @@ def test_api_keys(keyed_client):
 
 
 def test_health_check_fails_on_broken_shared_model(tiny_pretrained):
-    from voicefleet.models.pipeline import Synthesizer
+    from voicefleet.inference.pipeline import Synthesizer
     from voicefleet.serve.synthesizer import shared_model_problem
 
     synth = Synthesizer.from_pretrained(tiny_pretrained)

@@ -44,7 +44,7 @@ def test_run_refuses_bad_input(tmp_path, tiny_pretrained):
 
 
 def test_search_space_flags_replace_dimensions(tmp_path):
-    from voicefleet.tuning.cli import _space
+    from voicefleet.cli.tune import _space
 
     space_file = tmp_path / "space.yaml"
     space_file.write_text("text_low_lr_rate: {low: 0.2, high: 0.6}\n")

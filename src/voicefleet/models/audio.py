@@ -34,7 +34,7 @@ import soxr
 import torch
 import torch.nn.functional as F
 
-from .config import AudioConfig
+from voicefleet.models.config import AudioConfig
 
 logger = logging.getLogger(__name__)
 

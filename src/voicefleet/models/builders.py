@@ -6,8 +6,8 @@ and CPU demos, built by the same code paths as the full models.
 
 from __future__ import annotations
 
-from .config import SoVITSConfig
-from .sovits import SoVITS
+from voicefleet.models.config import SoVITSConfig
+from voicefleet.models.sovits import SoVITS
 
 
 def sovits_v2_config() -> SoVITSConfig:

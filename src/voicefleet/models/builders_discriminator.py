@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .config import DiscriminatorConfig
-from .discriminator import MultiPeriodDiscriminator
+from voicefleet.models.config import DiscriminatorConfig
+from voicefleet.models.discriminator import MultiPeriodDiscriminator
 
 
 def discriminator_v2() -> MultiPeriodDiscriminator:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .config import GPTConfig
-from .gpt import GPT
+from voicefleet.models.config import GPTConfig
+from voicefleet.models.gpt import GPT
 
 
 def gpt_v2() -> GPT:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from .config import DiscriminatorConfig
+from voicefleet.models.config import DiscriminatorConfig
 
 LRELU_SLOPE = 0.1
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ConfigError, GPTConfig
+from voicefleet.models.config import ConfigError, GPTConfig
 
 logger = logging.getLogger(__name__)
 
@@ -413,7 +413,7 @@ class GPT(nn.Module):
 
     def decoding_step(self, cache: list[LayerKVCache]) -> DecodingStep:
         """The one-token step of the decoding loop, continuing from `cache` (filled by the prompt
-        pass). Inference back ends (see `voicefleet.models.fast`) replace it with a leaner one."""
+        pass). Inference back ends (see `voicefleet.inference.fast`) replace it with a leaner one."""
         return LayerDecodingStep(self, cache)
 
     # ---- training

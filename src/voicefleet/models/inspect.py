@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from .checkpoint import CheckpointError, load_official_file
+from voicefleet.models.checkpoint import CheckpointError, load_official_file
 
 
 def checkpoint_kind(raw: Any) -> str:
@@ -23,9 +23,9 @@ def checkpoint_kind(raw: Any) -> str:
 
 def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
     """A short report (kind, sizes, parameters, info) after a full, checked load."""
-    from .checkpoint.discriminator_io import load_discriminator
-    from .checkpoint.gpt_io import load_gpt
-    from .checkpoint.sovits_io import load_sovits
+    from voicefleet.models.checkpoint.discriminator_io import load_discriminator
+    from voicefleet.models.checkpoint.gpt_io import load_gpt
+    from voicefleet.models.checkpoint.sovits_io import load_sovits
 
     path = Path(path)
     raw = load_official_file(path)

@@ -23,14 +23,14 @@ from typing import Literal
 
 import torch
 
-from .builders import sovits_tiny, sovits_v2
-from .builders_discriminator import discriminator_tiny, discriminator_v2
-from .builders_gpt import gpt_tiny, gpt_v2
-from .checkpoint.discriminator_io import save_discriminator
-from .checkpoint.gpt_io import save_gpt
-from .checkpoint.sovits_io import save_sovits_pretrained
-from .config import GPTConfig
-from .features import write_full_bert, write_full_hubert, write_tiny_bert, write_tiny_hubert
+from voicefleet.models.builders import sovits_tiny, sovits_v2
+from voicefleet.models.builders_discriminator import discriminator_tiny, discriminator_v2
+from voicefleet.models.builders_gpt import gpt_tiny, gpt_v2
+from voicefleet.models.checkpoint.discriminator_io import save_discriminator
+from voicefleet.models.checkpoint.gpt_io import save_gpt
+from voicefleet.models.checkpoint.sovits_io import save_sovits_pretrained
+from voicefleet.models.config import GPTConfig
+from voicefleet.models.features import write_full_bert, write_full_hubert, write_tiny_bert, write_tiny_hubert
 
 logger = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import SoVITSConfig
-from .modules.attention import ConvAttention, RelativeTransformerEncoder
-from .modules.flow import CouplingFlow
-from .modules.hifigan import HiFiGANGenerator, remove_weight_norm
-from .modules.masks import length_mask, random_segment_starts, slice_segments
-from .modules.quantizer import VectorQuantizer
-from .modules.style import MelStyleEncoder
-from .modules.wavenet import WaveNet
+from voicefleet.models.config import SoVITSConfig
+from voicefleet.models.modules.attention import ConvAttention, RelativeTransformerEncoder
+from voicefleet.models.modules.flow import CouplingFlow
+from voicefleet.models.modules.hifigan import HiFiGANGenerator, remove_weight_norm
+from voicefleet.models.modules.masks import length_mask, random_segment_starts, slice_segments
+from voicefleet.models.modules.quantizer import VectorQuantizer
+from voicefleet.models.modules.style import MelStyleEncoder
+from voicefleet.models.modules.wavenet import WaveNet
 
 N_SYMBOLS_V2 = 732  # rows of the v2 phoneme table (symbols_v2)
 

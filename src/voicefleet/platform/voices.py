@@ -13,9 +13,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from ..models.pretrained import find_pretrained
-from .data.schema import clip_arrays
-from .registry import VoiceRecord, VoiceRegistry
+from voicefleet.models.pretrained import find_pretrained
+from voicefleet.platform.data.schema import clip_arrays
+from voicefleet.platform.registry import VoiceRecord, VoiceRegistry
 
 logger = logging.getLogger(__name__)
 

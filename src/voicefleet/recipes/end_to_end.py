@@ -25,6 +25,8 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voicefleet.platform.cluster import ensure_ray
+
 logger = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
@@ -87,21 +89,15 @@ class EndToEndResult:
 
 
 def _connect(address: str | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address)
-    else:  # the embedded local Ray: our own progress lines and tables instead of every worker's log
-        ray.init(include_dashboard=False, log_to_driver=False)
+    # a cluster's workers log to this console; the embedded local Ray prints our own lines and tables
+    ensure_ray(address, log_to_driver=bool(address or os.environ.get("RAY_ADDRESS")))
 
 
 def run_end_to_end(config: EndToEndConfig, *, say: Say = logger.info) -> EndToEndResult:
     """Run every step that is not done yet; see the module docstring. Serving is left running
     (Serve applications outlive this call on a cluster; locally, until Ray shuts down)."""
-    from ..models.pretrained import find_pretrained
-    from ..platform.registry import check_voice_id
+    from voicefleet.models.pretrained import find_pretrained
+    from voicefleet.platform.registry import check_voice_id
 
     check_voice_id(config.voice)
     paths = find_pretrained(config.pretrained, need_discriminator=True)
@@ -142,8 +138,8 @@ def run_end_to_end(config: EndToEndConfig, *, say: Say = logger.info) -> EndToEn
 
 
 def _prepare(config: EndToEndConfig, pretrained: str):
-    from ..platform.data import prepare_dataset
-    from ..platform.data.config import PrepareConfig
+    from voicefleet.platform.data import prepare_dataset
+    from voicefleet.platform.data.config import PrepareConfig
 
     prep_config = PrepareConfig().with_resources(workers=config.prepare_workers)
     return prepare_dataset(config.list_file, pretrained, config.dataset_dir, config=prep_config)
@@ -152,7 +148,7 @@ def _prepare(config: EndToEndConfig, pretrained: str):
 def _tune(config: EndToEndConfig, dataset: Path, pretrained: str) -> tuple[str, float, int, str]:
     import ray.tune
 
-    from ..tuning.sweep import RESULT, SweepConfig, run_sweep
+    from voicefleet.tuning.sweep import RESULT, SweepConfig, run_sweep
 
     sweep = SweepConfig(voice=config.voice, storage_path=config.storage_path, trials=config.trials,
                         rounds=config.rounds, steps_per_round=config.steps_per_round, num_workers=config.workers,
@@ -169,9 +165,9 @@ def _tune(config: EndToEndConfig, dataset: Path, pretrained: str) -> tuple[str, 
 
 
 def _train(config: EndToEndConfig, dataset: Path, pretrained: str) -> tuple[str, float, int, str]:
-    from ..platform.training.api import train_stage
-    from ..platform.training.config import TrainConfig
-    from ..platform.voices import register_trained_voice, registry_for
+    from voicefleet.platform.training.api import train_stage
+    from voicefleet.platform.training.config import TrainConfig
+    from voicefleet.platform.voices import register_trained_voice, registry_for
 
     results = {}
     for stage, name in (("sovits", f"{config.voice}-s2"), ("gpt", f"{config.voice}-s1")):
@@ -196,8 +192,8 @@ def _train(config: EndToEndConfig, dataset: Path, pretrained: str) -> tuple[str,
 
 
 def _serve(config: EndToEndConfig, pretrained_root: str) -> str:
-    from ..serve.app import start, wait_until_ready
-    from ..serve.settings import ServeSettings
+    from voicefleet.serve.app import start, wait_until_ready
+    from voicefleet.serve.settings import ServeSettings
 
     storage = config.storage_path if "://" in config.storage_path else str(Path(config.storage_path).resolve())
     settings = ServeSettings(storage=storage, pretrained=pretrained_root)

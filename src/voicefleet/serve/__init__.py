@@ -6,6 +6,6 @@ Two deployments: `Gateway` (FastAPI ingress: validation, auth, limits, voice reg
 `VoiceSynthesizer` (HuBERT + BERT once per replica, voices multiplexed from the registry).
 """
 
-from .settings import ApiKey, ServeSettings
+from voicefleet.serve.settings import ApiKey, ServeSettings
 
 __all__ = ["ApiKey", "ServeSettings"]

@@ -11,9 +11,10 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from .asgi import create_app
-from .settings import ServeSettings
-from .synthesizer import VoiceSynthesizer
+from voicefleet.platform.cluster import ensure_ray
+from voicefleet.serve.asgi import create_app
+from voicefleet.serve.settings import ServeSettings
+from voicefleet.serve.synthesizer import VoiceSynthesizer
 
 
 @serve.deployment(name="Gateway", max_ongoing_requests=256)
@@ -52,10 +53,8 @@ app = build_app(ServeSettings())  # settings from VOICEFLEET_SERVE_* variables
 def start(settings: ServeSettings, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
           blocking: bool = True) -> None:
     """Connect to Ray (local by default, or `address`), start Serve's HTTP proxy, run the app."""
-    import ray
 
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False) if address else ray.init(include_dashboard=False)
+    ensure_ray(address, log_to_driver=True)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(settings), name="voicefleet", route_prefix="/", blocking=blocking)
 

@@ -15,11 +15,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
-from ..platform.registry import VoiceRegistry
-from .dependencies import Services
-from .routers import speech, voices
-from .settings import ServeSettings
+from voicefleet import __version__
+from voicefleet.platform.registry import VoiceRegistry
+from voicefleet.serve.dependencies import Services
+from voicefleet.serve.routers import speech, voices
+from voicefleet.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",

@@ -16,10 +16,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..models.audio_io import encode_audio
-from ..models.pipeline import Synthesizer, TextUnit, Voice
-from .errors import RequestFailed, user_error
-from .schemas import SynthesisJob
+from voicefleet.inference.audio_io import encode_audio
+from voicefleet.inference.pipeline import Synthesizer, TextUnit, Voice
+from voicefleet.serve.errors import RequestFailed, user_error
+from voicefleet.serve.schemas import SynthesisJob
 
 logger = logging.getLogger(__name__)
 MAX_ROWS = 16  # fragments per batched GPT decode; more rows mostly add padding on CPU

@@ -9,8 +9,8 @@ from typing import Any
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..platform.registry import VoiceRegistry
-from .settings import ApiKey, ServeSettings
+from voicefleet.platform.registry import VoiceRegistry
+from voicefleet.serve.settings import ApiKey, ServeSettings
 
 
 @dataclass

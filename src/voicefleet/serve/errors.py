@@ -27,9 +27,9 @@ def as_request_failed(e: BaseException) -> RequestFailed | None:
 
 def user_error(e: BaseException) -> RequestFailed | None:
     """Map the library's user errors to HTTP errors; None for anything else (a server fault)."""
-    from ..models.pipeline import SynthesisError
-    from ..models.text.frontend import TextFrontendError
-    from ..platform.registry import RegistryError, VoiceNotFound
+    from voicefleet.inference.pipeline import SynthesisError
+    from voicefleet.text.frontend import TextFrontendError
+    from voicefleet.platform.registry import RegistryError, VoiceNotFound
 
     if isinstance(e, VoiceNotFound):
         return RequestFailed(404, "not_found", e.client_message)  # no storage location for clients

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..models.pipeline import FIRST_CHUNK_HOLDBACK_TOKENS, SynthesisParams
-from ..platform.registry import VOICE_ID
-from .settings import MAX_TOKENS_CEILING, TEXT_CHARS_CEILING
+from voicefleet.inference.pipeline import FIRST_CHUNK_HOLDBACK_TOKENS, SynthesisParams
+from voicefleet.platform.registry import VOICE_ID
+from voicefleet.serve.settings import MAX_TOKENS_CEILING, TEXT_CHARS_CEILING
 
 VOICE_ID_PATTERN = VOICE_ID.pattern
 Lang = Literal["zh", "all_zh", "en", "auto"]

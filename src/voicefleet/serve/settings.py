@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ..models.pipeline import REFERENCE_MAX_S, REFERENCE_MIN_S
-from ..platform.registry import VOICE_ID
+from voicefleet.inference.pipeline import REFERENCE_MAX_S, REFERENCE_MIN_S
+from voicefleet.platform.registry import VOICE_ID
 
 # Hard ceilings the OpenAPI schema states; a deployment may set lower limits in its settings.
 TEXT_CHARS_CEILING = 10_000

@@ -27,14 +27,14 @@ import numpy as np
 import torch
 from ray import serve
 
-from ..models.audio_io import encode_audio
-from ..models.pipeline import Synthesizer, Voice
-from ..models.pretrained import find_pretrained
-from ..platform.registry import VoiceRegistry, check_voice_id
-from .batching import compat_key, synthesize_group, synthesize_one
-from .errors import RequestFailed, user_error
-from .schemas import SynthesisJob
-from .settings import ServeSettings
+from voicefleet.inference.audio_io import encode_audio
+from voicefleet.inference.pipeline import Synthesizer, Voice
+from voicefleet.models.pretrained import find_pretrained
+from voicefleet.platform.registry import VoiceRegistry, check_voice_id
+from voicefleet.serve.batching import compat_key, synthesize_group, synthesize_one
+from voicefleet.serve.errors import RequestFailed, user_error
+from voicefleet.serve.schemas import SynthesisJob
+from voicefleet.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
 

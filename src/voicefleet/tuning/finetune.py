@@ -17,12 +17,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..platform.training.batches import Example, bucketed_batches
-from ..platform.training.config import TrainConfig
-from ..platform.training.schedules import ScheduleConfig, StepSchedule
-from ..platform.training.stages import unwrap
-from ..platform.training.worker import build_stage
-from .objective import HeldOut, voice_reconstruction_loss
+from voicefleet.platform.training.batches import Example, bucketed_batches
+from voicefleet.platform.training.config import TrainConfig
+from voicefleet.platform.training.schedules import ScheduleConfig, StepSchedule
+from voicefleet.platform.training.stages import unwrap
+from voicefleet.platform.training.worker import build_stage
+from voicefleet.tuning.objective import HeldOut, voice_reconstruction_loss
 
 STAGES = ("sovits", "gpt")
 # A voice that says nothing for some held-out clip scores this instead of infinity, so that the

@@ -17,10 +17,10 @@ import librosa
 import numpy as np
 import torch
 
-from ..models.audio import linear_spectrogram, mel_spectrogram
-from ..models.gpt import GPT, GREEDY
-from ..models.sovits import SoVITS
-from ..platform.training.batches import Example
+from voicefleet.models.audio import linear_spectrogram, mel_spectrogram
+from voicefleet.models.gpt import GPT, GREEDY
+from voicefleet.models.sovits import SoVITS
+from voicefleet.platform.training.batches import Example
 
 
 def dtw_mel_l1(reference: np.ndarray, hypothesis: np.ndarray) -> float:

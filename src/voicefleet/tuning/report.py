@@ -51,7 +51,7 @@ def _trial_id(result) -> tuple[str, int]:
 
 def _first_line(error: BaseException) -> str:
     """`Type: message` of the trial's own exception (a failed Train run: its first failing worker's)."""
-    from ..platform.training.api import failure_reason
+    from voicefleet.platform.training.api import failure_reason
 
     while isinstance(getattr(error, "cause", None), BaseException):  # Ray's wrapper of the trial's error
         error = error.cause

@@ -30,15 +30,16 @@ from typing import Any
 import pyarrow.fs as pafs
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..models.pretrained import find_pretrained
-from ..platform.registry import check_voice_id
-from ..platform.training.api import resolve_storage
-from ..platform.training.config import RUN_NAME, TrainConfig
-from ..platform.training.schedules import ScheduleConfig
-from .finetune import STAGES, stage_configs
-from .report import TrialRow, trial_rows, write_report
-from .space import SearchSpace
-from .trial import PlacementGroupReaper, trial_run_name, voice_trial
+from voicefleet.models.pretrained import find_pretrained
+from voicefleet.platform.cluster import ensure_ray
+from voicefleet.platform.registry import check_voice_id
+from voicefleet.platform.training.api import resolve_storage
+from voicefleet.platform.training.config import RUN_NAME, TrainConfig
+from voicefleet.platform.training.schedules import ScheduleConfig
+from voicefleet.tuning.finetune import STAGES, stage_configs
+from voicefleet.tuning.report import TrialRow, trial_rows, write_report
+from voicefleet.tuning.space import SearchSpace
+from voicefleet.tuning.trial import PlacementGroupReaper, trial_run_name, voice_trial
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +168,6 @@ def _trainable(config: SweepConfig, storage: str, dataset: Path, paths) -> Any:
 def run_sweep(config: SweepConfig, dataset: str | Path, pretrained: str | Path, *, resume: bool = False,
               points_to_evaluate: list[dict[str, float]] | None = None) -> SweepResult:
     """Run (or resume) a sweep to the end, promote its best trial into the registry, write the report."""
-    import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -189,8 +189,7 @@ def run_sweep(config: SweepConfig, dataset: str | Path, pretrained: str | Path, 
     if not resume and exists:
         raise SweepError(f"sweep {config.sweep_id!r} already exists in {storage}/sweeps: resume it with "
                          f"--resume, or choose another --sweep-id")
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False)
+    ensure_ray(log_to_driver=True)
     trainable = _trainable(config, storage, dataset, paths)
     if resume:
         logger.info("resuming sweep %s from %s", config.sweep_id, sweep_uri)
@@ -226,8 +225,8 @@ def finish_sweep(config: SweepConfig, rows: list[TrialRow], dataset: Path, paths
     """Export and register the best trial, write the report and the sweep's result."""
     import ray.train
 
-    from ..platform.training.api import export_best
-    from ..platform.voices import register_trained_voice
+    from voicefleet.platform.training.api import export_best
+    from voicefleet.platform.voices import register_trained_voice
 
     out_dir.mkdir(parents=True, exist_ok=True)
     scored = [r for r in rows if r.best_objective is not None and r.best_checkpoint]

@@ -19,9 +19,9 @@ import torch
 from pydantic import ValidationError
 from ray.tune import Callback
 
-from ..platform.training.config import TrainConfig
-from ..platform.training.worker import STATE_FILE, rng_state, set_rng_state
-from .finetune import STAGES, VoiceFinetune, stage_configs
+from voicefleet.platform.training.config import TrainConfig
+from voicefleet.platform.training.worker import STATE_FILE, rng_state, set_rng_state
+from voicefleet.tuning.finetune import STAGES, VoiceFinetune, stage_configs
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def finetune_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from ..platform.training.data import load_examples
+    from voicefleet.platform.training.data import load_examples
 
     configs = {name: TrainConfig(**cfg) for name, cfg in loop_config["configs"].items()}
     rounds, per_round = int(loop_config["rounds"]), int(loop_config["steps_per_round"])

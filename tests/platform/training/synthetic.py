@@ -63,7 +63,7 @@ def write_voice_dataset(folder: Path, n_train: int = 8, n_val: int = 2) -> Path:
 
 def synthesize_registered(registry, voice_id: str, pretrained) -> np.ndarray:
     """A few phonemes spoken by a registered voice (its weights, reference and prompt) on CPU."""
-    from voicefleet.models.pipeline import SynthesisParams, Synthesizer
+    from voicefleet.inference.pipeline import SynthesisParams, Synthesizer
 
     record = registry.get(voice_id)
     files = registry.local_files(voice_id)

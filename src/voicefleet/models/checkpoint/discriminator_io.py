@@ -21,11 +21,11 @@ from typing import Mapping
 
 import torch
 
-from ..config import ConfigError, DiscriminatorConfig
-from ..discriminator import MultiPeriodDiscriminator
-from .errors import CheckpointError
-from .keymap import KeyMap, check_state_dict, shapes_of
-from .pickle_io import load_official_file, save_official_file
+from voicefleet.models.config import ConfigError, DiscriminatorConfig
+from voicefleet.models.discriminator import MultiPeriodDiscriminator
+from voicefleet.models.checkpoint.errors import CheckpointError
+from voicefleet.models.checkpoint.keymap import KeyMap, check_state_dict, shapes_of
+from voicefleet.models.checkpoint.pickle_io import load_official_file, save_official_file
 
 logger = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from typing import Any, Mapping
 
 import torch
 
-from ..config import ConfigError, GPTConfig
-from ..gpt import GPT
-from .errors import CheckpointError
-from .keymap import KeyMap, check_state_dict, shapes_of
-from .pickle_io import load_official_file, save_official_file, to_plain
+from voicefleet.models.config import ConfigError, GPTConfig
+from voicefleet.models.gpt import GPT
+from voicefleet.models.checkpoint.errors import CheckpointError
+from voicefleet.models.checkpoint.keymap import KeyMap, check_state_dict, shapes_of
+from voicefleet.models.checkpoint.pickle_io import load_official_file, save_official_file, to_plain
 
 logger = logging.getLogger(__name__)
 

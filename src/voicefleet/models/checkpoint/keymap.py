@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .errors import CheckpointError
+from voicefleet.models.checkpoint.errors import CheckpointError
 
 _WEIGHT_NORM_SUFFIXES = (
     (".weight_g", ".parametrizations.weight.original0"),

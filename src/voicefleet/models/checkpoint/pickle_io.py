@@ -13,17 +13,15 @@ pickled `utils.HParams` object (GPT-SoVITS's `GPT_SoVITS/utils.py`), so
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import torch
 
-from ..audio_io import FILE_MODE
-from .errors import CheckpointError
+from voicefleet.models.checkpoint.files import atomic_file
+from voicefleet.models.checkpoint.errors import CheckpointError
 
 OFFICIAL_HPARAMS_GLOBAL = "utils.HParams"
 
@@ -165,14 +163,6 @@ def save_official_file(obj: Any, path: str | Path, *, overwrite: bool = False) -
     path = Path(path)
     if path.exists() and not overwrite:
         raise CheckpointError(path, "already exists; refusing to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         torch.save(obj, tmp, pickle_module=_OfficialPickleModule, pickle_protocol=2)
-        os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

@@ -17,11 +17,11 @@ from typing import Any, Mapping
 
 import torch
 
-from ..config import ConfigError, SoVITSConfig
-from ..sovits import SoVITS
-from .errors import CheckpointError
-from .keymap import KeyMap, check_state_dict
-from .pickle_io import HParams, load_official_file, save_official_file, to_plain
+from voicefleet.models.config import ConfigError, SoVITSConfig
+from voicefleet.models.sovits import SoVITS
+from voicefleet.models.checkpoint.errors import CheckpointError
+from voicefleet.models.checkpoint.keymap import KeyMap, check_state_dict
+from voicefleet.models.checkpoint.pickle_io import HParams, load_official_file, save_official_file, to_plain
 
 logger = logging.getLogger(__name__)
 

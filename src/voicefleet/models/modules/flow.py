@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .wavenet import WaveNet
+from voicefleet.models.modules.wavenet import WaveNet
 
 
 class MeanOnlyCoupling(nn.Module):

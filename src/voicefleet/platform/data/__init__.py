@@ -9,10 +9,10 @@ stages), `pipeline` (`prepare_dataset`), `split`, `schema`, `manifest`, `officia
     result = prepare_dataset("voice.list", "pretrained_models", "datasets/voice", config=PrepareConfig())
 """
 
-from .config import PrepareConfig, StageResources
-from .listfile import ListFileError
-from .pipeline import PrepareResult, SpeakerSummary, prepare_dataset, read_dataset, read_rejects
-from .quality import RejectReason
+from voicefleet.platform.data.config import PrepareConfig, StageResources
+from voicefleet.platform.data.listfile import ListFileError
+from voicefleet.platform.data.pipeline import PrepareResult, SpeakerSummary, prepare_dataset, read_dataset, read_rejects
+from voicefleet.platform.data.quality import RejectReason
 
 __all__ = ["ListFileError", "PrepareConfig", "PrepareResult", "RejectReason", "SpeakerSummary", "StageResources",
            "prepare_dataset", "read_dataset", "read_rejects"]

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from . import quality
+from voicefleet.platform.data import quality
 
 _RUN_FIELDS = ("cpu_batch_size", "cpu_num_cpus", "cpu_concurrency", "audio_stage", "text_stage")
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import uris
+from voicefleet.platform.data import uris
 
 logger = logging.getLogger(__name__)
 

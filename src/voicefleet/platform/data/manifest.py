@@ -28,7 +28,7 @@ from typing import Iterable, Mapping
 
 from voicefleet import __version__
 
-from .schema import FORMAT_VERSION
+from voicefleet.platform.data.schema import FORMAT_VERSION
 
 logger = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ import numpy as np
 import soundfile
 import torch
 
-from .manifest import read_manifest
-from .schema import from_f16_blob
-from .uris import basename
+from voicefleet.platform.data.manifest import read_manifest
+from voicefleet.platform.data.schema import from_f16_blob
+from voicefleet.platform.data.uris import basename
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def check_export_destination(export_dir: str | Path) -> None:
 
 def export_official(dataset_dir: str | Path, export_dir: str | Path) -> Path:
     """Write the official experiment layout for the dataset in `dataset_dir` to `export_dir`."""
-    from .pipeline import read_dataset
+    from voicefleet.platform.data.pipeline import read_dataset
 
     dataset_dir, export_dir = Path(dataset_dir), Path(export_dir).absolute()
     manifest = read_manifest(dataset_dir)

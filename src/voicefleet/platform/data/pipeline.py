@@ -43,14 +43,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from voicefleet.models.pretrained import PretrainedPaths, find_pretrained
+from voicefleet.platform.cluster import ensure_ray
 
-from . import manifest as mf
-from . import uris
-from .config import PrepareConfig
-from .listfile import ListEntry, read_list_file
-from .quality import RejectReason
-from .schema import REJECTS_SCHEMA, dataset_schema
-from .split import VAL, assign_splits
+from voicefleet.platform.data import manifest as mf
+from voicefleet.platform.data import uris
+from voicefleet.platform.data.config import PrepareConfig
+from voicefleet.platform.data.listfile import ListEntry, read_list_file
+from voicefleet.platform.data.quality import RejectReason
+from voicefleet.platform.data.schema import REJECTS_SCHEMA, dataset_schema
+from voicefleet.platform.data.split import VAL, assign_splits
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
     _check_destination(out_dir, listing.location, listing.entries, "output folder")
     export_dir = Path(export_official).absolute() if export_official is not None else None
     if export_dir is not None:
-        from .official_export import check_export_destination
+        from voicefleet.platform.data.official_export import check_export_destination
 
         _check_destination(export_dir, listing.location, listing.entries, "export folder", need_manifest=False)
         check_export_destination(export_dir)  # before any work, not after the dataset is written
@@ -320,14 +321,6 @@ def _quiet_ray_data() -> Iterator[None]:
         ctx.enable_progress_bars, ctx.enable_auto_log_stats = saved
 
 
-def ensure_ray() -> None:
-    """Connect to Ray (RAY_ADDRESS or a local instance) unless this process already is."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-
-
 def _check_resources(config: PrepareConfig) -> None:
     import ray
 
@@ -351,7 +344,7 @@ def _run_pipeline(rows: list[dict], config: PrepareConfig, paths: PretrainedPath
     import ray
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-    from .stages import AudioFeatureStage, TextStage, decode_and_check, finalize, input_table
+    from voicefleet.platform.data.stages import AudioFeatureStage, TextStage, decode_and_check, finalize, input_table
 
     ensure_ray()
     _check_resources(config)
@@ -476,6 +469,6 @@ def _build_manifest(*, listing, fingerprint: str, processing: str, config: Prepa
 
 
 def _export(out_dir: Path, export_dir: Path) -> None:
-    from .official_export import export_official
+    from voicefleet.platform.data.official_export import export_official
 
     export_official(out_dir, export_dir)

@@ -262,7 +262,7 @@ class EntropyCalibration:
 def calibrate_spectral_entropy(n_clips: int = 200, snrs_db: tuple[float, ...] = (0.0, 5.0, 10.0, 20.0), *,
                                seed: int = 0) -> EntropyCalibration:
     """Score generated clean voice-like clips and the same clips with white noise (see module docstring)."""
-    from .synthetic import add_white_noise, voice_like
+    from voicefleet.platform.data.synthetic import add_white_noise, voice_like
 
     rng = np.random.default_rng(seed)
     clean, floor, noisy = [], [], {float(s): [] for s in snrs_db}

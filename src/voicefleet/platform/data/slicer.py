@@ -39,7 +39,7 @@ import soxr
 from voicefleet.models.audio import load_audio
 from voicefleet.models.config import SAMPLE_RATE, SSL_SAMPLE_RATE
 
-from .listfile import format_list_line, normalize_language
+from voicefleet.platform.data.listfile import format_list_line, normalize_language
 
 logger = logging.getLogger(__name__)
 

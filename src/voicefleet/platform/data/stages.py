@@ -34,10 +34,10 @@ import soundfile
 from voicefleet.models.audio import load_audio
 from voicefleet.models.config import SAMPLE_RATE
 
-from . import quality, uris
-from .quality import RejectReason
-from .schema import list_column, list_values, to_f16_blob
-from .transcripts import BertPiece, transcribe
+from voicefleet.platform.data import quality, uris
+from voicefleet.platform.data.quality import RejectReason
+from voicefleet.platform.data.schema import list_column, list_values, to_f16_blob
+from voicefleet.platform.data.transcripts import BertPiece, transcribe
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def _decoder_message(error: Exception) -> str:
 
 def decode_and_check(batch: pa.Table, *, settings: dict) -> pa.Table:
     """Stage 1 (CPU): decode to 32 kHz, check, normalise; see the module docstring."""
-    from .config import PrepareConfig
+    from voicefleet.platform.data.config import PrepareConfig
 
     config = PrepareConfig.model_validate(settings)
     thresholds = config.thresholds()
@@ -240,7 +240,7 @@ class TextStage:
         return out
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from voicefleet.models.text.frontend import TextFrontendError
+        from voicefleet.text.frontend import TextFrontendError
 
         columns = read_batch(batch)
         for i in range(batch.num_rows):

@@ -5,7 +5,7 @@ Official data preparation (``1-get-text.py``) runs ``clean_text(text.replace("%"
 cleaner silently drops Latin letters, so an English word inside a Chinese transcript loses its
 phones while its sound stays in the audio. voicefleet reads "zh" the way the official UI's
 "zh" mode (中英混合) does at inference instead: when a Chinese transcript contains Latin letters it is
-cut into Chinese and English pieces (`voicefleet.models.text.langsplit.pieces_for_mode`), each
+cut into Chinese and English pieces (`voicefleet.text.langsplit.pieces_for_mode`), each
 cleaned in its own language, and the results joined. A transcript without Latin letters gives
 exactly the official result.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from voicefleet.models.text.frontend import TextFrontendError, clean_text
+from voicefleet.text.frontend import TextFrontendError, clean_text
 
 _LATIN = re.compile(r"[A-Za-z]")
 
@@ -73,7 +73,7 @@ def transcribe(text: str, lang: str) -> Transcript:
 
 
 def _mixed_chinese(text: str) -> Transcript:
-    from voicefleet.models.text.langsplit import pieces_for_mode
+    from voicefleet.text.langsplit import pieces_for_mode
 
     norm_text, phones, ids, word2ph, bert = "", [], [], [], []
     for piece in pieces_for_mode(text, "zh"):

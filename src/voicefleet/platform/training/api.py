@@ -26,9 +26,10 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from ...models.pretrained import find_pretrained
-from .config import TrainConfig
-from .worker import PID_DIR_ENV, STATE_FILE, train_loop_per_worker
+from voicefleet.models.pretrained import find_pretrained
+from voicefleet.platform.cluster import ensure_ray
+from voicefleet.platform.training.config import TrainConfig
+from voicefleet.platform.training.worker import PID_DIR_ENV, STATE_FILE, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def _check_stage_builds(config: TrainConfig, pretrained: dict[str, str]) -> None
     """
     import torch
 
-    from .worker import build_stage
+    from voicefleet.platform.training.worker import build_stage
 
     build_stage(config.model_copy(update={"precision": "fp32"}), pretrained, torch.device("cpu"),
                 lambda model, **_: model)
@@ -164,8 +165,7 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
     # absolute paths (find_pretrained resolves them): workers run in another working directory
     files = {"gpt": str(paths.gpt), "sovits_g": str(paths.sovits_g), "sovits_d": str(paths.sovits_d)}
     _check_stage_builds(config, files)
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, log_to_driver=True)
+    ensure_ray(log_to_driver=True)
     if config.use_gpu:
         waiting = check_gpus(config.num_workers, ray.cluster_resources().get("GPU", 0),
                              can_autoscale=not _cluster_is_fixed())
@@ -231,9 +231,9 @@ def _load_state(checkpoint) -> dict[str, Any]:
 
 def export_best(config: TrainConfig, checkpoint, paths, out_dir: Path) -> Path:
     """The best checkpoint's weights in the official export format."""
-    from ...models.checkpoint.gpt_io import load_gpt, save_gpt
-    from ...models.checkpoint.sovits_io import load_sovits, save_sovits_export
-    from ...models.pretrained import official_s1_config
+    from voicefleet.models.checkpoint.gpt_io import load_gpt, save_gpt
+    from voicefleet.models.checkpoint.sovits_io import load_sovits, save_sovits_export
+    from voicefleet.models.pretrained import official_s1_config
 
     state = _load_state(checkpoint)
     epoch, step = state["epoch"], state["step"]

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...models.audio import linear_spectrogram
-from ...models.config import BERT_DIM
+from voicefleet.models.audio import linear_spectrogram
+from voicefleet.models.config import BERT_DIM
 
 SEMANTIC_PAD = 1024  # the official pad value of semantic sequences (= EOS)
 

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .monitor import MonitorConfig
-from .schedules import ScheduleConfig
+from voicefleet.platform.training.monitor import MonitorConfig
+from voicefleet.platform.training.schedules import ScheduleConfig
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..data.schema import clip_arrays
-from .batches import Example
+from voicefleet.platform.data.schema import clip_arrays
+from voicefleet.platform.training.batches import Example
 
 DATA_DIR = "data"  # the prepared dataset's folder of kept clips
 COLUMNS = ["clip_id", "split", "audio_32k", "hubert_shape", "hubert", "semantic", "phone_ids", "bert_shape", "bert"]

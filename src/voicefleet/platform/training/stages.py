@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...models import losses
-from ...models.audio import mel_spectrogram, spec_to_mel
-from ...models.modules.masks import slice_segments
-from .batches import GPTBatch, SoVITSBatch
+from voicefleet.models import losses
+from voicefleet.models.audio import mel_spectrogram, spec_to_mel
+from voicefleet.models.modules.masks import slice_segments
+from voicefleet.platform.training.batches import GPTBatch, SoVITSBatch
 
 logger = logging.getLogger(__name__)
 

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batches import bucketed_batches, collate_gpt, collate_sovits
-from .config import TrainConfig
-from .monitor import ConvergenceMonitor
-from .schedules import StepSchedule
-from .stages import GPTStage, OptimConfig, SoVITSStage, unwrap
+from voicefleet.platform.training.batches import bucketed_batches, collate_gpt, collate_sovits
+from voicefleet.platform.training.config import TrainConfig
+from voicefleet.platform.training.monitor import ConvergenceMonitor
+from voicefleet.platform.training.schedules import StepSchedule
+from voicefleet.platform.training.stages import GPTStage, OptimConfig, SoVITSStage, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +48,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def build_stage(cfg: TrainConfig, pretrained: dict[str, str], device: torch.device, prepare_model):
     """Models from the pretrained files, wrapped for DDP by `prepare_model`, and their stage."""
-    from ...models.checkpoint.discriminator_io import load_discriminator
-    from ...models.checkpoint.gpt_io import load_gpt
-    from ...models.checkpoint.sovits_io import load_sovits
+    from voicefleet.models.checkpoint.discriminator_io import load_discriminator
+    from voicefleet.models.checkpoint.gpt_io import load_gpt
+    from voicefleet.models.checkpoint.sovits_io import load_sovits
 
     precision = cfg.resolved_precision(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
     optim = OptimConfig(lr=cfg.lr, grad_clip=cfg.grad_clip, accumulate=cfg.accumulate, precision=precision)
@@ -72,7 +72,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from .data import load_examples
+    from voicefleet.platform.training.data import load_examples
 
     cfg = TrainConfig(**loop_config["train"])
     ctx = ray.train.get_context()

@@ -10,12 +10,12 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...models.config import SAMPLE_RATE
-from ...platform.registry import RegistryError, VoiceNotFound, VoiceRegistry
-from ..dependencies import Caller, ServeSettings, Services, api_error, get_caller, get_services
-from ..errors import as_request_failed
-from ..schemas import MEDIA_TYPES, SEED_MAX, ErrorResponse, SpeechRequest, SynthesisJob, TTSRequest
-from ..synthesizer import voice_key
+from voicefleet.models.config import SAMPLE_RATE
+from voicefleet.platform.registry import RegistryError, VoiceNotFound, VoiceRegistry
+from voicefleet.serve.dependencies import Caller, ServeSettings, Services, api_error, get_caller, get_services
+from voicefleet.serve.errors import as_request_failed
+from voicefleet.serve.schemas import MEDIA_TYPES, SEED_MAX, ErrorResponse, SpeechRequest, SynthesisJob, TTSRequest
+from voicefleet.serve.synthesizer import voice_key
 
 router = APIRouter(prefix="/v1", tags=["speech"])
 
@@ -117,10 +117,10 @@ async def speech(req: SpeechRequest, services: Services = Depends(get_services),
                         f"opus (mp3 and aac encoders are not installed on this server)")
     if req.stream_format == "sse":
         raise api_error(400, "invalid_request_error", "stream_format 'sse' is not supported; use 'audio'")
-    from ..schemas import SamplingFields
+    from voicefleet.serve.schemas import SamplingFields
 
     try:
-        from ...platform.registry import check_voice_id
+        from voicefleet.platform.registry import check_voice_id
 
         check_voice_id(req.voice)
     except RegistryError as e:

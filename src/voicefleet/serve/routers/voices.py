@@ -12,10 +12,10 @@ import soundfile as sf
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from ...models.pretrained import find_pretrained
-from ...platform.registry import RegistryError, VoiceExists, VoiceNotFound, VoiceRecord
-from ..dependencies import Caller, Services, api_error, get_caller, get_services
-from ..schemas import VOICE_ID_PATTERN, ErrorResponse, VoiceInfo, VoiceList
+from voicefleet.models.pretrained import find_pretrained
+from voicefleet.platform.registry import RegistryError, VoiceExists, VoiceNotFound, VoiceRecord
+from voicefleet.serve.dependencies import Caller, Services, api_error, get_caller, get_services
+from voicefleet.serve.schemas import VOICE_ID_PATTERN, ErrorResponse, VoiceInfo, VoiceList
 
 router = APIRouter(prefix="/v1/voices", tags=["voices"])
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422)}

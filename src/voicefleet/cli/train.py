@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cli_support import user_facing
+from voicefleet.cli.common import user_facing
 
 train_app = typer.Typer(no_args_is_help=True, help="Fine-tune a voice on Ray Train (SoVITS and GPT stages).")
 
@@ -21,20 +21,18 @@ def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: st
          placement: str, batch_size: int, epochs: int, max_steps: Optional[int], lr: float, gpt_lr_ratio: float,
          schedule: str, warmup: float, precision: str, eval_every: int, checkpoint_every: int,
          max_failures: int, voice: Optional[str], address: Optional[str]) -> None:
-    import ray
-
-    from .training.api import train_stage
-    from .training.config import TrainConfig
-    from .training.schedules import ScheduleConfig
-    from .voices import register_trained_voice
+    from voicefleet.platform.cluster import ensure_ray
+    from voicefleet.platform.training.api import train_stage
+    from voicefleet.platform.training.config import TrainConfig
+    from voicefleet.platform.training.schedules import ScheduleConfig
+    from voicefleet.platform.voices import register_trained_voice
 
     config = TrainConfig(
         stage=stage, run_name=run_name, storage_path=storage, num_workers=workers, use_gpu=gpu,
         placement_strategy=placement, batch_size=batch_size, epochs=epochs, max_steps=max_steps, sovits_lr=lr,
         gpt_lr_ratio=gpt_lr_ratio, schedule=ScheduleConfig(kind=schedule, warmup_fraction=warmup), precision=precision,
         eval_every=eval_every, checkpoint_every=checkpoint_every, max_failures=max_failures)
-    if address:
-        ray.init(address=address)
+    ensure_ray(address)
     result = train_stage(config, dataset, pretrained)
     out = Console()
     table = Table(title=f"run {result.run_name} ({stage})", show_header=False)

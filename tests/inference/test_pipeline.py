@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voicefleet.models.pipeline import SynthesisError, SynthesisParams, Synthesizer
-from voicefleet.models.text.frontend import TextFrontendError
+from voicefleet.inference.pipeline import SynthesisError, SynthesisParams, Synthesizer
+from voicefleet.text.frontend import TextFrontendError
 
 ZH_TEXT = "今天天气很好，我们一起去公园散步吧！明天可能会下雨，记得带伞。"
 FAST = dict(max_tokens=20, seed=11)
@@ -111,7 +111,7 @@ def test_fast_precision_voice_synthesises(tiny_pretrained, reference_wav):
 def test_early_first_chunk_comes_before_the_fragment_is_decoded(synth, voice, monkeypatch):
     """first_chunk_tokens: the first chunk is the audio of the first tokens, sent while the GPT is
     still decoding; everything after it is exactly the whole-request audio for that seed."""
-    from voicefleet.models.pipeline import FIRST_CHUNK_FADE_S, FIRST_CHUNK_HOLDBACK_TOKENS
+    from voicefleet.inference.pipeline import FIRST_CHUNK_FADE_S, FIRST_CHUNK_HOLDBACK_TOKENS
 
     text = "第一句话很短。第二句话也不长。"
     k = 8  # below the 11 steps in which EOS cannot be drawn: the GPT always gets this far

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from ..cli_support import user_facing
+from voicefleet.cli.common import user_facing
 
 
 @user_facing
@@ -26,9 +26,9 @@ def serve_cmd(
         num_gpus: float = typer.Option(0.0, min=0, help="GPUs (fractional) per synthesis replica."),
 ) -> None:
     """Serve every registered voice behind one endpoint (POST /v1/tts, /v1/audio/speech, /v1/voices)."""
-    from ..models.pretrained import find_pretrained
-    from .app import start
-    from .settings import ServeSettings
+    from voicefleet.models.pretrained import find_pretrained
+    from voicefleet.serve.app import start
+    from voicefleet.serve.settings import ServeSettings
 
     settings = ServeSettings(storage=storage, pretrained=pretrained, precision=precision,
                              max_voices_per_replica=max_voices, max_replicas=replicas, num_cpus=num_cpus,

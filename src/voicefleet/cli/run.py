@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cli_support import user_facing
+from voicefleet.cli.common import user_facing
 
 
 @user_facing
@@ -46,7 +46,7 @@ def run_cmd(
     """Prepare, sweep (or train), register and serve a voice: one minute of speech to a live endpoint."""
     import time
 
-    from .end_to_end import EndToEndConfig, run_end_to_end
+    from voicefleet.recipes.end_to_end import EndToEndConfig, run_end_to_end
 
     out = Console()
     config = EndToEndConfig(

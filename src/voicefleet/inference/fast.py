@@ -37,11 +37,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .features import BertFeatures
-from .gpt import _CACHE_BLOCK, GPT, LayerKVCache
-from .modules.hifigan import LRELU_SLOPE, HiFiGANGenerator
-from .native import FP16_MAX, NativeLayer, NativeLinear, gpt_step_kernel, int8_rows_kernel
-from .sovits import SoVITS
+from voicefleet.models.features import BertFeatures
+from voicefleet.models.gpt import _CACHE_BLOCK, GPT, LayerKVCache
+from voicefleet.models.modules.hifigan import LRELU_SLOPE, HiFiGANGenerator
+from voicefleet.inference.native import FP16_MAX, NativeLayer, NativeLinear, gpt_step_kernel, int8_rows_kernel
+from voicefleet.models.sovits import SoVITS
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class Int8Bf16Linear(nn.Module):
     """A frozen linear layer for inference: int8 weights for few rows, bf16 weights for many.
 
     Output is float32. Per-channel symmetric quantisation: w ~ scale[o] * q[o, i], q in [-127, 127].
-    Few rows go through the native kernel (`voicefleet.models.native`: fp32 rows, fp32 scales,
+    Few rows go through the native kernel (`voicefleet.inference.native`: fp32 rows, fp32 scales,
     weights read at memory speed) when it is available, else through PyTorch's weight-only int8
     kernel (bf16 rows and scales); many rows through a bf16 product
     (with the weight prepacked where this build allows, `pack_bf16_weight`).
@@ -219,7 +219,7 @@ class StackedKVCache:
 class Int8DecodingStep:
     """The one-token decoding step of a quantised GPT with as few operations as possible.
 
-    With the native library (`voicefleet.models.native`) the whole step, every layer, is one
+    With the native library (`voicefleet.inference.native`) the whole step, every layer, is one
     native call over the same int8 weights and fp32 activations, with the stacked cache in fp16
     (attention over a long cache is bound by reading it; scores and sums stay fp32). Without it, the step is eager PyTorch with the fewest tensor operations it can issue: at one query per
     row a step is bound by reading the int8 weights and by the fixed cost of each operation, so it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voicefleet.models.text.splitting import (
+from voicefleet.text.splitting import (
     METHODS,
     collapse_repeated_punctuation,
     length_buckets,

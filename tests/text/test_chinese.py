@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from voicefleet.models.symbols import phoneme_ids
-from voicefleet.models.text import chinese, zh_normalize, zh_tables
+from voicefleet.text import chinese, zh_normalize, zh_tables
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -137,7 +137,7 @@ def test_cardinal_skipped_places_read_zero():
 
 def test_import_does_not_load_dictionaries():
     """jieba, pypinyin and the misaki tables load on first use, not at import."""
-    code = ("import sys, voicefleet.models.text.chinese; "
+    code = ("import sys, voicefleet.text.chinese; "
             "print(sorted(m for m in ('jieba', 'jieba_fast', 'pypinyin', 'misaki') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

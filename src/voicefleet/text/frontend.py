@@ -7,7 +7,7 @@ Two entry points, both reproducing GPT-SoVITS v2:
   (the official ``1-get-text`` step). Chinese Latin letters are simply dropped on this path.
 * `phones_and_bert_segments(text, mode)` is the language handling of the official
   ``TextPreprocessor.get_phones_and_bert`` (inference): the text is cut into Chinese and English
-  pieces (`voicefleet.models.text.langsplit`), each piece is cleaned by its own language, and if
+  pieces (`voicefleet.text.langsplit`), each piece is cleaned by its own language, and if
   the whole result has fewer than 6 phones the official retry runs once more with "." in front
   of the text. BERT features are not computed here: the caller computes them for the Chinese
   segments from ``norm_text`` and ``word2ph`` (zeros for English), as the official code does.
@@ -80,18 +80,18 @@ def _check_text(text: str) -> None:
 def _cleaner(language: str):
     """The module that cleans one language: ``clean(text) -> (norm_text, phones, word2ph)``."""
     if language == "en":
-        from . import english
+        from voicefleet.text import english
 
         return english
     try:
-        from . import chinese
+        from voicefleet.text import chinese
     except ImportError as exc:  # the Chinese front end is a separate module
         raise TextFrontendError(f"the Chinese front end is not available: {exc}") from exc
     return chinese
 
 
 def _to_cleaned(norm_text: str, phones: Sequence[str], word2ph) -> CleanedText:
-    from ..symbols import phoneme_ids, symbol_to_id
+    from voicefleet.models.symbols import phoneme_ids, symbol_to_id
 
     table = symbol_to_id()
     # Official clean_text maps anything outside the v2 table to UNK, whatever the language.
@@ -114,7 +114,7 @@ def clean_text(text: str, language: str) -> CleanedText:
 
 
 def _segments_once(text: str, mode: str) -> list[Segment]:
-    from .langsplit import pieces_for_mode
+    from voicefleet.text.langsplit import pieces_for_mode
 
     pieces = pieces_for_mode(text, mode)
     for piece in pieces:

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from voicefleet.models.symbols import phoneme_ids
-from voicefleet.models.text import english
-from voicefleet.models.text.frontend import TextFrontendError
+from voicefleet.text import english
+from voicefleet.text.frontend import TextFrontendError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED = REPO_ROOT.parent / "shared"
@@ -194,7 +194,7 @@ def test_missing_nltk_data_gives_one_line_error(tmp_path):
     script = (
         "import os, sys, nltk\n"
         "nltk.data.path[:] = [os.environ['NLTK_DATA']]\n"  # hide the machine's own nltk_data folders
-        "from voicefleet.models.text import english\n"
+        "from voicefleet.text import english\n"
         "try:\n"
         "    english.clean('Hello there, world.')\n"
         "except english.TextFrontendError as exc:\n"

@@ -18,7 +18,7 @@ import torch
 
 from voicefleet.inference.audio_io import encode_audio
 from voicefleet.inference.pipeline import Synthesizer, TextUnit, Voice
-from voicefleet.serve.errors import RequestFailed, user_error
+from voicefleet.serve.errors import RequestFailed, client_error
 from voicefleet.serve.schemas import SynthesisJob
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def compat_key(job: SynthesisJob) -> tuple:
 
 
 def _fail(e: BaseException) -> RequestFailed:
-    mapped = user_error(e)
+    mapped = client_error(e)
     if mapped is None:
         raise e
     return mapped

@@ -1,4 +1,4 @@
-"""Shared FastAPI dependencies: settings, registry, synthesis handle, API-key checks, errors."""
+"""Shared FastAPI dependencies: settings, registry, synthesis handle, API-key checks."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from voicefleet.platform.registry import VoiceRegistry
+from voicefleet.serve.errors import Forbidden, Unauthenticated
 from voicefleet.serve.settings import ApiKey, ServeSettings
 
 
@@ -20,10 +21,6 @@ class Services:
     settings: ServeSettings
     registry: VoiceRegistry
     synthesizer: Any  # ray.serve.handle.DeploymentHandle to VoiceSynthesizer
-
-
-def api_error(status: int, type: str, message: str) -> HTTPException:
-    return HTTPException(status_code=status, detail={"message": message, "type": type})
 
 
 def get_services(request: Request) -> Services:
@@ -56,11 +53,11 @@ class Caller:
 
     def require_voice(self, voice_id: str) -> None:
         if not self.allows(voice_id):
-            raise api_error(403, "permission_error", f"this API key may not use voice {voice_id!r}")
+            raise Forbidden(f"this API key may not use voice {voice_id!r}")
 
     def require_admin(self) -> None:
         if not self.admin:
-            raise api_error(403, "permission_error", "managing voices needs an API key allowed all voices ('*')")
+            raise Forbidden("managing voices needs an API key allowed all voices ('*')")
 
 
 def get_caller(credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
@@ -68,9 +65,9 @@ def get_caller(credentials: HTTPAuthorizationCredentials | None = Depends(_beare
     if not settings.api_keys:
         return Caller(None)
     if credentials is None:
-        raise api_error(401, "authentication_error", "missing API key: send 'Authorization: Bearer <key>'")
+        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'")
     token = credentials.credentials.encode()
     for key in settings.api_keys:  # compare with every key in constant time
         if hmac.compare_digest(token, key.key.get_secret_value().encode()):
             return Caller(key)
-    raise api_error(401, "authentication_error", "invalid API key")
+    raise Unauthenticated("invalid API key")

@@ -98,6 +98,8 @@ class VoiceList(BaseModel):
 class ErrorBody(BaseModel):
     message: str = Field(..., description="What went wrong and what to change.")
     type: str = Field(..., description="Error class: invalid_request_error, not_found, authentication_error, ...")
+    details: list[dict] | None = Field(None, description="Validation errors (422) only: one "
+                                                         "{\"loc\": [...], \"msg\": ...} per bad field.")
 
 
 class ErrorResponse(BaseModel):

@@ -32,7 +32,7 @@ from voicefleet.inference.pipeline import Synthesizer, Voice
 from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.registry import VoiceRegistry, check_voice_id
 from voicefleet.serve.batching import compat_key, synthesize_group, synthesize_one
-from voicefleet.serve.errors import RequestFailed, user_error
+from voicefleet.serve.errors import RequestFailed, client_error
 from voicefleet.serve.schemas import SynthesisJob
 from voicefleet.serve.settings import ServeSettings
 
@@ -173,7 +173,7 @@ class VoiceSynthesizer:
             voice = self.synth.load_voice(key, files["gpt"], files["sovits"], files["reference"],
                                           record.prompt_text, record.prompt_lang)
         except Exception as e:  # noqa: BLE001 - user errors become 4xx, the rest propagate
-            mapped = user_error(e)
+            mapped = client_error(e)
             if mapped is None:
                 raise
             raise mapped from None
@@ -259,7 +259,7 @@ class VoiceSynthesizer:
             try:
                 return self.synth.stream(voice, job.text, job.lang, job.params)
             except Exception as e:  # noqa: BLE001
-                mapped = user_error(e)
+                mapped = client_error(e)
                 if mapped is None:
                     raise
                 raise mapped from None

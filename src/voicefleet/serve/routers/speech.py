@@ -11,17 +11,19 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from voicefleet.models.config import SAMPLE_RATE
-from voicefleet.platform.registry import RegistryError, VoiceNotFound, VoiceRegistry
-from voicefleet.serve.dependencies import Caller, ServeSettings, Services, api_error, get_caller, get_services
-from voicefleet.serve.errors import as_request_failed
-from voicefleet.serve.schemas import MEDIA_TYPES, SEED_MAX, ErrorResponse, SpeechRequest, SynthesisJob, TTSRequest
+from voicefleet.platform.registry import VoiceRegistry, check_voice_id
+from voicefleet.serve.dependencies import Caller, ServeSettings, Services, get_caller, get_services
+from voicefleet.serve.errors import BadRequest, InvalidInput, TooLarge, Unavailable, openapi_errors
+from voicefleet.serve.schemas import MEDIA_TYPES, SEED_MAX, SamplingFields, SpeechRequest, SynthesisJob, TTSRequest
 from voicefleet.serve.synthesizer import voice_key
 
 router = APIRouter(prefix="/v1", tags=["speech"])
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 422)}
+ERRORS = openapi_errors(400, 401, 403, 404, 413, 422, 503)
 AUDIO = {200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "Audio bytes."}}
-# OpenAI names -> ours; mp3/aac need encoders libsndfile lacks here, so they are refused with 400.
+STREAMABLE = ("wav", "pcm")
+# OpenAI names -> ours; mp3/aac need encoders libsndfile lacks here, so they are refused with 400
+# (OpenAI answers 400 to a value it does not offer, and its clients raise BadRequestError).
 OPENAI_FORMATS = {"wav": "wav", "flac": "flac", "pcm": "pcm", "opus": "ogg", "ogg": "ogg"}
 
 
@@ -36,55 +38,38 @@ def wav_stream_header(sample_rate: int = SAMPLE_RATE) -> bytes:
             b"data" + struct.pack("<I", unknown))
 
 
-def _check_voice(registry: VoiceRegistry, voice_id: str, caller: Caller) -> str:
-    try:
-        record = registry.get(voice_id)
-    except VoiceNotFound as e:
-        raise api_error(404, "not_found", e.client_message) from None  # no storage location for clients
-    except RegistryError as e:
-        raise api_error(422, "invalid_request_error", e.client_message) from None
-    caller.require_voice(voice_id)
-    return voice_key(voice_id, record.version)
-
-
-def _raise_mapped(e: BaseException):
-    failed = as_request_failed(e)
-    if failed is None:
-        raise e
-    raise api_error(failed.status, failed.type, failed.message) from None
+def _voice_key(registry: VoiceRegistry, voice_id: str) -> str:
+    """The multiplexed id of the voice's current version (VoiceNotFound -> 404 by the error table)."""
+    return voice_key(voice_id, registry.get(voice_id).version)
 
 
 async def synthesize(services: Services, caller: Caller, voice_id: str, text: str, lang: str, fmt: str,
                      fields, stream: bool) -> Response:
     settings: ServeSettings = services.settings
+    if stream and fmt not in STREAMABLE:
+        raise BadRequest(f"streaming sends wav (open-ended header) or pcm; {fmt!r} cannot be streamed -- "
+                         f"use stream=false for {fmt}")
     if len(text) > settings.max_text_chars:
-        raise api_error(413, "invalid_request_error",
-                        f"text is {len(text)} characters; this server accepts at most {settings.max_text_chars}")
+        raise TooLarge(f"text is {len(text)} characters; this server accepts at most {settings.max_text_chars}")
     if not text.strip():
-        raise api_error(422, "invalid_request_error", "text is empty")
+        raise InvalidInput("text is blank: give some text to speak")
     caller.require_voice(voice_id)  # before the registry, so a key cannot probe for voice names
-    key = await run_in_threadpool(_check_voice, services.registry, voice_id, caller)
+    key = await run_in_threadpool(_voice_key, services.registry, voice_id)
+    if services.synthesizer is None:
+        raise Unavailable("no synthesis deployment is attached to this app")
     seed = fields.seed if fields.seed is not None else secrets.randbelow(SEED_MAX)
     job = SynthesisJob(text=text, lang=lang, fmt=fmt, params=SynthesisJob.params_from(fields, seed, stream))
     headers = {"X-Seed": str(seed), "X-Sample-Rate": str(SAMPLE_RATE)}
     handle = services.synthesizer.options(multiplexed_model_id=key)
+    # a replica's RequestFailed (wrapped by Ray) reaches the app's error handlers as raised
     if not stream:
-        try:
-            audio = await handle.synthesize.remote(job)
-        except Exception as e:  # noqa: BLE001 - mapped to 4xx or re-raised
-            _raise_mapped(e)
+        audio = await handle.synthesize.remote(job)
         return Response(audio, media_type=MEDIA_TYPES[fmt], headers=headers)
-    if fmt not in ("wav", "pcm"):
-        raise api_error(400, "invalid_request_error",
-                        f"streaming sends wav (open-ended header) or pcm; {fmt!r} cannot be streamed -- "
-                        f"use stream=false for {fmt}")
     chunks = handle.options(stream=True).stream.remote(job)
     try:
         first = await chunks.__anext__()  # errors surface here, before the 200 status is sent
     except StopAsyncIteration:
         first = b""
-    except Exception as e:  # noqa: BLE001
-        _raise_mapped(e)
 
     async def body() -> AsyncIterator[bytes]:
         yield (wav_stream_header() if fmt == "wav" else b"") + first
@@ -112,18 +97,10 @@ async def speech(req: SpeechRequest, services: Services = Depends(get_services),
     OpenAI's 24 kHz), opus/ogg (Ogg Vorbis); mp3 and aac are refused with 400."""
     fmt = OPENAI_FORMATS.get(req.response_format.lower())
     if fmt is None:
-        raise api_error(400, "invalid_request_error",
-                        f"response_format {req.response_format!r} is not available; use one of wav, flac, pcm, "
-                        f"opus (mp3 and aac encoders are not installed on this server)")
+        raise BadRequest(f"response_format {req.response_format!r} is not available; use one of wav, flac, pcm, "
+                         f"opus (mp3 and aac encoders are not installed on this server)")
     if req.stream_format == "sse":
-        raise api_error(400, "invalid_request_error", "stream_format 'sse' is not supported; use 'audio'")
-    from voicefleet.serve.schemas import SamplingFields
-
-    try:
-        from voicefleet.platform.registry import check_voice_id
-
-        check_voice_id(req.voice)
-    except RegistryError as e:
-        raise api_error(422, "invalid_request_error", str(e)) from None
+        raise BadRequest("stream_format 'sse' is not supported; use 'audio'")
+    check_voice_id(req.voice)  # OpenAI's schema has no pattern for it; RegistryError -> 422
     fields = SamplingFields(speed=req.speed)
     return await synthesize(services, caller, req.voice, req.input, "zh", fmt, fields, stream=False)

@@ -13,12 +13,15 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from voicefleet.models.pretrained import find_pretrained
-from voicefleet.platform.registry import RegistryError, VoiceExists, VoiceNotFound, VoiceRecord
-from voicefleet.serve.dependencies import Caller, Services, api_error, get_caller, get_services
-from voicefleet.serve.schemas import VOICE_ID_PATTERN, ErrorResponse, VoiceInfo, VoiceList
+from voicefleet.platform.registry import VoiceRecord
+from voicefleet.serve.dependencies import Caller, Services, get_caller, get_services
+from voicefleet.serve.errors import InvalidInput, TooLarge, openapi_errors
+from voicefleet.serve.schemas import VOICE_ID_PATTERN, VoiceInfo, VoiceList
 
+# Registry errors (VoiceExists -> 409, VoiceNotFound -> 404, an invalid id -> 422) propagate to
+# the app's handlers, which answer them from the table in serve/errors.py.
 router = APIRouter(prefix="/v1/voices", tags=["voices"])
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422)}
+ERRORS = openapi_errors(400, 401, 403, 404, 409, 413, 422)
 
 
 def _info(record: VoiceRecord) -> VoiceInfo:
@@ -35,15 +38,13 @@ def _check_reference(data: bytes, min_s: float, max_s: float) -> None:
     try:
         audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as e:  # noqa: BLE001 - any decoder failure is the upload's fault
-        raise api_error(422, "invalid_request_error",
-                        f"reference clip could not be decoded ({' '.join(str(e).split())}); send wav, flac or ogg"
-                        ) from None
+        reason = " ".join(str(e).split()).rpartition(">: ")[2]  # not libsndfile's "Error opening <object>: "
+        raise InvalidInput(f"reference clip could not be decoded ({reason}); send wav, flac or ogg") from None
     duration = len(audio) / sr if sr else 0.0
     if not min_s <= duration <= max_s:
-        raise api_error(422, "invalid_request_error",
-                        f"reference clip is {duration:.2f} s long; it must be between {min_s:g} and {max_s:g} s")
+        raise InvalidInput(f"reference clip is {duration:.2f} s long; it must be between {min_s:g} and {max_s:g} s")
     if float(np.abs(audio).max(initial=0.0)) < 1e-4:
-        raise api_error(422, "invalid_request_error", "reference clip is silent")
+        raise InvalidInput("reference clip is silent")
 
 
 def _register(services: Services, voice_id: str, data: bytes, prompt_text: str, prompt_lang: str) -> VoiceRecord:
@@ -54,14 +55,9 @@ def _register(services: Services, voice_id: str, data: bytes, prompt_text: str, 
         ref = Path(tmp) / "reference.wav"
         audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
         sf.write(ref, audio.mean(axis=1), sr, subtype="PCM_16")  # normalised container: mono 16-bit wav
-        try:
-            return services.registry.register(voice_id, gpt=paths.gpt, sovits=paths.sovits_g, reference=ref,
-                                              prompt_text=prompt_text, prompt_lang=prompt_lang,
-                                              lineage={"source": "zero-shot upload"})
-        except VoiceExists as e:
-            raise api_error(409, "conflict", e.client_message) from None
-        except RegistryError as e:
-            raise api_error(422, "invalid_request_error", e.client_message) from None
+        return services.registry.register(voice_id, gpt=paths.gpt, sovits=paths.sovits_g, reference=ref,
+                                          prompt_text=prompt_text, prompt_lang=prompt_lang,
+                                          lineage={"source": "zero-shot upload"})
 
 
 @router.post("", response_model=VoiceInfo, status_code=201, responses=ERRORS, summary="Register a zero-shot voice")
@@ -76,7 +72,7 @@ async def create_voice(
     limit = services.settings.max_upload_bytes
     data = await reference.read(limit + 1)
     if len(data) > limit:
-        raise api_error(413, "request_too_large", f"reference clip is larger than {limit} bytes")
+        raise TooLarge(f"reference clip is larger than {limit} bytes, this server's limit")
     return _info(await run_in_threadpool(_register, services, voice_id, data, prompt_text, prompt_lang))
 
 
@@ -84,9 +80,4 @@ async def create_voice(
 def delete_voice(voice_id: str, services: Services = Depends(get_services),
                  caller: Caller = Depends(get_caller)) -> None:
     caller.require_admin()
-    try:
-        services.registry.delete(voice_id)
-    except VoiceNotFound as e:
-        raise api_error(404, "not_found", e.client_message) from None  # no storage location for clients
-    except RegistryError as e:
-        raise api_error(422, "invalid_request_error", e.client_message) from None
+    services.registry.delete(voice_id)

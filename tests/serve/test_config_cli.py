@@ -1,7 +1,12 @@
-"""serve_config.yaml builds the app; settings refuse bad values; the CLI fails early on bad paths."""
+"""serve_config.yaml builds the app (importing it builds nothing); settings refuse bad values; the CLI
+fails early on bad paths."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -10,17 +15,65 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_serve_config_builds_the_app():
+def test_serve_config_builds_the_app(monkeypatch):
+    """As `serve run|deploy serve_config.yaml` does: import the path the YAML names, call it with
+    the YAML's args; those args reach the deployments and win over the environment."""
+    from ray._common.utils import import_attr
     from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
     from ray.serve.schema import ServeDeploySchema
 
-    from voicefleet.serve.app import app_builder
+    from voicefleet.serve.settings import ServeSettings
 
     config = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "serve_config.yaml").read_text()))
     application = config.applications[0]
-    assert application.import_path == "voicefleet.serve.app:app_builder"
-    app = call_user_app_builder_with_args_if_necessary(app_builder, application.args)
+    monkeypatch.setenv("VOICEFLEET_SERVE_MAX_REPLICAS", "0")  # out of range, but the YAML sets it
+    app = call_user_app_builder_with_args_if_necessary(import_attr(application.import_path), application.args)
     assert type(app).__name__ == "Application"
+    gateway = app._bound_deployment
+    synthesis = gateway.init_args[0]._bound_deployment
+    settings = synthesis.init_args[0]
+    assert isinstance(settings, ServeSettings) and gateway.init_args[1] == settings
+    assert settings.model_dump(include=set(application.args)) == \
+        ServeSettings.model_validate(application.args).model_dump(include=set(application.args))
+    autoscaling = synthesis._deployment_config.autoscaling_config
+    assert (autoscaling.min_replicas, autoscaling.max_replicas) == (application.args["min_replicas"],
+                                                                    application.args["max_replicas"])
+    assert synthesis._deployment_config.max_ongoing_requests == application.args["max_ongoing_requests"]
+    assert synthesis.ray_actor_options["num_cpus"] == application.args["num_cpus"]
+
+
+def test_serve_config_refuses_unknown_args():
+    from pydantic import ValidationError
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    from voicefleet.serve.app import app_builder
+
+    with pytest.raises(ValidationError, match="max_replica"):
+        call_user_app_builder_with_args_if_necessary(app_builder, {"max_replica": 2})
+
+
+def test_importing_the_app_builds_and_validates_nothing():
+    """Bad VOICEFLEET_SERVE_* variables do not break the import (a YAML's args may override them);
+    `app_builder` reads them when called, and names the fields."""
+    script = textwrap.dedent("""
+        import ray
+        from pydantic import ValidationError
+        from ray.serve import Application
+
+        import voicefleet.serve.app as module
+
+        built = [name for name, value in vars(module).items() if isinstance(value, Application)]
+        assert not built, built
+        assert not ray.is_initialized()
+        try:
+            module.app_builder({})
+        except ValidationError as e:
+            print("refused:", sorted(err["loc"][0] for err in e.errors()))
+    """)
+    env = {**os.environ, "VOICEFLEET_SERVE_MAX_REPLICAS": "0", "VOICEFLEET_SERVE_PRECISION": "bogus"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refused: ['max_replicas', 'precision']" in done.stdout
 
 
 def test_settings_bounds():

@@ -1,11 +1,16 @@
-"""The Serve application: `build_app(settings)`; `app` / `app_builder` for `serve run|deploy`.
+"""The Serve application, built when asked: `build_app(settings)`, or `app_builder(args)` for Serve.
 
     serve run serve_config.yaml
-    serve deploy serve_config.yaml       # on a running cluster
-    serve run voicefleet.serve.app:app   # settings from VOICEFLEET_SERVE_* environment variables
+    serve deploy serve_config.yaml                          # on a running cluster
+    serve run voicefleet.serve.app:app_builder              # settings from VOICEFLEET_SERVE_* variables
+    serve run voicefleet.serve.app:app_builder max_replicas=4
+
+Importing this module builds and validates nothing: settings (and the environment variables
+behind them) are read when `app_builder` is called, so a bad variable fails the deployment that
+uses it with the field named, never the import.
 """
 
-from __future__ import annotations
+# no `from __future__ import annotations`: Serve reads `app_builder`'s annotation as a class
 
 from ray import serve
 from ray.serve import Application
@@ -41,13 +46,11 @@ def build_app(settings: ServeSettings) -> Application:
     return Gateway.options(ray_actor_options={"num_cpus": settings.gateway_num_cpus}).bind(synthesizer, settings)
 
 
-def app_builder(args: dict) -> Application:
-    """For `serve_config.yaml`: `args` are `ServeSettings` fields (unknown ones are errors);
+def app_builder(args: ServeSettings) -> Application:
+    """For `serve run|deploy`: Serve validates `args` (the YAML's `args`, or `key=value` after the
+    import path) into `ServeSettings` (unknown or out-of-range fields fail with the field named);
     fields not given come from VOICEFLEET_SERVE_* variables or the defaults."""
-    return build_app(args if isinstance(args, ServeSettings) else ServeSettings(**args))
-
-
-app = build_app(ServeSettings())  # settings from VOICEFLEET_SERVE_* variables
+    return build_app(ServeSettings.model_validate(args))  # a dict too, when called directly
 
 
 def start(settings: ServeSettings, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,

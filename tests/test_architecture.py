@@ -5,7 +5,7 @@
 - imports follow the layer order models <- text <- inference <- platform <- (tuning, serve) <-
   recipes <- cli: a module never imports a higher layer, and tuning and serve never import each
   other;
-- every voicefleet module an import names exists;
+- every voicefleet module an import names exists, and every source folder is a package;
 - no source file is over 600 lines;
 - `ray.init` is called only by `voicefleet.platform.cluster.ensure_ray`.
 
@@ -313,6 +313,15 @@ def test_every_imported_voicefleet_module_exists(edges):
     problems = missing_targets(edges, module_index(SOURCE))
     if problems:
         pytest.fail("\n  ".join(["imports of modules that do not exist:"] + problems), pytrace=False)
+
+
+def test_every_source_folder_is_a_package():
+    """A folder without `__init__.py` is an implicit namespace package: it has no docstring to say
+    what it holds (the README's layout is generated from them) and merges silently with any
+    same-named folder elsewhere on the path."""
+    folders = {p.parent for p in SOURCE.rglob("*.py") if "__pycache__" not in p.parts}
+    missing = sorted(f.relative_to(REPO).as_posix() for f in folders if not (f / "__init__.py").exists())
+    assert not missing, f"folders without __init__.py (add one with a docstring): {missing}"
 
 
 def test_no_source_file_is_over_600_lines():

@@ -13,6 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SUMMARY_HEADING = "## Current figures"
+HISTORY_HEADING = "## History"
+NEW_FILE = (f"# Benchmark results\n\n{SUMMARY_HEADING}\n\n| script | what | latest figure | machine | date | "
+            f"section below |\n|---|---|---|---|---|---|\n\n{HISTORY_HEADING}\n\n"
+            "Appended by the scripts in this folder; newest last.\n")
 
 
 def machine() -> str:
@@ -30,7 +35,7 @@ def machine() -> str:
 
 
 def report(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]], notes: str = "") -> None:
-    """Print a table and append it to RESULTS.md with machine and date."""
+    """Print a table and append it to RESULTS.md's history with machine and date."""
     table = Table(title=title)
     for h in headers:
         table.add_column(h)
@@ -43,7 +48,16 @@ def report(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]],
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     if notes:
         lines += ["", notes]
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in this folder; newest last.\n")
-    with RESULTS.open("a") as f:
-        f.write("\n".join(lines) + "\n")
+    append_section(RESULTS, "\n".join(lines) + "\n")
+    Console().print(f"appended '{title}' ({stamp}) to {RESULTS.name}: update its row under "
+                    f"'{SUMMARY_HEADING[3:]}' at the top of the file")
+
+
+def append_section(path: Path, section: str) -> None:
+    """Append a section to the history, below the summary table (which is kept by hand)."""
+    if not path.exists():
+        path.write_text(NEW_FILE)
+    if HISTORY_HEADING not in path.read_text().splitlines():
+        raise SystemExit(f"{path} has no '{HISTORY_HEADING}' heading: results go below it, after the summary")
+    with path.open("a") as f:
+        f.write(section)

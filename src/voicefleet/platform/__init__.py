@@ -1,5 +1,5 @@
-"""Platform layer: data preparation, training and serving on Ray, built on `voicefleet.models`.
+"""Platform layer: data preparation on Ray Data, fine-tuning on Ray Train and the voice registry.
 
-Arrows point one way: platform code imports model components, never the reverse (see
-tests/test_layers.py).
+Built on `voicefleet.models`, `voicefleet.text` and `voicefleet.inference`; arrows point one way:
+those never import platform code (see tests/test_architecture.py and docs/architecture.md).
 """

@@ -83,3 +83,55 @@ def test_non_local_filesystem_copies_to_a_cache(tmp_path, voice_files):
     assert paths["sovits"].read_bytes() == b"sovits-weights"
     assert str(paths["sovits"]).startswith(str(tmp_path / "cache"))
     assert reg.local_files("erin", tmp_path / "cache") == paths  # cached by version
+
+
+def _mock_registry(tmp_path, voice_files, voice_id="erin"):
+    reg = VoiceRegistry(tmp_path / "unused")
+    reg.fs, reg.root, reg.uri = pafs._MockFileSystem(), "bucket/voicefleet", "mock://bucket/voicefleet"
+    _register(reg, voice_id, voice_files)
+    return reg
+
+
+def test_failed_cache_copy_leaves_nothing_behind(tmp_path, voice_files, monkeypatch):
+    reg = _mock_registry(tmp_path, voice_files)
+    real_copy = pafs.copy_files
+
+    def copy_then_fail(source, destination, **kw):
+        if destination.endswith("sovits.pth"):
+            raise OSError("connection reset")
+        return real_copy(source, destination, **kw)
+
+    monkeypatch.setattr(pafs, "copy_files", copy_then_fail)
+    with pytest.raises(OSError, match="connection reset"):
+        reg.local_files("erin", tmp_path / "cache")
+    assert list((tmp_path / "cache" / "erin").iterdir()) == []  # no half copy, no staging folder
+    monkeypatch.undo()
+    assert reg.local_files("erin", tmp_path / "cache")["sovits"].read_bytes() == b"sovits-weights"
+
+
+def test_cache_copy_made_meanwhile_by_another_process_is_used(tmp_path, voice_files, monkeypatch):
+    reg = _mock_registry(tmp_path, voice_files)
+    target = tmp_path / "cache" / "erin" / "1"
+    real_copy = pafs.copy_files
+
+    def copy_while_another_finishes(source, destination, **kw):
+        if not target.exists():  # the other process renames its complete copy into place first
+            target.mkdir(parents=True)
+            for name in ("gpt.ckpt", "sovits.pth", "reference.wav", "voice.json"):
+                (target / name).write_bytes(b"theirs")
+        return real_copy(source, destination, **kw)
+
+    monkeypatch.setattr(pafs, "copy_files", copy_while_another_finishes)
+    paths = reg.local_files("erin", tmp_path / "cache")
+    assert paths["sovits"] == target / "sovits.pth" and paths["sovits"].read_bytes() == b"theirs"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["1"]
+
+
+def test_cache_never_replaces_a_foreign_folder(tmp_path, voice_files):
+    reg = _mock_registry(tmp_path, voice_files)
+    target = tmp_path / "cache" / "erin" / "1"
+    target.mkdir(parents=True)
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="already exists"):
+        reg.local_files("erin", tmp_path / "cache")
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]

@@ -15,8 +15,6 @@ tiny size (tests, demos) or full size (benchmarks: random weights cost the same 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,6 +25,7 @@ from voicefleet.models.builders import sovits_tiny, sovits_v2
 from voicefleet.models.builders_discriminator import discriminator_tiny, discriminator_v2
 from voicefleet.models.builders_gpt import gpt_tiny, gpt_v2
 from voicefleet.models.checkpoint.discriminator_io import save_discriminator
+from voicefleet.models.checkpoint.files import atomic_folder
 from voicefleet.models.checkpoint.gpt_io import save_gpt
 from voicefleet.models.checkpoint.sovits_io import save_sovits_pretrained
 from voicefleet.models.config import GPTConfig
@@ -105,16 +104,17 @@ def init_pretrained(root: str | Path, size: Literal["tiny", "full"] = "tiny", *,
                     overwrite: bool = False) -> PretrainedPaths:
     """Write a random-initialised pretrained folder in the official layout and return its paths.
 
-    Everything is written to a temporary folder beside `root` and moved into place at the end,
-    so an interrupted run leaves nothing half-written. An existing non-empty `root` is kept
-    unless `overwrite` is true.
+    Everything is written to a temporary folder beside `root` and moved into place at the end
+    (`atomic_folder`), so an interrupted run leaves nothing half-written. An existing non-empty
+    `root` is kept unless `overwrite` is true; then it is removed only once the new folder is in
+    place.
     """
     root = Path(root)
-    if root.exists() and any(root.iterdir()) and not overwrite:
+    if root.exists() and (not root.is_dir() or any(root.iterdir())) and not overwrite:
         raise FileExistsError(f"{root} already exists and is not empty; pass overwrite to replace it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    if size not in ("tiny", "full"):
+        raise ValueError(f"size must be 'tiny' or 'full', got {size!r}")
+    with atomic_folder(root, replace=overwrite) as staging:
         paths = PretrainedPaths.of(staging)
         paths.gpt.parent.mkdir(parents=True)
         torch.manual_seed(seed)
@@ -123,12 +123,10 @@ def init_pretrained(root: str | Path, size: Literal["tiny", "full"] = "tiny", *,
             write_tiny_hubert(paths.hubert, seed=seed)
             write_tiny_bert(paths.bert, seed=seed)
             sovits, disc, gpt = sovits_tiny(), discriminator_tiny(), gpt_tiny()
-        elif size == "full":
+        else:
             write_full_hubert(paths.hubert, seed=seed)
             write_full_bert(paths.bert, seed=seed)
             sovits, disc, gpt = sovits_v2(), discriminator_v2(), gpt_v2()
-        else:
-            raise ValueError(f"size must be 'tiny' or 'full', got {size!r}")
         # A fresh official codebook is all zeros until k-means runs on data; fill it so that
         # different features map to different codes, as in a trained model.
         with torch.no_grad():
@@ -141,11 +139,5 @@ def init_pretrained(root: str | Path, size: Literal["tiny", "full"] = "tiny", *,
         save_gpt(gpt, official_s1_config(gpt.config), paths.gpt, info="GPT-e0")
         save_sovits_pretrained(sovits, paths.sovits_g, info="0epoch_0iteration")
         save_discriminator(disc, paths.sovits_d)
-        if root.exists():
-            shutil.rmtree(root)
-        staging.rename(root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("pretrained folder ready at %s", root)
     return PretrainedPaths.of(root)

@@ -18,13 +18,14 @@ import datetime as dt
 import json
 import logging
 import re
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import pyarrow.fs as pafs
+
+from voicefleet.models.checkpoint.files import atomic_folder
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ class VoiceRegistry:
                              language=language or prompt_lang, metrics=dict(metrics or {}),
                              lineage=dict(lineage or {}), version=version,
                              created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        # `self.fs` may be an object store, where `atomic_file` (local paths) does not apply
         tmp = f"{folder}/.{RECORD}.tmp"
         with self.fs.open_output_stream(tmp) as f:
             f.write(record.to_json().encode("utf-8"))
@@ -196,14 +198,14 @@ class VoiceRegistry:
         if isinstance(self.fs, pafs.LocalFileSystem):
             return {kind: Path(folder) / name for kind, name in record.files.items()}
         target = Path(cache_dir or tempfile.mkdtemp(prefix="voicefleet-voice-")) / voice_id / str(record.version)
-        if not (target / RECORD).exists():
-            staging = Path(tempfile.mkdtemp(dir=target.parent if target.parent.exists() else None))
-            for name in list(record.files.values()) + [RECORD]:
-                pafs.copy_files(f"{folder}/{name}", str(staging / name), source_filesystem=self.fs,
-                                destination_filesystem=pafs.LocalFileSystem())
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                shutil.rmtree(staging)
-            else:
-                staging.rename(target)
+        if not (target / RECORD).is_file():
+            try:
+                with atomic_folder(target) as staging:  # never replaces a folder it did not write
+                    for name in list(record.files.values()) + [RECORD]:
+                        pafs.copy_files(f"{folder}/{name}", str(staging / name), source_filesystem=self.fs,
+                                        destination_filesystem=pafs.LocalFileSystem())
+            except FileExistsError:
+                if not (target / RECORD).is_file():
+                    raise
+                # another process cached the same version meanwhile; its copy is as good as ours
         return {kind: target / name for kind, name in record.files.items()}

@@ -74,7 +74,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from voicefleet.models.symbols import symbol_to_id
-from voicefleet.text.frontend import TextFrontendError
+from voicefleet.text.errors import TextFrontendError
 
 logger = logging.getLogger(__name__)
 

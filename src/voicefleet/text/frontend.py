@@ -28,16 +28,14 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from voicefleet.text.errors import TextFrontendError
+
 logger = logging.getLogger(__name__)
 
 LANGUAGES = ("zh", "en")
 MODES = ("all_zh", "zh", "en", "auto")
 # Official get_phones_and_bert retries with a "." in front when the first pass is shorter.
 MIN_PHONES = 6
-
-
-class TextFrontendError(ValueError):
-    """Text the front end cannot handle: empty input, an unsupported language, missing data."""
 
 
 @dataclass(frozen=True)

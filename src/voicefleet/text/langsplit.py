@@ -36,7 +36,7 @@ import threading
 from importlib import resources
 from typing import NamedTuple
 
-from voicefleet.text.frontend import TextFrontendError
+from voicefleet.text.errors import TextFrontendError
 
 logger = logging.getLogger(__name__)
 

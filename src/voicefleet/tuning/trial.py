@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +17,8 @@ import torch
 from pydantic import ValidationError
 from ray.tune import Callback
 
+from voicefleet.platform.training import checkpointing
 from voicefleet.platform.training.config import TrainConfig
-from voicefleet.platform.training.worker import STATE_FILE, rng_state, set_rng_state
 from voicefleet.tuning.finetune import STAGES, VoiceFinetune, stage_configs
 
 logger = logging.getLogger(__name__)
@@ -54,14 +52,10 @@ def finetune_loop_per_worker(loop_config: dict[str, Any]) -> None:
                           prepare_model=ray.train.torch.prepare_model, rank=rank, world=world,
                           objective_clips=int(loop_config["objective_clips"]))
     done, history = 0, []
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            # this run's own state (optimizer and RNG states need the full unpickler)
-            state = torch.load(Path(folder) / STATE_FILE, map_location=ray.train.torch.get_device(), weights_only=False)
+    state = checkpointing.resume(ray.train.torch.get_device())
+    if state is not None:
         tuner.load_state_dict(state["finetune"])
         done, history = state["round"], state["history"]
-        set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)])
         logger.info("rank %d resumed after round %d", rank, done)
     if done >= rounds and history:
         # finished before the sweep's driver recorded it: hand the last result over again
@@ -76,26 +70,19 @@ def finetune_loop_per_worker(loop_config: dict[str, Any]) -> None:
                        sovits_lr=tuner.learning_rate("sovits"), gpt_lr=tuner.learning_rate("gpt"))
         history.append(dict(metrics))
         metrics[PLACEMENT_GROUP_KEY] = ray.get_runtime_context().get_placement_group_id() or ""
-        rng = [rng_state()]
-        if world > 1 and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * world
-            torch.distributed.all_gather_object(gathered, rng[0])
-            rng = gathered
-        if rank != 0:
-            ray.train.report(metrics)
-            continue
-        logger.info("round %d/%d: val_objective %.4f val_recon %.4f val_ce %.4f", round_index + 1, rounds,
-                    metrics["val_objective"], metrics["val_recon"], metrics["val_ce"])
-        sovits = tuner.stages["sovits"]
-        finetune = tuner.state_dict()
-        state = {"finetune": finetune, "round": round_index + 1, "history": history, "rng": rng,
-                 "configs": {k: c.model_dump() for k, c in configs.items()},
-                 # what the single-stage exporter (`export_best`) reads: weights and position
-                 "models": finetune["models"], "epoch": sovits.epoch, "step": sovits.step}
-        with tempfile.TemporaryDirectory() as folder:
-            torch.save(state, Path(folder) / STATE_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                             checkpoint_dir_name=f"checkpoint_round{round_index + 1:04d}")
+        if rank == 0:
+            logger.info("round %d/%d: val_objective %.4f val_recon %.4f val_ce %.4f", round_index + 1, rounds,
+                        metrics["val_objective"], metrics["val_recon"], metrics["val_ce"])
+
+        def run_state(round_done: int = round_index + 1) -> dict[str, Any]:
+            finetune = tuner.state_dict()
+            sovits = tuner.stages["sovits"]
+            return {"finetune": finetune, "round": round_done, "history": history,
+                    "configs": {k: c.model_dump() for k, c in configs.items()},
+                    # what the single-stage exporter (`export_best`) reads: weights and position
+                    "models": finetune["models"], "epoch": sovits.epoch, "step": sovits.step}
+
+        checkpointing.report(metrics, checkpoint_state=run_state, dir_name=f"checkpoint_round{round_index + 1:04d}")
 
 
 def trial_run_name(sweep_id: str, trial_id: str) -> str:

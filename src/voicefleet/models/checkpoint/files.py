@@ -12,6 +12,7 @@ The two context managers here are that pattern, written once.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -57,21 +58,26 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder beside `path`; on success it becomes `path`.
 
-    With `replace`, an existing `path` is moved aside first and deleted only once the new folder
-    is in place (restored if the final rename fails); without it, an existing non-empty `path`
-    raises `FileExistsError` before anything is written. On an exception the staging folder is
-    removed and `path` is untouched.
+    Without `replace`, `path` must be absent or an empty folder: anything else raises
+    `FileExistsError`, before anything is written and again (the staging folder then removed) if
+    something appeared at `path` meanwhile, so nothing there is ever overwritten. With `replace`,
+    an existing `path` is moved aside first and deleted only once the new folder is in place; it
+    is put back if the final rename fails. On an exception the staging folder is removed and
+    `path` is left as it was.
     """
     path = Path(path)
-    if not replace and path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise FileExistsError(f"{path} already exists and is not empty")
+    if not replace:
+        _check_free(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".staging", dir=path.parent))
     try:
         yield staging
         os.chmod(staging, DIR_MODE)  # mkdtemp creates 0700
+        if not replace:
+            _rename_onto_free(staging, path)
+            return
         old = None
-        if path.exists():
+        if path.exists() or path.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.rmdir(old)
             path.rename(old)
@@ -82,7 +88,31 @@ def atomic_folder(path: str | os.PathLike, *, replace: bool = False) -> Iterator
                 old.rename(path)
             raise
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _check_free(path: Path) -> None:
+    if path.is_symlink() or (path.exists() and (not path.is_dir() or any(path.iterdir()))):
+        raise FileExistsError(f"{path} already exists and is not empty")
+
+
+def _rename_onto_free(staging: Path, path: Path) -> None:
+    """Rename `staging` to `path`; an empty folder there is replaced (one atomic rename on POSIX),
+    anything else raises `FileExistsError` and stays as it is."""
+    _check_free(path)
+    try:
+        staging.rename(path)
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise FileExistsError(f"{path} already exists and is not empty") from None
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -2,7 +2,8 @@
 
 Modules: `listfile` (the list format), `uris` (local paths and pyarrow URIs), `quality` (checks,
 spectral entropy, official normalisation), `transcripts` (text -> phones), `stages` (the Ray Data
-stages), `pipeline` (`prepare_dataset`), `split`, `schema`, `manifest`, `official_export`,
+stages), `pipeline` (`prepare_dataset`: the driver and the Ray Data wiring), `store` (reading and
+writing a prepared dataset folder), `split`, `schema`, `manifest`, `official_export`,
 `slicer` (long recordings -> clips) and `synthetic` (voice-like test audio).
 
     from voicefleet.platform.data import PrepareConfig, prepare_dataset
@@ -11,8 +12,9 @@ stages), `pipeline` (`prepare_dataset`), `split`, `schema`, `manifest`, `officia
 
 from voicefleet.platform.data.config import PrepareConfig, StageResources
 from voicefleet.platform.data.listfile import ListFileError
-from voicefleet.platform.data.pipeline import PrepareResult, SpeakerSummary, prepare_dataset, read_dataset, read_rejects
+from voicefleet.platform.data.pipeline import PrepareResult, SpeakerSummary, prepare_dataset
 from voicefleet.platform.data.quality import RejectReason
+from voicefleet.platform.data.store import read_dataset, read_rejects
 
 __all__ = ["ListFileError", "PrepareConfig", "PrepareResult", "RejectReason", "SpeakerSummary", "StageResources",
            "prepare_dataset", "read_dataset", "read_rejects"]

@@ -22,12 +22,11 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from voicefleet import __version__
-
+from voicefleet.models.checkpoint.files import atomic_file
 from voicefleet.platform.data.schema import FORMAT_VERSION
 
 logger = logging.getLogger(__name__)
@@ -117,7 +116,6 @@ def read_manifest(folder: Path) -> dict | None:
 
 def write_manifest(folder: Path, manifest: Mapping) -> Path:
     path = Path(folder) / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
     return path

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -35,8 +33,10 @@ import numpy as np
 import soundfile
 import torch
 
+from voicefleet.models.checkpoint.files import atomic_folder
 from voicefleet.platform.data.manifest import read_manifest
 from voicefleet.platform.data.schema import from_f16_blob
+from voicefleet.platform.data.store import read_dataset
 from voicefleet.platform.data.uris import basename
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,6 @@ def check_export_destination(export_dir: str | Path) -> None:
 
 def export_official(dataset_dir: str | Path, export_dir: str | Path) -> Path:
     """Write the official experiment layout for the dataset in `dataset_dir` to `export_dir`."""
-    from voicefleet.platform.data.pipeline import read_dataset
-
     dataset_dir, export_dir = Path(dataset_dir), Path(export_dir).absolute()
     manifest = read_manifest(dataset_dir)
     if manifest is None:
@@ -81,11 +79,10 @@ def export_official(dataset_dir: str | Path, export_dir: str | Path) -> Path:
 
     table = read_dataset(dataset_dir)
     names = official_names(table.column("clip_id").to_pylist())
-    staging = export_dir.parent / f".{export_dir.name}.staging-{uuid.uuid4().hex[:8]}"
-    export_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    # replace: the destination is absent, empty or an earlier export (checked above)
+    with atomic_folder(export_dir, replace=True) as staging:
         for sub in ("3-bert", "4-cnhubert", "5-wav32k"):
-            (staging / sub).mkdir(parents=True)
+            (staging / sub).mkdir()
         text_lines, semantic_lines = [], ["item_name\tsemantic_audio"]
         for batch in table.to_batches(max_chunksize=16):
             for row in batch.to_pylist():
@@ -107,15 +104,5 @@ def export_official(dataset_dir: str | Path, export_dir: str | Path) -> Path:
         (staging / "6-name2semantic.tsv").write_text("\n".join(semantic_lines) + "\n", encoding="utf-8")
         (staging / MARKER).write_text(json.dumps({"dataset_version": version, "dataset": str(dataset_dir),
                                                   "clips": table.num_rows}, indent=2) + "\n", encoding="utf-8")
-        old = None
-        if export_dir.exists():
-            old = export_dir.parent / f".{export_dir.name}.old-{uuid.uuid4().hex[:8]}"
-            export_dir.rename(old)
-        staging.rename(export_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("exported %d clips in the official layout to %s", table.num_rows, export_dir)
     return export_dir

@@ -17,6 +17,7 @@ Steps (the driver does the bookkeeping, Ray Data the work):
 4. Assign train/validation (`split`), sort by clip id, and write ``data/part-*.parquet``,
    ``rejects.parquet`` and ``manifest.json`` into a temporary folder beside the destination;
    move it into place only when complete (the previous version is removed after the swap).
+   Reading and writing the dataset folder, and finding reusable rows, live in `store`.
 5. Optionally write the official GPT-SoVITS experiment layout (`official_export`).
 
 The user's files are only read. The destination may not contain any input file, because it is
@@ -28,11 +29,7 @@ corpora the last step would move to ``Dataset.sort().write_parquet()``.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import logging
-import shutil
-import uuid
-from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,25 +37,19 @@ from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from voicefleet.models.pretrained import PretrainedPaths, find_pretrained
 from voicefleet.platform.cluster import ensure_ray
 
 from voicefleet.platform.data import manifest as mf
-from voicefleet.platform.data import uris
+from voicefleet.platform.data import official_export as export, store, uris
 from voicefleet.platform.data.config import PrepareConfig
 from voicefleet.platform.data.listfile import ListEntry, read_list_file
 from voicefleet.platform.data.quality import RejectReason
-from voicefleet.platform.data.schema import REJECTS_SCHEMA, dataset_schema
-from voicefleet.platform.data.split import VAL, assign_splits
+from voicefleet.platform.data.schema import dataset_schema
 
 logger = logging.getLogger(__name__)
 
-DATA_DIR = "data"
-REJECTS_FILE = "rejects.parquet"
-ROWS_PER_PART = 256
-ROW_GROUP_SIZE = 32  # rows per Parquet row group: small enough to stream clip by clip
 ProgressFn = Callable[[int, int], None]
 
 
@@ -123,13 +114,11 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
     out_dir = Path(out_dir).absolute()
     listing = read_list_file(str(list_path), audio_dir=audio_dir)
     paths = find_pretrained(pretrained_dir)
-    _check_destination(out_dir, listing.location, listing.entries, "output folder")
+    store.check_destination(out_dir, listing.location, listing.entries, "output folder")
     export_dir = Path(export_official).absolute() if export_official is not None else None
     if export_dir is not None:
-        from voicefleet.platform.data.official_export import check_export_destination
-
-        _check_destination(export_dir, listing.location, listing.entries, "export folder", need_manifest=False)
-        check_export_destination(export_dir)  # before any work, not after the dataset is written
+        store.check_destination(export_dir, listing.location, listing.entries, "export folder", need_manifest=False)
+        export.check_export_destination(export_dir)  # before any work, not after the dataset is written
         if export_dir == out_dir or out_dir in export_dir.parents or export_dir in out_dir.parents:
             raise FileExistsError(f"the export folder {export_dir} and the output folder {out_dir} must not "
                                   "contain each other")
@@ -142,15 +131,15 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
     keys = [mf.row_key(e.clip_id, e.speaker, e.lang_code, e.text, shas[e.audio]) for e in listing.entries]
     fingerprint = mf.fingerprint(processing, keys)
 
-    if previous and previous.get("fingerprint") == fingerprint and _dataset_complete(out_dir, previous):
+    if previous and previous.get("fingerprint") == fingerprint and store.dataset_complete(out_dir, previous):
         logger.info("%s already holds dataset %s for this input; nothing to do", out_dir, previous["dataset_version"])
         result = PrepareResult.from_manifest(out_dir, previous, no_op=True, export_dir=export_dir)
         if export_dir is not None:
-            _export(out_dir, export_dir)
+            export.export_official(out_dir, export_dir)
         return result
 
     todo, rejects = _pre_reject(listing.entries, keys, shas)
-    reusable = _reusable_rows(out_dir, previous, processing)
+    reusable = store.reusable_rows(out_dir, previous, processing)
     reuse_kept = {r["row_key"] for r in todo if r["row_key"] in reusable["kept"]}
     for row in todo:
         old = reusable["rejects"].get(row["row_key"])
@@ -168,67 +157,22 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
             rejects.extend(batch_rejects)
     schema = dataset_schema(config.audio_dtype)
     reused_sources = {r["row_key"]: r["source"] for r in todo if r["row_key"] in reuse_kept}
-    kept = _assemble(new_kept, _read_reused(out_dir, previous, reused_sources, schema), schema, config.val_fraction)
-
-    staging = out_dir.parent / f".{out_dir.name}.staging-{uuid.uuid4().hex[:8]}"
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        staging.mkdir()
-        parts = _write_dataset(staging, kept, schema)
-        rejects_table = _rejects_table(rejects)
-        pq.write_table(rejects_table, staging / REJECTS_FILE)
-        manifest = _build_manifest(
-            listing=listing, fingerprint=fingerprint, processing=processing, config=config, hashes=hashes,
-            kept=kept, rejects=rejects_table, parts=parts, processed=len(run_rows),
-            reused=len(reuse_kept) + len(reused_reject_keys), audio_dir=audio_dir)
-        mf.write_manifest(staging, manifest)
-        _swap_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    kept = store.assemble(new_kept, store.read_reused(out_dir, previous, reused_sources, schema), schema,
+                          config.val_fraction)
+    rejects_table = store.rejects_table(rejects)
+    manifest = store.build_manifest(
+        listing=listing, fingerprint=fingerprint, processing=processing, config=config, hashes=hashes, kept=kept,
+        rejects=rejects_table, processed=len(run_rows), reused=len(reuse_kept) + len(reused_reject_keys),
+        audio_dir=audio_dir)
+    store.write_dataset(out_dir, kept, rejects_table, manifest)
     logger.info("dataset %s written to %s: %d kept, %d rejected", manifest["dataset_version"], out_dir,
                 kept.num_rows, rejects_table.num_rows)
     if export_dir is not None:
-        _export(out_dir, export_dir)
+        export.export_official(out_dir, export_dir)
     return PrepareResult.from_manifest(out_dir, manifest, no_op=False, export_dir=export_dir)
 
 
-def read_dataset(out_dir: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """The kept clips of a prepared dataset as one table (sorted by clip id, as written)."""
-    out_dir = Path(out_dir)
-    manifest = mf.read_manifest(out_dir)
-    if manifest is None:
-        raise FileNotFoundError(f"{out_dir} is not a prepared dataset (no {mf.MANIFEST})")
-    schema = dataset_schema(manifest["config"]["audio_dtype"])
-    tables = [pq.read_table(out_dir / p, columns=columns) for p in manifest["files"]["data"]]
-    if not tables:
-        return schema.empty_table() if columns is None else schema.empty_table().select(columns)
-    return pa.concat_tables(tables)
-
-
-def read_rejects(out_dir: str | Path) -> pa.Table:
-    return pq.read_table(Path(out_dir) / REJECTS_FILE)
-
-
 # --- driver-side steps ----------------------------------------------------------------------------
-
-def _check_destination(folder: Path, list_location: str, entries: tuple[ListEntry, ...], what: str, *,
-                       need_manifest: bool = True) -> None:
-    """Refuse a destination that is a file, a foreign non-empty folder, or that holds any input file."""
-    if folder.exists() and not folder.is_dir():
-        raise FileExistsError(f"{what} {folder} exists and is not a folder")
-    inputs = [list_location] + [e.audio for e in entries]
-    for location in inputs:
-        if uris.is_uri(location):
-            continue
-        path = Path(location).absolute()
-        if path == folder or folder in path.parents:
-            raise FileExistsError(f"{what} {folder} contains the input file {location}; it is replaced as a "
-                                  "whole, so choose a folder outside the input data")
-    if need_manifest and folder.is_dir() and any(folder.iterdir()) and not (folder / mf.MANIFEST).is_file():
-        raise FileExistsError(f"{what} {folder} is not empty and holds no voicefleet dataset "
-                              f"({mf.MANIFEST} missing); choose a new or empty folder")
-
 
 def _hash_audio(entries: tuple[ListEntry, ...], threads: int) -> dict[str, str | None]:
     """sha256 of each distinct audio location's bytes (None when the file is missing)."""
@@ -276,35 +220,6 @@ def _reject_row(row: dict, reason: str, detail: str, duration: float | None) -> 
     return {"clip_id": row["clip_id"], "line": row["line"], "speaker": row["speaker"], "lang_code": row["lang_code"],
             "text": row["text"], "reason": reason, "detail": detail or "", "duration_s": duration,
             "source": row["source"], "audio_sha256": row["audio_sha256"], "row_key": row["row_key"]}
-
-
-def _dataset_complete(out_dir: Path, manifest: dict) -> bool:
-    files = manifest.get("files", {})
-    return all((out_dir / p).is_file() for p in files.get("data", [])) and (out_dir / REJECTS_FILE).is_file()
-
-
-def _reusable_rows(out_dir: Path, previous: dict | None, processing: str) -> dict:
-    """Row keys of the previous version's kept rows and its pipeline rejects, if made the same way."""
-    empty = {"kept": set(), "rejects": {}}
-    if not previous or previous.get("processing_key") != processing or not _dataset_complete(out_dir, previous):
-        return empty
-    kept = set(read_dataset(out_dir, columns=["row_key"]).column("row_key").to_pylist())
-    driver_reasons = {RejectReason.DUPLICATE.value, RejectReason.MISSING_FILE.value,
-                      RejectReason.UNSUPPORTED_LANGUAGE.value, RejectReason.EMPTY_TRANSCRIPT.value}
-    rejects = {r["row_key"]: r for r in read_rejects(out_dir).to_pylist() if r["reason"] not in driver_reasons}
-    return {"kept": kept, "rejects": rejects}
-
-
-def _read_reused(out_dir: Path, previous: dict | None, sources: dict[str, str], schema: pa.Schema
-                 ) -> pa.Table | None:
-    """The previous version's rows for the row keys in `sources`, with `source` set to where they are now."""
-    if not sources or previous is None:
-        return None
-    table = read_dataset(out_dir)
-    table = table.filter(pc.is_in(table.column("row_key"), value_set=pa.array(sorted(sources), pa.string())))
-    fresh = pa.array([sources[k] for k in table.column("row_key").to_pylist()], pa.string())
-    table = table.set_column(table.schema.get_field_index("source"), schema.field("source"), fresh)
-    return table.drop_columns(["split"])
 
 
 @contextlib.contextmanager
@@ -378,97 +293,3 @@ def _run_pipeline(rows: list[dict], config: PrepareConfig, paths: PretrainedPath
             if progress:
                 progress(done, total)
             yield batch.filter(ok), rejects
-
-
-def _assemble(new: list[pa.Table], reused: pa.Table | None, schema: pa.Schema, val_fraction: float) -> pa.Table:
-    """Kept rows (new and reused) with their split, sorted by clip id, in the dataset schema."""
-    without_split = [n for n in schema.names if n != "split"]
-    tables = [t.select(without_split) for t in new]
-    if reused is not None:
-        tables.append(reused.select(without_split))
-    if not tables:
-        return schema.empty_table()
-    kept = pa.concat_tables([t.cast(pa.schema([schema.field(n) for n in without_split])) for t in tables])
-    splits = assign_splits(zip(kept.column("clip_id").to_pylist(), kept.column("speaker").to_pylist()), val_fraction)
-    kept = kept.append_column(schema.field("split"), pa.array([splits[c] for c in kept.column("clip_id").to_pylist()],
-                                                              pa.string()))
-    kept = kept.sort_by("clip_id").select(schema.names)
-    return kept.cast(schema).combine_chunks()
-
-
-def _write_dataset(folder: Path, table: pa.Table, schema: pa.Schema) -> list[str]:
-    data = folder / DATA_DIR
-    data.mkdir()
-    parts = []
-    for index, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_PART)):
-        name = f"{DATA_DIR}/part-{index:05d}.parquet"
-        pq.write_table(table.slice(start, ROWS_PER_PART), folder / name, row_group_size=ROW_GROUP_SIZE)
-        parts.append(name)
-    return parts
-
-
-def _rejects_table(rejects: list[dict]) -> pa.Table:
-    rows = sorted(rejects, key=lambda r: (r["line"], r["clip_id"]))
-    return pa.Table.from_pylist(rows, schema=REJECTS_SCHEMA)
-
-
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        out_dir.rename(old)
-    try:
-        staging.rename(out_dir)
-    except BaseException:
-        if old is not None:
-            old.rename(out_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _build_manifest(*, listing, fingerprint: str, processing: str, config: PrepareConfig, hashes: dict,
-                    kept: pa.Table, rejects: pa.Table, parts: list[str], processed: int, reused: int,
-                    audio_dir: str | None) -> dict:
-    speakers: dict[str, dict] = defaultdict(lambda: {"clips": 0, "train": 0, "val": 0, "seconds": 0.0})
-    for speaker, split, seconds in zip(kept.column("speaker").to_pylist(), kept.column("split").to_pylist(),
-                                       kept.column("duration_s").to_pylist()):
-        s = speakers[speaker]
-        s["clips"] += 1
-        s["val" if split == VAL else "train"] += 1
-        s["seconds"] += float(seconds)
-    for s in speakers.values():
-        s["seconds"] = round(s["seconds"], 3)
-        s["minutes"] = round(s["seconds"] / 60, 3)
-    by_reason = Counter(rejects.column("reason").to_pylist())
-    splits = Counter(kept.column("split").to_pylist())
-    durations = kept.column("duration_s").to_pylist()
-    return {
-        "format_version": mf.FORMAT_VERSION,
-        "dataset_version": fingerprint[:16],
-        "fingerprint": fingerprint,
-        "processing_key": processing,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "input": {"list": listing.location, "list_sha256": listing.sha256, "rows": len(listing.entries),
-                  "audio_dir": audio_dir},
-        "counts": {"rows": len(listing.entries), "kept": kept.num_rows, "rejected": rejects.num_rows,
-                   "rejected_by_reason": dict(sorted(by_reason.items())), "train": splits.get("train", 0),
-                   "val": splits.get("val", 0), "processed": processed, "reused": reused},
-        "durations": {"kept_s": round(sum(durations), 3), "kept_minutes": round(sum(durations) / 60, 3),
-                      "min_s": round(min(durations), 3) if durations else None,
-                      "max_s": round(max(durations), 3) if durations else None},
-        "speakers": dict(sorted(speakers.items())),
-        "config": config.output_settings(),
-        "run": {k: v for k, v in config.model_dump(mode="json").items() if k not in config.output_settings()},
-        "pretrained": hashes,
-        "libraries": mf.library_versions(),
-        "files": {"data": parts, "rejects": REJECTS_FILE},
-        "schema": {"audio_dtype": config.audio_dtype, "sample_rate": 32000, "hubert_frame_rate_hz": 50,
-                   "semantic_frame_rate_hz": 25},
-    }
-
-
-def _export(out_dir: Path, export_dir: Path) -> None:
-    from voicefleet.platform.data.official_export import export_official
-
-    export_official(out_dir, export_dir)

@@ -26,8 +26,6 @@ The output folder is written beside its destination and moved into place when co
 from __future__ import annotations
 
 import logging
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Sequence
@@ -37,6 +35,7 @@ import soundfile
 import soxr
 
 from voicefleet.models.audio import load_audio
+from voicefleet.models.checkpoint.files import atomic_folder
 from voicefleet.models.config import SAMPLE_RATE, SSL_SAMPLE_RATE
 
 from voicefleet.platform.data.listfile import format_list_line, normalize_language
@@ -251,13 +250,10 @@ def slice_recordings(inputs: Sequence[str | Path], out_dir: str | Path, *, metho
     model = load_vad() if method == "vad" else None
     used = "vad" if model is not None else "energy"
 
-    staging = out_dir.parent / f".{out_dir.name}.staging-{uuid.uuid4().hex[:8]}"
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging.mkdir()
     clips: list[Clip] = []
     dropped: list[tuple[Path, float, float]] = []
     lines: list[str] = []
-    try:
+    with atomic_folder(out_dir, replace=overwrite) as staging:
         names: set[str] = set()
         for src in sources:
             wave = load_audio(src, SAMPLE_RATE)
@@ -281,10 +277,4 @@ def slice_recordings(inputs: Sequence[str | Path], out_dir: str | Path, *, metho
             dropped += [(src, s / VAD_RATE, e / VAD_RATE) for s, e in lost]
             logger.info("%s: %d clips, %d speech spans left out (%s)", src, len(spans), len(lost), used)
         (staging / LIST_NAME).write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return SliceResult(out_dir, out_dir / LIST_NAME, used, clips, dropped)

@@ -29,7 +29,8 @@ import pyarrow.fs as pafs
 from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.cluster import ensure_ray
 from voicefleet.platform.training.config import TrainConfig
-from voicefleet.platform.training.worker import PID_DIR_ENV, STATE_FILE, train_loop_per_worker
+from voicefleet.platform.training.checkpointing import load_state
+from voicefleet.platform.training.worker import PID_DIR_ENV, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
         raise TrainingError(f"run {config.run_name} wrote no checkpoint")
     best_ckpt, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1].get("val_recon", math.inf))
     # the whole history, across worker restarts, travels in the last checkpoint
-    last = _load_state(result.checkpoint)
+    last = load_state(result.checkpoint)
     rows, resumes = last["history"], last["resumes"]
     out_dir.mkdir(parents=True, exist_ok=True)
     verdicts = [v for row in rows for v in json.loads(row.get("verdicts") or "[]")]
@@ -221,21 +222,13 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
     return res
 
 
-def _load_state(checkpoint) -> dict[str, Any]:
-    import torch
-
-    with checkpoint.as_directory() as folder:
-        # a checkpoint this run wrote (optimizer and RNG states need the full unpickler)
-        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
-
-
 def export_best(config: TrainConfig, checkpoint, paths, out_dir: Path) -> Path:
     """The best checkpoint's weights in the official export format."""
     from voicefleet.models.checkpoint.gpt_io import load_gpt, save_gpt
     from voicefleet.models.checkpoint.sovits_io import load_sovits, save_sovits_export
     from voicefleet.models.pretrained import official_s1_config
 
-    state = _load_state(checkpoint)
+    state = load_state(checkpoint)
     epoch, step = state["epoch"], state["step"]
     if config.stage == "sovits":
         loaded = load_sovits(paths.sovits_g)

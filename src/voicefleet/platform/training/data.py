@@ -8,9 +8,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from voicefleet.platform.data.schema import clip_arrays
+from voicefleet.platform.data.store import DATA_DIR
 from voicefleet.platform.training.batches import Example
 
-DATA_DIR = "data"  # the prepared dataset's folder of kept clips
 COLUMNS = ["clip_id", "split", "audio_32k", "hubert_shape", "hubert", "semantic", "phone_ids", "bert_shape", "bert"]
 
 

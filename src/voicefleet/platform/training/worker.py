@@ -3,9 +3,10 @@
 Every worker loads the prepared examples, builds its stage from the pretrained (or resumed)
 weights, and trains on its share of each epoch's length-bucketed batches. At every evaluation
 all workers report the same metrics (so their report calls stay in step); rank 0 also writes a
-checkpoint: models, optimizers, schedulers, scaler, step, RNG states and the monitor, written to
-a temporary folder and handed to `ray.train.report`, which stores it atomically. A restarted
-worker group (after a failure) or a re-run of the same run name resumes from the last one.
+checkpoint: models, optimizers, schedulers, scaler, step, RNG states and the monitor
+(`checkpointing.report`: a temporary folder handed to `ray.train.report`, which stores it
+atomically). A restarted worker group (after a failure) or a re-run of the same run name resumes
+from the last one (`checkpointing.resume`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from voicefleet.platform.training import checkpointing
 from voicefleet.platform.training.batches import bucketed_batches, collate_gpt, collate_sovits
 from voicefleet.platform.training.config import TrainConfig
 from voicefleet.platform.training.monitor import ConvergenceMonitor
@@ -31,19 +32,8 @@ from voicefleet.platform.training.stages import GPTStage, OptimConfig, SoVITSSta
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "state.pt"
 # Set by tests to learn the workers' process ids (to kill one mid-run) and Ray node ids (to check placement).
 PID_DIR_ENV = "VOICEFLEET_TRAIN_PID_DIR"
-
-
-def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
 
 
 def build_stage(cfg: TrainConfig, pretrained: dict[str, str], device: torch.device, prepare_model):
@@ -104,11 +94,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     history: list[dict[str, Any]] = []  # every report of the run, across restarts (kept in checkpoints)
     resumes: list[int] = []  # steps at which the run was resumed
 
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            # our own run state (optimizer and RNG states need the full unpickler)
-            state = torch.load(Path(folder) / STATE_FILE, map_location=device, weights_only=False)
+    state = checkpointing.resume(device)
+    if state is not None:
         for name, model in models.items():
             unwrap(model).load_state_dict(state["models"][name])
         for opt, saved in zip(stage.optimizers, state["optimizers"]):
@@ -120,7 +107,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         monitor.load_state_dict(state["monitor"])
         step, epoch, consumed = state["step"], state["epoch"], state["consumed"]
         history, resumes = state["history"], state["resumes"] + [state["step"]]
-        set_rng_state(state["rng"][min(rank, len(state["rng"]) - 1)])
         logger.info("rank %d resumed at step %d (epoch %d)", rank, step, epoch)
 
     val_batches = [collate(val_ex[i:i + cfg.batch_size]) for i in range(0, len(val_ex), cfg.batch_size)]
@@ -153,8 +139,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             for k, v in metrics.items():
                 window.setdefault(k, []).append(v)
             if step % cfg.eval_every == 0 or step == total_steps:
-                _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, world,
-                                     step, epoch, consumed, total_steps, started, start_step, history, resumes)
+                _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, step,
+                                     epoch, consumed, total_steps, started, start_step, history, resumes)
                 window = {}
             if step >= total_steps or monitor.stop:
                 break
@@ -163,20 +149,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             continue
         break
     if window:  # stopped between evaluations: evaluate once more so the last state is scored
-        _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, world, step, epoch,
+        _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, step, epoch,
                              consumed, total_steps, started, start_step, history, resumes)
-    elif checkpoint and step == start_step and history:
+    elif state is not None and step == start_step and history:
         # resumed from the run's final checkpoint (killed after writing it): nothing is left to
         # train, but the resume belongs in the record, so the last report goes out again, once,
         # with a checkpoint that records it (the history gets no duplicate row)
         last = dict(history[-1], resumed_at=resumes[-1])
-        _save_and_report(cfg, stage, models, schedulers, monitor, rank, world, step, epoch, consumed, history,
-                         resumes, last, with_checkpoint=True, dir_suffix=f"_resume{len(resumes)}")  # own folder
+        _save_and_report(cfg, stage, models, schedulers, monitor, step, epoch, consumed, history, resumes, last,
+                         with_checkpoint=True, dir_suffix=f"_resume{len(resumes)}")  # own folder
     if progress is not None:
         progress.close()
 
 
-def _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, world, step, epoch,
+def _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, step, epoch,
                          consumed, total_steps, started, start_step, history, resumes) -> None:
     val = stage.evaluate(val_batches)
     verdicts = monitor.observe_eval(step, val)
@@ -195,32 +181,20 @@ def _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, w
                     " ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float)))
         for v in verdicts:
             logger.info("verdict at step %d: %s", v.step, v.message)
-    _save_and_report(cfg, stage, models, schedulers, monitor, rank, world, step, epoch, consumed, history, resumes,
-                     report, with_checkpoint=step % cfg.checkpoint_every == 0 or step == total_steps or monitor.stop)
+    _save_and_report(cfg, stage, models, schedulers, monitor, step, epoch, consumed, history, resumes, report,
+                     with_checkpoint=step % cfg.checkpoint_every == 0 or step == total_steps or monitor.stop)
 
 
-def _save_and_report(cfg, stage, models, schedulers, monitor, rank, world, step, epoch, consumed, history, resumes,
-                     report, *, with_checkpoint: bool, dir_suffix: str = "") -> None:
-    """`ray.train.report` on every rank; with the run state as a checkpoint (written by rank 0)."""
-    import ray.train
+def _save_and_report(cfg, stage, models, schedulers, monitor, step, epoch, consumed, history, resumes, report, *,
+                     with_checkpoint: bool, dir_suffix: str = "") -> None:
+    """Report on every rank; with the run state as a checkpoint (written by rank 0)."""
 
-    if with_checkpoint:
-        # gather every rank's RNG state so a restart restores each worker's own stream
-        rng = [rng_state()]
-        if world > 1 and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * world
-            torch.distributed.all_gather_object(gathered, rng[0])
-            rng = gathered
-        if rank == 0:
-            state = {"models": {n: unwrap(m).state_dict() for n, m in models.items()},
-                     "optimizers": [o.state_dict() for o in stage.optimizers],
-                     "schedulers": [s.state_dict() for s in schedulers], "scaler": stage.scaler.state_dict(),
-                     "skipped": stage.skipped, "monitor": monitor.state_dict(), "step": step, "epoch": epoch,
-                     "consumed": consumed, "rng": rng, "config": cfg.model_dump(), "history": history,
-                     "resumes": resumes}
-            with tempfile.TemporaryDirectory() as folder:
-                torch.save(state, Path(folder) / STATE_FILE)
-                ray.train.report(report, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                                 checkpoint_dir_name=f"checkpoint_step{step:07d}{dir_suffix}")
-            return
-    ray.train.report(report)
+    def run_state() -> dict[str, Any]:
+        return {"models": {n: unwrap(m).state_dict() for n, m in models.items()},
+                "optimizers": [o.state_dict() for o in stage.optimizers],
+                "schedulers": [s.state_dict() for s in schedulers], "scaler": stage.scaler.state_dict(),
+                "skipped": stage.skipped, "monitor": monitor.state_dict(), "step": step, "epoch": epoch,
+                "consumed": consumed, "config": cfg.model_dump(), "history": history, "resumes": resumes}
+
+    checkpointing.report(report, checkpoint_state=run_state if with_checkpoint else None,
+                         dir_name=f"checkpoint_step{step:07d}{dir_suffix}")

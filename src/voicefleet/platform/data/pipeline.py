@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.models.pretrained import PretrainedPaths, find_pretrained
 from voicefleet.platform.cluster import ensure_ray
 
@@ -463,7 +464,7 @@ def _build_manifest(*, listing, fingerprint: str, processing: str, config: Prepa
         "pretrained": hashes,
         "libraries": mf.library_versions(),
         "files": {"data": parts, "rejects": REJECTS_FILE},
-        "schema": {"audio_dtype": config.audio_dtype, "sample_rate": 32000, "hubert_frame_rate_hz": 50,
+        "schema": {"audio_dtype": config.audio_dtype, "sample_rate": SAMPLE_RATE, "hubert_frame_rate_hz": 50,
                    "semantic_frame_rate_hz": 25},
     }
 

@@ -18,7 +18,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from voicefleet.cli.common import UserError, console, user_facing
+from voicefleet.cli.common import UserError, console, field_option, user_facing
+from voicefleet.platform.data.config import PrepareConfig, StageResources
+from voicefleet.platform.data.quality import MAX_DURATION_S, MIN_DURATION_S
+from voicefleet.platform.data.slicer import SliceSettings
+
+_SLICE = SliceSettings()
 
 
 def _load_settings(path: Path | None) -> dict:
@@ -44,8 +49,6 @@ def _load_settings(path: Path | None) -> dict:
 
 def _config(settings: dict, overrides: dict, resources: dict):
     from pydantic import ValidationError
-
-    from voicefleet.platform.data import PrepareConfig
 
     try:
         config = PrepareConfig.model_validate({**settings, **{k: v for k, v in overrides.items() if v is not None}})
@@ -90,18 +93,17 @@ def prepare_cmd(
     audio_dir: Optional[str] = typer.Option(None, "--audio-dir", help="Find audio by file name in this folder "
                                             "(the official inp_wav_dir) instead of by the listed path."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="JSON or YAML file of PrepareConfig settings."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, max=1024,
+    workers: Optional[int] = field_option(StageResources, "concurrency", "--workers", default=None,
                                           help="Actors per model stage (text+BERT, HuBERT+tokens)."),
-    cpus_per_worker: Optional[float] = typer.Option(None, "--cpus-per-worker", min=0.01, max=256,
+    cpus_per_worker: Optional[float] = field_option(StageResources, "num_cpus", "--cpus-per-worker", default=None,
                                                     help="Logical CPUs per actor."),
-    gpus_per_worker: Optional[float] = typer.Option(None, "--gpus-per-worker", min=0.0, max=16,
+    gpus_per_worker: Optional[float] = field_option(StageResources, "num_gpus", "--gpus-per-worker", default=None,
                                                     help="GPUs per actor (fractions share a GPU)."),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", min=0.0, max=0.5,
-                                                 help="Share of each speaker's clips for validation (default 0.1)."),
-    max_spectral_entropy: Optional[float] = typer.Option(None, "--max-spectral-entropy", min=0.01, max=1.0,
-                                                         help="Noise threshold (default 0.83; 1 disables)."),
-    audio_dtype: Optional[str] = typer.Option(None, "--audio-dtype", help="Storage of the 32 kHz audio: int16 "
-                                              "(default) or float32."),
+    val_fraction: Optional[float] = field_option(PrepareConfig, "val_fraction", "--val-fraction", default=None,
+                                                 help="Share of each speaker's clips for validation."),
+    max_spectral_entropy: Optional[float] = field_option(PrepareConfig, "max_spectral_entropy",
+                                                         "--max-spectral-entropy", default=None),
+    audio_dtype: Optional[str] = field_option(PrepareConfig, "audio_dtype", "--audio-dtype", default=None),
     export_official: Optional[Path] = typer.Option(None, "--export-official",
                                                    help="Also write the official GPT-SoVITS experiment layout here."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -139,12 +141,15 @@ def slice_cmd(
     method: str = typer.Option("vad", "--method", help="vad (silero-vad; energy if unavailable) or energy."),
     speaker: Optional[str] = typer.Option(None, "--speaker", help="Speaker name in the list (default: file name)."),
     lang: str = typer.Option("zh", "--lang", help="Language code for the list lines: zh, all_zh or en."),
-    min_s: float = typer.Option(3.0, "--min-s", min=0.6, max=53.0, help="Shortest clip in seconds."),
-    max_s: float = typer.Option(10.0, "--max-s", min=1.0, max=54.0, help="Longest clip in seconds."),
+    # SliceSettings checks MIN_DURATION_S <= min_s < max_s <= MAX_DURATION_S (the official clip limits)
+    min_s: float = typer.Option(_SLICE.min_s, "--min-s", min=MIN_DURATION_S, max=MAX_DURATION_S,
+                                help="Shortest clip in seconds."),
+    max_s: float = typer.Option(_SLICE.max_s, "--max-s", min=MIN_DURATION_S, max=MAX_DURATION_S,
+                                help="Longest clip in seconds."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
 ) -> None:
-    """Cut long recordings into 3-10 s clips at pauses and write a list-file skeleton to fill in."""
-    from voicefleet.platform.data.slicer import SliceSettings, slice_recordings
+    """Cut long recordings into clips (--min-s to --max-s seconds) at pauses and write a list-file skeleton."""
+    from voicefleet.platform.data.slicer import slice_recordings
 
     if method not in ("vad", "energy"):
         raise UserError(f"--method must be vad or energy, got {method!r}")

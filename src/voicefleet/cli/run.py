@@ -13,40 +13,43 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from voicefleet.cli.common import user_facing
+from voicefleet.cli.common import field_option, user_facing
+from voicefleet.recipes.end_to_end import EndToEndConfig
+
+E = EndToEndConfig
 
 
 @user_facing
 def run_cmd(
-    list_file: str = typer.Argument(..., help="GPT-SoVITS list file (wav_path|speaker|lang|text)."),
-    voice: str = typer.Option(..., "--voice", help="Voice id to register and serve."),
-    pretrained: str = typer.Option("pretrained_models", "--pretrained", help="Official pretrained folder."),
-    workdir: str = typer.Option("work", "--workdir", help="Datasets, runs and registry live here."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="Runs/sweeps/registry (default <workdir>/runs); "
-                                          "a URI (s3://, gs://) on clusters."),
-    tune: bool = typer.Option(True, "--tune/--no-tune", help="Sweep learning rates (default), or train once."),
-    trials: int = typer.Option(8, min=1, help="Sweep: configurations to try."),
-    rounds: int = typer.Option(4, min=1, help="Sweep: evaluations per trial."),
-    steps_per_round: int = typer.Option(20, min=1, help="Sweep: optimizer steps of each stage per round."),
-    train_steps: int = typer.Option(200, min=1, help="--no-tune: optimizer steps of each stage."),
-    workers: int = typer.Option(1, min=1, help="Ray Train workers per run or trial."),
-    gpus_per_worker: float = typer.Option(0.0, min=0.0, help="GPUs per training worker (0: CPU)."),
-    batch_size: int = typer.Option(4, min=1, help="Clips per worker per step."),
-    serve: bool = typer.Option(True, "--serve/--no-serve", help="Start the endpoint when the voice is ready."),
-    host: str = typer.Option("127.0.0.1", help="HTTP host (0.0.0.0 to listen on every interface)."),
-    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port."),
-    say: Optional[str] = typer.Option(None, "--say", help="Synthesise this sentence through the endpoint."),
-    say_lang: str = typer.Option("zh", "--say-lang", help="Language of --say (zh, en, auto, ...)."),
-    output: Path = typer.Option(Path("out/voicefleet.wav"), "--output", "-o", help="WAV for --say."),
+    list_file: str = typer.Argument(..., help=E.model_fields["list_file"].description),
+    voice: str = field_option(E, "voice", "--voice"),
+    pretrained: str = field_option(E, "pretrained", "--pretrained"),
+    workdir: str = field_option(E, "workdir", "--workdir"),
+    storage: Optional[str] = field_option(E, "storage", "--storage"),
+    tune: bool = typer.Option(E.model_fields["mode"].default == "tune", "--tune/--no-tune",
+                              help="Sweep learning rates, or train once (--no-tune)."),
+    trials: int = field_option(E, "trials"),
+    rounds: int = field_option(E, "rounds"),
+    steps_per_round: int = field_option(E, "steps_per_round"),
+    train_steps: int = field_option(E, "train_steps", help="--no-tune: optimizer steps of each stage."),
+    workers: int = field_option(E, "workers"),
+    gpus_per_worker: float = field_option(E, "gpus_per_worker"),
+    batch_size: int = field_option(E, "batch_size"),
+    serve: bool = field_option(E, "serve", "--serve/--no-serve"),
+    host: str = field_option(E, "host"),
+    port: int = field_option(E, "port"),
+    say: Optional[str] = field_option(E, "say", "--say"),
+    say_lang: str = field_option(E, "say_lang", "--say-lang"),
+    output: Path = field_option(E, "output", "--output", "-o"),
     keep_serving: bool = typer.Option(True, "--keep-serving/--exit", help="Keep the endpoint up until Ctrl-C "
                                       "(--exit stops a local endpoint when done; a cluster's stays up)."),
-    seed: int = typer.Option(0, help="Seeds sampling, training and synthesis."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local Ray)."),
+    seed: int = field_option(E, "seed"),
+    address: Optional[str] = field_option(E, "address", "--address"),
 ) -> None:
     """Prepare, sweep (or train), register and serve a voice: one minute of speech to a live endpoint."""
     import time
 
-    from voicefleet.recipes.end_to_end import EndToEndConfig, run_end_to_end
+    from voicefleet.recipes.end_to_end import run_end_to_end
 
     out = Console()
     config = EndToEndConfig(

@@ -11,38 +11,46 @@ from typing import Optional
 
 import typer
 
-from voicefleet.cli.common import UserError, console, user_facing
+from voicefleet.cli.common import UserError, annotated_option, console, field_option, user_facing
+from voicefleet.inference.params import (DEFAULT_LANG, DEFAULT_PRECISION, REFERENCE_MAX_S, REFERENCE_MIN_S, LangField,
+                                         PrecisionField, SynthesisParams)
+from voicefleet.models.config import SAMPLE_RATE
 
-LANGS_HELP = "zh (Chinese with English words), all_zh, en, or auto (detect per piece)"
+P = SynthesisParams
 
 
 @user_facing
 def synthesize_cmd(
     pretrained: Path = typer.Option(..., "--pretrained", help="Official pretrained folder (HuBERT, BERT, GPT, SoVITS)."),
-    ref_audio: Path = typer.Option(..., "--ref-audio", help="Reference clip of the voice, 3-10 s."),
+    ref_audio: Path = typer.Option(..., "--ref-audio", help=f"Reference clip of the voice, "
+                                    f"{REFERENCE_MIN_S:g}-{REFERENCE_MAX_S:g} s."),
     output: Path = typer.Option(..., "--output", "-o", help="Output file: .wav, .flac, .ogg or .pcm (raw s16le)."),
     text: Optional[str] = typer.Option(None, "--text", help="Text to speak."),
-    lang: str = typer.Option("zh", "--lang", help=f"Language of --text: {LANGS_HELP}."),
+    lang: str = annotated_option(LangField, DEFAULT_LANG, "--lang"),
     prompt_text: str = typer.Option("", "--prompt-text", help="Transcript of the reference clip (recommended)."),
-    prompt_lang: Optional[str] = typer.Option(None, "--prompt-lang", help="Language of --prompt-text (default: --lang)."),
+    prompt_lang: Optional[str] = annotated_option(LangField, None, "--prompt-lang",
+                                                  help="Language of --prompt-text (default: --lang)."),
     phonemes: Optional[str] = typer.Option(None, "--phonemes", help="Instead of --text: v2 phoneme symbols, "
                                            "space separated, '|' between fragments."),
     gpt: Optional[Path] = typer.Option(None, "--gpt", help="GPT .ckpt (default: the pretrained one)."),
     sovits: Optional[Path] = typer.Option(None, "--sovits", help="SoVITS .pth (default: the pretrained s2G)."),
-    top_k: int = typer.Option(15, min=1), top_p: float = typer.Option(1.0, min=0.01, max=1.0),
-    temperature: float = typer.Option(1.0, min=0.0), repetition_penalty: float = typer.Option(1.35, min=0.01),
-    speed: float = typer.Option(1.0, min=0.25, max=4.0), noise_scale: float = typer.Option(0.5, min=0.0),
-    text_split_method: str = typer.Option("cut5", help="cut0 (none) .. cut5 (every punctuation mark)."),
-    batch_size: int = typer.Option(1, min=1, max=64, help="Fragments decoded together."),
-    fragment_interval: float = typer.Option(0.3, min=0.0, max=5.0, help="Seconds of silence after each fragment."),
-    seed: Optional[int] = typer.Option(None, help="Seed for reproducible output."),
-    max_tokens: int = typer.Option(1500, min=1, max=1500, help="Cap on semantic tokens per fragment (25 per s)."),
-    precision: str = typer.Option("fp32", help="fp32 (official numerics) or fast (int8/bf16 on CPU, ~2-3x faster)."),
+    top_k: int = field_option(P, "top_k"),
+    top_p: float = field_option(P, "top_p"),
+    temperature: float = field_option(P, "temperature"),
+    repetition_penalty: float = field_option(P, "repetition_penalty"),
+    speed: float = field_option(P, "speed"),
+    noise_scale: float = field_option(P, "noise_scale"),
+    text_split_method: str = field_option(P, "text_split_method"),
+    batch_size: int = field_option(P, "batch_size"),
+    fragment_interval: float = field_option(P, "fragment_interval"),
+    seed: Optional[int] = field_option(P, "seed"),
+    max_tokens: int = field_option(P, "max_tokens"),
+    precision: str = annotated_option(PrecisionField, DEFAULT_PRECISION, "--precision"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
     """Synthesise speech in the reference voice and write an audio file."""
     from voicefleet.inference.audio_io import write_audio
-    from voicefleet.inference.pipeline import SynthesisParams, Synthesizer
+    from voicefleet.inference.pipeline import Synthesizer
     from voicefleet.models.pretrained import find_pretrained
     from voicefleet.models.symbols import phoneme_ids
 
@@ -68,4 +76,4 @@ def synthesize_cmd(
     else:
         audio = synth.synthesize_units(voice, synth.phoneme_units(fragments, voice), params)
     write_audio(output, audio)
-    console.print(f"wrote {output} ({len(audio) / 32000:.2f} s at 32 kHz)")
+    console.print(f"wrote {output} ({len(audio) / SAMPLE_RATE:.2f} s at {SAMPLE_RATE / 1000:g} kHz)")

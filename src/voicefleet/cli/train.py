@@ -12,7 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from voicefleet.cli.common import user_facing
+from voicefleet.cli.common import field_option, user_facing
+from voicefleet.platform.training.config import STAGE_EPOCHS, TrainConfig
+from voicefleet.platform.training.schedules import ScheduleConfig
 
 train_app = typer.Typer(no_args_is_help=True, help="Fine-tune a voice on Ray Train (SoVITS and GPT stages).")
 
@@ -23,8 +25,6 @@ def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: st
          max_failures: int, voice: Optional[str], address: Optional[str]) -> None:
     from voicefleet.platform.cluster import ensure_ray
     from voicefleet.platform.training.api import train_stage
-    from voicefleet.platform.training.config import TrainConfig
-    from voicefleet.platform.training.schedules import ScheduleConfig
     from voicefleet.platform.voices import register_trained_voice
 
     config = TrainConfig(
@@ -53,30 +53,26 @@ def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: st
 
 
 def _stage_command(stage: str):
-    default_epochs = 8 if stage == "sovits" else 15
-
     @user_facing
     def command(
         dataset: Path = typer.Argument(..., help="Prepared dataset folder (voicefleet prepare)."),
         pretrained: Path = typer.Option(..., "--pretrained", help="Official pretrained folder."),
-        run_name: str = typer.Option(..., "--run-name", help="Unique run name; the same name resumes the run."),
-        storage: str = typer.Option("runs", help="Runs and registry: a folder or a URI (s3://, gs://, ...)."),
-        workers: int = typer.Option(1, min=1, help="Ray Train workers (DDP ranks)."),
-        gpu: bool = typer.Option(False, "--gpu", help="One GPU per worker (nccl); CPU workers use gloo."),
-        placement: str = typer.Option("PACK", "--placement",
-                                      help="Worker placement: PACK, SPREAD, STRICT_PACK or STRICT_SPREAD "
-                                           "(one worker per node)."),
-        batch_size: int = typer.Option(4, min=1, help="Clips per worker per step."),
-        epochs: int = typer.Option(default_epochs, min=1),
-        max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after this many optimizer steps."),
-        lr: float = typer.Option(1e-4, help="SoVITS base learning rate."),
-        gpt_lr_ratio: float = typer.Option(0.4, help="GPT learning rate as a ratio of the SoVITS one."),
-        schedule: str = typer.Option("warmup_cosine", help="warmup_cosine, or official (GPT-SoVITS's schedules)."),
-        warmup: float = typer.Option(0.08, min=0.0, max=0.5, help="Warm-up as a fraction of all steps."),
-        precision: str = typer.Option("auto", help="auto, fp32, bf16 or fp16 (mixed precision needs GPUs)."),
-        eval_every: int = typer.Option(20, min=1, help="Steps between validation passes."),
-        checkpoint_every: int = typer.Option(20, min=1, help="Steps between checkpoints (a multiple of eval)."),
-        max_failures: int = typer.Option(2, min=-1, help="Restarts from the last checkpoint after a failure."),
+        run_name: str = field_option(TrainConfig, "run_name", "--run-name"),
+        storage: str = field_option(TrainConfig, "storage_path", "--storage"),
+        workers: int = field_option(TrainConfig, "num_workers", "--workers"),
+        gpu: bool = field_option(TrainConfig, "use_gpu", "--gpu"),
+        placement: str = field_option(TrainConfig, "placement_strategy", "--placement"),
+        batch_size: int = field_option(TrainConfig, "batch_size"),
+        epochs: int = field_option(TrainConfig, "epochs", default=STAGE_EPOCHS[stage]),
+        max_steps: Optional[int] = field_option(TrainConfig, "max_steps"),
+        lr: float = field_option(TrainConfig, "sovits_lr", "--lr"),
+        gpt_lr_ratio: float = field_option(TrainConfig, "gpt_lr_ratio"),
+        schedule: str = field_option(ScheduleConfig, "kind", "--schedule"),
+        warmup: float = field_option(ScheduleConfig, "warmup_fraction", "--warmup"),
+        precision: str = field_option(TrainConfig, "precision"),
+        eval_every: int = field_option(TrainConfig, "eval_every"),
+        checkpoint_every: int = field_option(TrainConfig, "checkpoint_every"),
+        max_failures: int = field_option(TrainConfig, "max_failures"),
         voice: Optional[str] = typer.Option(None, "--voice", help="Register the result as this voice id."),
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local)."),
     ) -> None:

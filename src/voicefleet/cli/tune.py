@@ -13,12 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from voicefleet.cli.common import user_facing
+from voicefleet.cli.common import field_option, user_facing
+from voicefleet.tuning.space import Range, SearchSpace
+from voicefleet.tuning.sweep import SweepConfig
+
+_SPACE = SearchSpace()
 
 
-def _range(flag: str, text: str, log: bool):
-    from voicefleet.tuning.space import Range
-
+def _range(flag: str, text: str, log: bool) -> Range:
     try:
         low, high = (float(x) for x in text.split(":"))
     except ValueError:
@@ -29,16 +31,14 @@ def _range(flag: str, text: str, log: bool):
 def _space(path: Optional[Path], sovits_lr: Optional[str], ratio: Optional[str], warmup: Optional[str],
            min_warmup_steps: Optional[int]):
     """The YAML file's space (or the defaults), with any range given as a flag replacing its dimension."""
-    from voicefleet.tuning.space import SearchSpace
-
     space = SearchSpace.from_yaml(path) if path else SearchSpace()
     updates = {}
     if sovits_lr:
-        updates["sovits_lr"] = _range("--sovits-lr", sovits_lr, log=True)
+        updates["sovits_lr"] = _range("--sovits-lr", sovits_lr, log=_SPACE.sovits_lr.log)
     if ratio:
-        updates["gpt_lr_ratio"] = _range("--gpt-lr-ratio", ratio, log=False)
+        updates["gpt_lr_ratio"] = _range("--gpt-lr-ratio", ratio, log=_SPACE.gpt_lr_ratio.log)
     if warmup:
-        updates["warmup_fraction"] = _range("--warmup", warmup, log=False)
+        updates["warmup_fraction"] = _range("--warmup", warmup, log=_SPACE.warmup_fraction.log)
     if min_warmup_steps is not None:
         updates["min_warmup_steps"] = min_warmup_steps
     return SearchSpace(**{**space.model_dump(), **{k: v.model_dump() if hasattr(v, "model_dump") else v
@@ -49,31 +49,32 @@ def _space(path: Optional[Path], sovits_lr: Optional[str], ratio: Optional[str],
 def tune_cmd(
     dataset: Path = typer.Argument(..., help="Prepared dataset folder (voicefleet prepare)."),
     pretrained: Path = typer.Option(..., "--pretrained", help="Official pretrained folder."),
-    voice: str = typer.Option(..., "--voice", help="Register the best trial as this voice id."),
-    sweep_id: Optional[str] = typer.Option(None, "--sweep-id", help="Names the sweep in storage (default <voice>-sweep)."),
-    trials: int = typer.Option(8, min=1, help="Configurations to try."),
-    concurrent: Optional[int] = typer.Option(None, min=1, help="Trials at once (default: as many as the cluster fits)."),
-    rounds: int = typer.Option(4, min=1, help="Evaluations per trial; ASHA may stop a trial after each."),
-    steps_per_round: int = typer.Option(20, min=1, help="Optimizer steps of each stage per round."),
-    workers: int = typer.Option(1, min=1, help="Ray Train workers (DDP ranks) per trial."),
+    voice: str = field_option(SweepConfig, "voice", "--voice"),
+    sweep_id: Optional[str] = field_option(SweepConfig, "sweep_id", "--sweep-id"),
+    trials: int = field_option(SweepConfig, "trials"),
+    concurrent: Optional[int] = field_option(SweepConfig, "max_concurrent", "--concurrent"),
+    rounds: int = field_option(SweepConfig, "rounds"),
+    steps_per_round: int = field_option(SweepConfig, "steps_per_round"),
+    workers: int = field_option(SweepConfig, "num_workers", "--workers"),
+    # one flag for SweepConfig's use_gpu and gpus_per_worker: 0 means CPU workers
     gpus_per_worker: float = typer.Option(0.0, min=0.0, help="GPUs per worker (0: CPU workers; 0.5 shares a GPU)."),
-    batch_size: int = typer.Option(4, min=1, help="Clips per worker per step."),
+    batch_size: int = field_option(SweepConfig, "batch_size"),
     space: Optional[Path] = typer.Option(None, "--space", help="Search space YAML (default: built-in ranges)."),
     sovits_lr: Optional[str] = typer.Option(None, "--sovits-lr", help="SoVITS rate range LOW:HIGH, log-uniform "
-                                            "(default 3e-5:3e-4)."),
+                                            f"(default {_SPACE.sovits_lr.flag()})."),
     gpt_lr_ratio: Optional[str] = typer.Option(None, "--gpt-lr-ratio", help="GPT:SoVITS ratio range LOW:HIGH "
-                                               "(default 0.2:1.0)."),
-    warmup: Optional[str] = typer.Option(None, "--warmup", help="Warm-up fraction range LOW:HIGH (default 0.02:0.2)."),
-    min_warmup_steps: Optional[int] = typer.Option(None, "--min-warmup-steps", min=0,
-                                                   help="Warm-up never shorter than this (default 10)."),
-    storage: str = typer.Option("runs", help="Runs, sweeps and registry: a folder or a URI (s3://, gs://, ...)."),
-    seed: int = typer.Option(0, help="Seeds the sampler and the trials."),
+                                               f"(default {_SPACE.gpt_lr_ratio.flag()})."),
+    warmup: Optional[str] = typer.Option(None, "--warmup", help="Warm-up fraction range LOW:HIGH "
+                                         f"(default {_SPACE.warmup_fraction.flag()})."),
+    min_warmup_steps: Optional[int] = field_option(SearchSpace, "min_warmup_steps", "--min-warmup-steps", default=None),
+    storage: str = field_option(SweepConfig, "storage_path", "--storage"),
+    seed: int = field_option(SweepConfig, "seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep of the same id."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local)."),
 ) -> None:
     """Search learning rates and warm-up with Ray Tune + Optuna; register the best voice."""
     from voicefleet.platform.cluster import ensure_ray
-    from voicefleet.tuning.sweep import SweepConfig, run_sweep
+    from voicefleet.tuning.sweep import run_sweep
 
     config = SweepConfig(
         voice=voice, sweep_id=sweep_id, storage_path=storage, trials=trials, max_concurrent=concurrent, rounds=rounds,

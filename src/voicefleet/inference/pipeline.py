@@ -19,7 +19,6 @@ even with other requests running concurrently.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import threading
@@ -30,6 +29,9 @@ from typing import Callable, Iterator, Sequence, Union
 import numpy as np
 import torch
 
+# SynthesisParams and the limits are defined in `params` and stay importable from here.
+from voicefleet.inference.params import (  # noqa: F401
+    FIRST_CHUNK_HOLDBACK_TOKENS, PRECISIONS, REFERENCE_MAX_S, REFERENCE_MIN_S, SEED_MAX, SynthesisParams)
 from voicefleet.models.audio import linear_spectrogram, load_audio
 from voicefleet.models.checkpoint.gpt_io import load_gpt
 from voicefleet.models.checkpoint.sovits_io import load_sovits
@@ -42,47 +44,13 @@ from voicefleet.text.splitting import SENTENCE_MARKS, length_buckets, split_text
 
 logger = logging.getLogger(__name__)
 
-REFERENCE_MIN_S, REFERENCE_MAX_S = 3.0, 10.0  # official limits on the reference clip
-# fp32: official numerics. fast: int8/bf16 GPT and bf16 HiFi-GAN on CPU (`inference.fast`).
-PRECISIONS = ("fp32", "fast")
-
 
 class SynthesisError(ValueError):
     """A synthesis request that cannot be served as given (bad reference, empty text, ...)."""
 
 
-# Early first chunk (streaming): the prefix decode's last tokens lack right context, so the chunk
-# stops this many tokens short, and the full fragment's audio fades in over FIRST_CHUNK_FADE_S.
-FIRST_CHUNK_HOLDBACK_TOKENS = 2
+# Streaming: the full first fragment's audio fades in over this after the early chunk.
 FIRST_CHUNK_FADE_S = 0.01
-
-
-@dataclass(frozen=True)
-class SynthesisParams:
-    """Per-request knobs; defaults follow the official inference API (api_v2)."""
-
-    top_k: int = 15
-    top_p: float = 1.0
-    temperature: float = 1.0
-    repetition_penalty: float = 1.35
-    noise_scale: float = 0.5
-    speed: float = 1.0
-    fragment_interval: float = 0.3  # seconds of silence after each fragment
-    text_split_method: str = "cut5"
-    batch_size: int = 1  # fragments decoded together by the GPT
-    seed: int | None = None
-    max_tokens: int = 1500  # cap on semantic tokens per fragment (25 per second of audio)
-    # Streaming only: send the first fragment's first N tokens ahead of the rest (0: whole fragments)
-    first_chunk_tokens: int = 0
-
-    def __post_init__(self) -> None:
-        if self.first_chunk_tokens and self.first_chunk_tokens <= FIRST_CHUNK_HOLDBACK_TOKENS:
-            raise ValueError(f"first_chunk_tokens must be 0 or more than {FIRST_CHUNK_HOLDBACK_TOKENS}, "
-                             f"got {self.first_chunk_tokens}")
-
-    def sampling(self) -> SamplingParams:
-        return SamplingParams(top_k=self.top_k, top_p=self.top_p, temperature=self.temperature,
-                              repetition_penalty=self.repetition_penalty)
 
 
 @dataclass
@@ -405,7 +373,7 @@ class Synthesizer:
         """`params` with its seed drawn now when none was given (one seed per request)."""
         if params.seed is not None:
             return params
-        return dataclasses.replace(params, seed=int(torch.randint(0, 2**31 - 1, ()).item()))
+        return params.model_copy(update={"seed": int(torch.randint(0, SEED_MAX, ()).item())})
 
     def stream_units(self, voice: Voice, units: Sequence[TextUnit], params: SynthesisParams = SynthesisParams()
                      ) -> Iterator[np.ndarray]:

@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import soundfile as sf
 
+from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.data.schema import clip_arrays
 from voicefleet.platform.registry import VoiceRecord, VoiceRegistry
@@ -61,7 +62,7 @@ def register_trained_voice(voice_id: str, storage_path: str, dataset: str | Path
         sovits_file = Path(sovits) if sovits else kept.get("sovits", paths.sovits_g)
         gpt_file = Path(gpt) if gpt else kept.get("gpt", paths.gpt)
         wav = Path(tmp) / "reference.wav"
-        sf.write(wav, np.clip(ref["audio"], -1, 1), 32000, subtype="PCM_16")
+        sf.write(wav, np.clip(ref["audio"], -1, 1), SAMPLE_RATE, subtype="PCM_16")
         record = registry.register(
             voice_id, gpt=gpt_file, sovits=sovits_file, reference=wav, prompt_text=ref["text"],
             prompt_lang=ref["lang"], language=ref["lang"],

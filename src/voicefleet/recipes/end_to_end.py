@@ -25,7 +25,12 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from voicefleet.inference.params import DEFAULT_LANG, LangField
 from voicefleet.platform.cluster import ensure_ray
+from voicefleet.platform.fields import same_field
+from voicefleet.platform.training.config import TrainConfig
+from voicefleet.serve.settings import HTTP_HOST, HTTP_PORT, HttpHost, HttpPort, ServeSettings
+from voicefleet.tuning.sweep import SweepConfig
 
 logger = logging.getLogger(__name__)
 
@@ -39,25 +44,26 @@ class EndToEndConfig(BaseModel):
 
     list_file: str = Field(..., description="GPT-SoVITS list file (wav_path|speaker|lang|text).")
     voice: str = Field(..., description="Voice id to register and serve.")
-    pretrained: str = Field("pretrained_models", description="Official pretrained folder.")
+    pretrained: str = same_field(ServeSettings, "pretrained")
     workdir: str = Field("work", description="Datasets, and by default runs and the registry.")
-    storage: str | None = Field(None, description="Runs, sweeps and registry (default <workdir>/runs); a URI on clusters.")
+    storage: str | None = Field(None, description="Runs, sweeps and registry (default <workdir>/runs); a URI "
+                                                  "(s3://, gs://) on clusters.")
     mode: Literal["tune", "train"] = Field("tune", description="Sweep learning rates, or train once with defaults.")
-    trials: int = Field(8, ge=1)
-    rounds: int = Field(4, ge=1)
-    steps_per_round: int = Field(20, ge=1)
+    trials: int = same_field(SweepConfig, "trials", description="Sweep: configurations to try.")
+    rounds: int = same_field(SweepConfig, "rounds", description="Sweep: evaluations per trial.")
+    steps_per_round: int = same_field(SweepConfig, "steps_per_round")
     train_steps: int = Field(200, ge=1, description="mode=train: optimizer steps of each stage.")
-    workers: int = Field(1, ge=1, description="Ray Train workers per run or trial.")
-    gpus_per_worker: float = Field(0.0, ge=0)
-    batch_size: int = Field(4, ge=1)
+    workers: int = same_field(TrainConfig, "num_workers", description="Ray Train workers per run or trial.")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per training worker (0: CPU).")
+    batch_size: int = same_field(TrainConfig, "batch_size")
     prepare_workers: int | None = Field(None, ge=1, description="Actors per data-preparation stage.")
-    serve: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    say: str | None = Field(None, description="Synthesise this through the endpoint once it is up.")
-    say_lang: str = "zh"
-    output: str = Field("out/voicefleet.wav", description="Where the synthesised sentence is written.")
-    seed: int = 0
+    serve: bool = Field(True, description="Start the endpoint when the voice is ready.")
+    host: HttpHost = HTTP_HOST
+    port: HttpPort = HTTP_PORT
+    say: str | None = Field(None, description="Synthesise this sentence through the endpoint once it is up.")
+    say_lang: LangField = DEFAULT_LANG
+    output: str = Field("out/voicefleet.wav", description="Where the synthesised sentence is written (WAV).")
+    seed: int = Field(0, description="Seeds sampling, training and synthesis.")
     address: str | None = Field(None, description="Ray cluster address (default: local, or RAY_ADDRESS).")
 
     @property

@@ -3,17 +3,22 @@ variables or given directly (app builder, `serve_config.yaml` args, CLI)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from voicefleet.inference.pipeline import REFERENCE_MAX_S, REFERENCE_MIN_S
+from voicefleet.inference.params import DEFAULT_PRECISION, REFERENCE_MAX_S, REFERENCE_MIN_S, PrecisionField
 from voicefleet.platform.registry import VOICE_ID
 
-# Hard ceilings the OpenAPI schema states; a deployment may set lower limits in its settings.
+# Hard ceiling the OpenAPI schema states; a deployment may set a lower limit in its settings.
 TEXT_CHARS_CEILING = 10_000
-MAX_TOKENS_CEILING = 1500  # the pipeline's default cap: 60 s of audio per fragment
+
+# Where `voicefleet serve` / `voicefleet run` listen (Ray Serve's http_options, not a ServeSettings field).
+HTTP_HOST = "127.0.0.1"
+HttpHost = Annotated[str, Field(description="HTTP host (0.0.0.0 to listen on every interface).")]
+HTTP_PORT = 8000
+HttpPort = Annotated[int, Field(ge=1, le=65535, description="HTTP port.")]
 
 
 class ApiKey(BaseModel):
@@ -48,7 +53,7 @@ class ServeSettings(BaseSettings):
 
     storage: str = Field("runs", description="Storage path (folder or URI); voices live in <storage>/registry.")
     pretrained: str = Field("pretrained_models", description="Official GPT-SoVITS pretrained_models folder.")
-    precision: Literal["fp32", "fast"] = Field("fp32", description="fp32: official numerics; fast: int8/bf16 on CPU.")
+    precision: PrecisionField = DEFAULT_PRECISION
 
     # replicas
     max_voices_per_replica: int = Field(4, ge=1, le=64, description="Voices cached per synthesis replica (LRU).")
@@ -84,9 +89,9 @@ class ServeSettings(BaseSettings):
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024,
                                   description="Largest request body (reference clip uploads).")
     reference_min_s: float = Field(REFERENCE_MIN_S, ge=REFERENCE_MIN_S, le=REFERENCE_MAX_S,
-                                   description="Shortest reference clip accepted (official: 3 s).")
+                                   description=f"Shortest reference clip accepted (official: {REFERENCE_MIN_S:g} s).")
     reference_max_s: float = Field(REFERENCE_MAX_S, ge=REFERENCE_MIN_S, le=REFERENCE_MAX_S,
-                                   description="Longest reference clip accepted (official: 10 s).")
+                                   description=f"Longest reference clip accepted (official: {REFERENCE_MAX_S:g} s).")
 
     api_keys: list[ApiKey] = Field(default_factory=list,
                                    description="Bearer keys; empty means no authentication.")

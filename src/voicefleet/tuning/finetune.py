@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.platform.training.batches import Example, bucketed_batches
 from voicefleet.platform.training.config import TrainConfig
 from voicefleet.platform.training.schedules import ScheduleConfig, StepSchedule
@@ -52,7 +53,7 @@ def stage_configs(base: TrainConfig, params: Mapping[str, float], total_steps: i
 def held_out_set(train: Sequence[Example], val: Sequence[Example], max_clips: int) -> HeldOut:
     """The prompt is the training clip closest to 6 s (a typical reference length); the clips to say
     are the validation ones (never trained on), or the last training clips when there are none."""
-    reference = min(train, key=lambda e: (abs(len(e.wav32k) / 32000 - 6.0), e.clip_id))
+    reference = min(train, key=lambda e: (abs(len(e.wav32k) / SAMPLE_RATE - 6.0), e.clip_id))
     clips = list(val) if val else [e for e in train if e is not reference][-max_clips:]
     return HeldOut(reference=reference, clips=clips[:max_clips])
 

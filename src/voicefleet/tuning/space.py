@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Range(BaseModel):
+    """A dimension: `low` to `high`, log-uniform when `log`."""
+
     model_config = ConfigDict(extra="forbid")
 
     low: float
@@ -24,18 +26,25 @@ class Range(BaseModel):
             raise ValueError(f"a log range needs low > 0, got {self.low}")
         return self
 
+    def flag(self) -> str:
+        """As a `LOW:HIGH` flag value."""
+        return f"{self.low:g}:{self.high:g}"
+
 
 class SearchSpace(BaseModel):
     """What a sweep varies. `None` for an optional dimension keeps the run config's value."""
 
     model_config = ConfigDict(extra="forbid")
 
-    sovits_lr: Range = Field(default_factory=lambda: Range(low=3e-5, high=3e-4, log=True))
-    gpt_lr_ratio: Range = Field(default_factory=lambda: Range(low=0.2, high=1.0))
-    warmup_fraction: Range = Field(default_factory=lambda: Range(low=0.02, high=0.2))
+    # around the official values (1e-4, 0.4, 0.08), which the sweep's first trial tries
+    sovits_lr: Range = Field(Range(low=3e-5, high=3e-4, log=True), description="SoVITS base learning rate "
+                                                                            "(log-uniform).")
+    gpt_lr_ratio: Range = Field(Range(low=0.2, high=1.0), description="GPT rate as a ratio of the SoVITS rate.")
+    warmup_fraction: Range = Field(Range(low=0.02, high=0.2), description="Warm-up as a fraction of each trial's "
+                                                                          "steps.")
     min_warmup_steps: int = Field(10, ge=0, description="Warm-up never shorter than this, whatever the fraction.")
     t0_fraction: Range | None = Field(None, description="First cosine cycle as a fraction of the steps after warm-up.")
-    text_low_lr_rate: Range | None = None
+    text_low_lr_rate: Range | None = Field(None, description="Share of the base rate for the SoVITS text modules.")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SearchSpace":

@@ -32,9 +32,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.cluster import ensure_ray
+from voicefleet.platform.fields import same_field
 from voicefleet.platform.registry import check_voice_id
 from voicefleet.platform.training.api import resolve_storage
-from voicefleet.platform.training.config import RUN_NAME, TrainConfig
+from voicefleet.platform.training.config import RUN_NAME, Placement, TrainConfig
 from voicefleet.platform.training.schedules import ScheduleConfig
 from voicefleet.tuning.finetune import STAGES, stage_configs
 from voicefleet.tuning.report import TrialRow, trial_rows, write_report
@@ -46,8 +47,11 @@ logger = logging.getLogger(__name__)
 METRIC, MODE = "val_objective", "min"
 RESULT = "sweep.json"
 TRIAL_MEMORY = 256 * 1024 * 1024  # bytes reserved by each trial's driver process
-# The official fine-tuning values: the sweep's first trial, so it never does worse than them.
-OFFICIAL_POINT = {"sovits_lr": 1e-4, "gpt_lr_ratio": 0.4, "warmup_fraction": 0.08, "text_low_lr_rate": 0.4}
+# The official fine-tuning values (the training defaults): the sweep's first trial, so it never does worse.
+OFFICIAL_POINT = {"sovits_lr": TrainConfig.model_fields["sovits_lr"].default,
+                  "gpt_lr_ratio": TrainConfig.model_fields["gpt_lr_ratio"].default,
+                  "warmup_fraction": ScheduleConfig.model_fields["warmup_fraction"].default,
+                  "text_low_lr_rate": TrainConfig.model_fields["text_low_lr_rate"].default}
 
 
 class SweepError(RuntimeError):
@@ -61,17 +65,18 @@ class SweepConfig(BaseModel):
 
     voice: str = Field(..., description="Voice id the best trial is registered as.")
     sweep_id: str | None = Field(None, description="Default: '<voice>-sweep'.")
-    storage_path: str = Field("runs", description="Runs, sweeps and the registry: a folder or a URI.")
+    storage_path: str = same_field(TrainConfig, "storage_path", description="Runs, sweeps and the registry: a "
+                                   "folder or a URI (s3://, gs://, ...).")
     trials: int = Field(8, ge=1, le=10_000, description="Trials (configurations) to run.")
     max_concurrent: int | None = Field(None, ge=1, description="Trials at once; default: as many as the cluster fits.")
     rounds: int = Field(4, ge=1, le=1000, description="Evaluations per trial; ASHA decides after each.")
     steps_per_round: int = Field(20, ge=1, description="Optimizer steps of each stage per round.")
-    num_workers: int = Field(1, ge=1, le=1024, description="Ray Train workers (DDP ranks) per trial.")
-    use_gpu: bool = False
+    num_workers: int = same_field(TrainConfig, "num_workers", description="Ray Train workers (DDP ranks) per trial.")
+    use_gpu: bool = same_field(TrainConfig, "use_gpu")
     gpus_per_worker: float = Field(1.0, gt=0, description="With use_gpu: GPUs per worker (fractions share one).")
-    cpus_per_worker: float = Field(1.0, gt=0)
-    placement_strategy: str = Field("PACK", pattern="^(PACK|SPREAD|STRICT_PACK|STRICT_SPREAD)$")
-    batch_size: int = Field(4, ge=1, le=1024)
+    cpus_per_worker: float = same_field(TrainConfig, "cpus_per_worker")
+    placement_strategy: Placement = same_field(TrainConfig, "placement_strategy")
+    batch_size: int = same_field(TrainConfig, "batch_size")
     space: SearchSpace = Field(default_factory=SearchSpace)
     seed: int = Field(0, description="Seeds Optuna's sampler and every trial's training.")
     try_official_first: bool = Field(True, description="The first trial uses the official values (when in range).")

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.platform.data import quality
 
 _RUN_FIELDS = ("cpu_batch_size", "cpu_num_cpus", "cpu_concurrency", "audio_stage", "text_stage")
@@ -44,31 +45,36 @@ class PrepareConfig(BaseModel):
 
     # --- checks (see voicefleet.platform.data.quality) ---
     min_duration_s: float = Field(quality.MIN_DURATION_S, ge=0.1, le=60.0,
-                                  description="Shorter clips are rejected (official: 0.6 s).")
+                                  description=f"Shorter clips are rejected (official: {quality.MIN_DURATION_S:g} s).")
     max_duration_s: float = Field(quality.MAX_DURATION_S, gt=0.1, le=600.0,
-                                  description="Longer clips are rejected (official: 54 s).")
+                                  description=f"Longer clips are rejected (official: {quality.MAX_DURATION_S:g} s).")
     max_peak: float = Field(quality.OFFICIAL_MAX_PEAK, gt=0.0, le=100.0,
-                            description="Clips whose 32 kHz peak exceeds this are clipped (official: 2.2).")
+                            description=f"Clips whose {SAMPLE_RATE // 1000} kHz peak exceeds this are clipped "
+                            f"(official: {quality.OFFICIAL_MAX_PEAK:g}).")
     max_flat_top_fraction: float = Field(quality.DEFAULT_MAX_FLAT_TOP_FRACTION, ge=0.0, le=1.0,
                                          description="Clips with a larger share of samples in plateaus at "
                                          "their peak are clipped; 1 disables this check.")
     silence_dbfs: float = Field(quality.DEFAULT_SILENCE_DBFS, ge=-120.0, le=0.0,
                                 description="A clip whose loudest 20 ms frame is below this level is silent.")
     max_spectral_entropy: float = Field(quality.DEFAULT_MAX_SPECTRAL_ENTROPY, gt=0.0, le=1.0,
-                                        description="Clips scoring above are noisy (calibrated default 0.83; "
-                                        "1 disables the check).")
+                                        description="Clips scoring above are noisy (the default is calibrated on "
+                                        "generated voice-like clips; 1 disables the check).")
     # --- normalisation (official 2-get-hubert-wav32k.py) ---
-    norm_peak: float = Field(quality.NORM_PEAK, gt=0.0, le=1.0, description="Official maxx.")
+    norm_peak: float = Field(quality.NORM_PEAK, gt=0.0, le=1.0,
+                             description=f"Peak after normalisation (official maxx: {quality.NORM_PEAK:g}).")
     norm_alpha: float = Field(quality.NORM_ALPHA, ge=0.0, le=1.0,
-                              description="Share of the peak-normalised clip in the mix (official 0.5).")
+                              description=f"Share of the peak-normalised clip in the mix "
+                              f"(official: {quality.NORM_ALPHA:g}).")
     hubert_input_scale: float = Field(quality.HUBERT_INPUT_SCALE, gt=0.0, le=1e5,
-                                      description="The HuBERT input is the mixed clip times this (official 1145.14).")
+                                      description=f"The HuBERT input is the mixed clip times this "
+                                      f"(official: {quality.HUBERT_INPUT_SCALE:g}).")
     # --- dataset ---
     val_fraction: float = Field(0.1, ge=0.0, le=0.5, description="Share of each speaker's clips for validation "
                                 "(chosen by clip-id hash; at least one per speaker with two or more clips "
                                 "when above 0).")
-    audio_dtype: Literal["int16", "float32"] = Field("int16", description="Storage of the 32 kHz audio: int16 "
-                                                     "(as the official 5-wav32k) or float32.")
+    audio_dtype: Literal["int16", "float32"] = Field(
+        "int16", description=f"Storage of the {SAMPLE_RATE // 1000} kHz audio: int16 (as the official 5-wav32k) "
+                             "or float32.")
     # --- how to run (no effect on the result) ---
     cpu_batch_size: int = Field(8, ge=1, le=4096, description="Rows per CPU task (decode, checks, text).")
     cpu_num_cpus: float = Field(0.5, gt=0.0, le=64.0, description="Logical CPUs per CPU task.")

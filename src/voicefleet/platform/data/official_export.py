@@ -34,6 +34,7 @@ import soundfile
 import torch
 
 from voicefleet.models.checkpoint.files import atomic_folder
+from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.platform.data.manifest import read_manifest
 from voicefleet.platform.data.schema import from_f16_blob
 from voicefleet.platform.data.store import read_dataset
@@ -98,7 +99,7 @@ def export_official(dataset_dir: str | Path, export_dir: str | Path) -> Path:
                 audio = np.asarray(row["audio_32k"])
                 if audio.dtype.kind == "f":
                     audio = np.clip(np.round(audio * 32768.0), -32768, 32767)
-                soundfile.write(staging / "5-wav32k" / name, audio.astype(np.int16), 32000, format="WAV",
+                soundfile.write(staging / "5-wav32k" / name, audio.astype(np.int16), SAMPLE_RATE, format="WAV",
                                 subtype="PCM_16")
         (staging / "2-name2text.txt").write_text("\n".join(text_lines) + "\n", encoding="utf-8")
         (staging / "6-name2semantic.tsv").write_text("\n".join(semantic_lines) + "\n", encoding="utf-8")

@@ -40,6 +40,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
+from voicefleet.models.config import SAMPLE_RATE
+
 FORMAT_VERSION = 1
 
 _F16 = np.dtype("<f2")
@@ -71,7 +73,7 @@ def dataset_schema(audio_dtype: str = "int16") -> pa.Schema:
         pa.field("audio_sha256", pa.string(), nullable=False),
         pa.field("row_key", pa.string(), nullable=False),
     ]
-    metadata = {"voicefleet.format_version": str(FORMAT_VERSION), "sample_rate": "32000",
+    metadata = {"voicefleet.format_version": str(FORMAT_VERSION), "sample_rate": str(SAMPLE_RATE),
                 "hubert_frame_rate_hz": "50", "semantic_frame_rate_hz": "25", "audio_dtype": audio_dtype}
     return pa.schema(fields, metadata=metadata)
 

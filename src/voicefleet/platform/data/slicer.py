@@ -39,6 +39,7 @@ from voicefleet.models.checkpoint.files import atomic_folder
 from voicefleet.models.config import SAMPLE_RATE, SSL_SAMPLE_RATE
 
 from voicefleet.platform.data.listfile import format_list_line, normalize_language
+from voicefleet.platform.data.quality import MAX_DURATION_S, MIN_DURATION_S
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,9 @@ class SliceSettings:
     energy_above_noise_db: float = 12.0  # ...and this far above the noise floor (10th-percentile frame)
 
     def __post_init__(self):
-        if not 0.6 <= self.min_s < self.max_s <= 54.0:
-            raise ValueError(f"need 0.6 <= min_s < max_s <= 54 seconds, got min_s={self.min_s}, max_s={self.max_s}")
+        if not MIN_DURATION_S <= self.min_s < self.max_s <= MAX_DURATION_S:
+            raise ValueError(f"need {MIN_DURATION_S:g} <= min_s < max_s <= {MAX_DURATION_S:g} seconds, "
+                             f"got min_s={self.min_s}, max_s={self.max_s}")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from voicefleet.models.checkpoint.files import atomic_folder
+from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.platform.data import manifest as mf
 from voicefleet.platform.data import uris
 from voicefleet.platform.data.config import PrepareConfig
@@ -174,6 +175,6 @@ def build_manifest(*, listing: ListFile, fingerprint: str, processing: str, conf
         "pretrained": hashes,
         "libraries": mf.library_versions(),
         "files": {"data": part_names(kept.num_rows), "rejects": REJECTS_FILE},
-        "schema": {"audio_dtype": config.audio_dtype, "sample_rate": 32000, "hubert_frame_rate_hz": 50,
+        "schema": {"audio_dtype": config.audio_dtype, "sample_rate": SAMPLE_RATE, "hubert_frame_rate_hz": 50,
                    "semantic_frame_rate_hz": 25},
     }

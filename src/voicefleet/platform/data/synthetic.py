@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from voicefleet.models.config import SAMPLE_RATE
+
 # (F1, F2, F3) in Hz of five vowels (a, e, i, o, u), adult averages.
 _VOWEL_FORMANTS = ((730, 1090, 2440), (530, 1840, 2480), (270, 2290, 3010), (570, 840, 2410), (300, 870, 2240))
 _FORMANT_BANDWIDTH_HZ = 90.0
@@ -60,7 +62,7 @@ def _fricative(rng: np.random.Generator, sr: int) -> np.ndarray:
     return burst * np.hanning(n)
 
 
-def voice_like(duration_s: float, sr: int = 32000, *, seed: int = 0, peak: float = 0.5,
+def voice_like(duration_s: float, sr: int = SAMPLE_RATE, *, seed: int = 0, peak: float = 0.5,
                f0: float | None = None, pause_every_s: float = 1.2) -> np.ndarray:
     """A clean voice-like clip of exactly `duration_s` seconds at `sr` Hz.
 

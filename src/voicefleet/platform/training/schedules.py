@@ -22,7 +22,8 @@ class ScheduleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["warmup_cosine", "official"] = "warmup_cosine"
+    kind: Literal["warmup_cosine", "official"] = Field(
+        "warmup_cosine", description="warmup_cosine, or official (GPT-SoVITS's: SoVITS x gamma per epoch, GPT fixed).")
     warmup_fraction: float = Field(0.08, ge=0.0, le=0.5, description="Warm-up length as a fraction of all steps.")
     min_warmup_steps: int = Field(10, ge=0, description="Warm-up lasts at least this many steps.")
     warmup_start: float = Field(0.01, gt=0.0, le=1.0, description="Rate at step 0, as a fraction of the base rate.")

@@ -1,0 +1,96 @@
+"""Synthesis knobs: each default and its bounds, defined once.
+
+The Python API (`SynthesisParams`), the HTTP schemas (`serve.schemas` subclasses it) and the
+`voicefleet synthesize` flags (`cli.common.field_option`) all read these fields, so a default or a
+bound changed here changes everywhere.
+
+Defaults are those of the official inference API (GPT-SoVITS `api_v2.py`); bounds are the official
+web UI's sliders where it has them. Where ours differ, the field says why.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    from voicefleet.models.gpt import SamplingParams
+
+Lang = Literal["zh", "all_zh", "en", "auto"]  # the text front end's modes (`text.frontend.MODES`)
+SplitMethod = Literal["cut0", "cut1", "cut2", "cut3", "cut4", "cut5"]  # `text.splitting.METHODS`
+Precision = Literal["fp32", "fast"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+DEFAULT_LANG: Lang = "zh"  # the official UI's default (中英混合: Chinese, English words read as English)
+LangField = Annotated[Lang, Field(description="Language of the text: zh (Chinese with English words), all_zh, "
+                                              "en, or auto (detected per piece).")]
+DEFAULT_PRECISION: Precision = "fp32"
+PrecisionField = Annotated[Precision, Field(description="fp32: official numerics; fast: int8 GPT, bf16 BERT "
+                                                        "linears and HiFi-GAN on CPUs with AVX512-BF16/AMX "
+                                                        "(~2-3x faster).")]
+
+REFERENCE_MIN_S, REFERENCE_MAX_S = 3.0, 10.0  # official limits on the reference clip
+SEED_MAX = 2**31 - 1
+TOKENS_PER_SECOND = 25  # semantic tokens per second of audio
+MAX_TOKENS = 1500  # 60 s of audio per fragment: the longest the GPT is asked to decode
+# Early first chunk (streaming): the prefix decode's last tokens lack right context, so the chunk
+# stops this many tokens short of `first_chunk_tokens`.
+FIRST_CHUNK_HOLDBACK_TOKENS = 2
+STREAM_FIRST_CHUNK_TOKENS = 12  # HTTP streaming default: 0.48 s of audio ahead of the rest
+
+# Official slider 0.6-1.65; wider here to take OpenAI's speech API range (0.25-4).
+Speed = Annotated[float, Field(ge=0.25, le=4.0, description="Speaking rate factor (1 = as the reference).")]
+FirstChunkTokens = Annotated[int, Field(
+    ge=0, le=250,
+    description=f"Streaming: send the audio of the first fragment's first N semantic tokens ({TOKENS_PER_SECOND} "
+                f"per second) while the rest of it is decoded, for a faster first chunk; 0 sends whole fragments "
+                f"only. 1-{FIRST_CHUNK_HOLDBACK_TOKENS} are refused (the early chunk stops "
+                f"{FIRST_CHUNK_HOLDBACK_TOKENS} tokens short of N).")]
+
+
+class SynthesisParams(BaseModel):
+    """Per-request knobs of `Synthesizer.synthesize` / `stream`; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    top_k: int = Field(15, ge=1, le=100, description="GPT top-k sampling.")
+    # Official slider 0-1; 0 would keep no token, so the bound is open.
+    top_p: float = Field(1.0, gt=0, le=1, description="GPT nucleus sampling threshold (1 disables it).")
+    # Official slider 0-1 (the sampler floors it at 1e-5, so 0 is greedy); up to 2 here because the
+    # official HTTP API sets no limit and hotter sampling is a legitimate request.
+    temperature: float = Field(1.0, ge=0, le=2, description="GPT sampling temperature.")
+    # Official slider 0-2; 0 is left out because the penalty divides positive scores.
+    repetition_penalty: float = Field(1.35, gt=0, le=2, description="GPT repetition penalty on tokens "
+                                                                   "already decoded (1 disables it).")
+    # Not exposed by the official API; 0.5 is what its SoVITS decode uses.
+    noise_scale: float = Field(0.5, ge=0, le=1, description="SoVITS noise scale.")
+    speed: Speed = 1.0
+    # Official slider 0.01-1; 0 (no pause) and up to 2 s allowed here.
+    fragment_interval: float = Field(0.3, ge=0, le=2, description="Seconds of silence after each fragment.")
+    text_split_method: SplitMethod = Field("cut5", description="Official text split method: cut0 (none), cut1 "
+                                                               "(4 sentences), cut2 (50 chars), cut3 (。), "
+                                                               "cut4 (.), cut5 (every punctuation mark).")
+    # Official slider 1-200; 16 here because every row keeps its own GPT cache (~0.2 GB at the
+    # token cap), and one request's memory should stay bounded.
+    batch_size: int = Field(1, ge=1, le=16, description="Fragments decoded together by the GPT.")
+    # Official: -1 draws one; here None does.
+    seed: int | None = Field(None, ge=0, le=SEED_MAX, description="Seed: the same seed, input and batch_size "
+                                                                  "give the same audio. Random if absent.")
+    max_tokens: int = Field(MAX_TOKENS, ge=1, le=MAX_TOKENS, description="Cap on semantic tokens per fragment "
+                                                                         f"({TOKENS_PER_SECOND} per second of "
+                                                                         "audio).")
+    first_chunk_tokens: FirstChunkTokens = 0  # the HTTP API's default is STREAM_FIRST_CHUNK_TOKENS
+
+    @field_validator("first_chunk_tokens")
+    @classmethod
+    def _check_first_chunk(cls, n: int) -> int:
+        if 0 < n <= FIRST_CHUNK_HOLDBACK_TOKENS:
+            raise ValueError(f"first_chunk_tokens must be 0 or more than {FIRST_CHUNK_HOLDBACK_TOKENS}, got {n}")
+        return n
+
+    def sampling(self) -> SamplingParams:
+        from voicefleet.models.gpt import SamplingParams  # torch: only when synthesising
+
+        return SamplingParams(top_k=self.top_k, top_p=self.top_p, temperature=self.temperature,
+                              repetition_penalty=self.repetition_penalty)

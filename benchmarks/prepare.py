@@ -31,7 +31,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import report  # noqa: E402
 
-from voicefleet.models.features import write_full_hubert  # noqa: E402
+from voicefleet.models.feature_folders import write_full_hubert  # noqa: E402
 from voicefleet.models.pretrained import init_pretrained  # noqa: E402
 from voicefleet.platform.cluster import ensure_ray  # noqa: E402
 from voicefleet.platform.data import PrepareConfig, StageResources, prepare_dataset  # noqa: E402

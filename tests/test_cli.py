@@ -138,3 +138,14 @@ def test_text_errors_are_one_line(tiny_pretrained, reference_wav, tmp_path):
                  "--text", "你好", "-o", out, "--gpt", tmp_path / "missing.ckpt")
     _one_line_error(result, "missing.ckpt", "not found")
     assert not out.exists()
+
+
+def test_the_command_line_loads_without_torch_or_ray():
+    """`voicefleet --help` and option parsing read config defaults only: importing the CLI must not
+    pull in torch or Ray (seconds of start-up on every command)."""
+    import subprocess
+    import sys
+
+    code = "import sys, voicefleet.cli; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"importing voicefleet.cli imported {out.strip()}"

@@ -47,7 +47,8 @@ def test_packing_changes_no_result_of_the_quantized_gpt_or_fast_bert(monkeypatch
     import copy
 
     from voicefleet.inference import fast as fast_module
-    from voicefleet.models.features import BertFeatures, write_tiny_bert
+    from voicefleet.models.feature_folders import write_tiny_bert
+    from voicefleet.models.features import BertFeatures
 
     if not fast_module.packed_linear_available():
         pytest.skip("this PyTorch build has no prepacked oneDNN linear")

@@ -19,15 +19,8 @@ import pytest
 import torch
 
 from voicefleet.models.checkpoint.errors import CheckpointError
-from voicefleet.models.features import (
-    BertFeatures,
-    HubertFeatures,
-    pad_reference_16k,
-    write_full_bert,
-    write_full_hubert,
-    write_tiny_bert,
-    write_tiny_hubert,
-)
+from voicefleet.models.feature_folders import write_full_bert, write_full_hubert, write_tiny_bert, write_tiny_hubert
+from voicefleet.models.features import BertFeatures, HubertFeatures, pad_reference_16k
 
 TEXT = "你好，世界！今天天气很好。"
 WORD2PH = [2, 2, 1, 2, 2, 1, 2, 2, 2, 2, 2, 2, 1]

@@ -32,7 +32,8 @@ def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: st
         placement_strategy=placement, batch_size=batch_size, epochs=epochs, max_steps=max_steps, sovits_lr=lr,
         gpt_lr_ratio=gpt_lr_ratio, schedule=ScheduleConfig(kind=schedule, warmup_fraction=warmup), precision=precision,
         eval_every=eval_every, checkpoint_every=checkpoint_every, max_failures=max_failures)
-    ensure_ray(address)
+    if address:  # join that cluster; without it the library starts the local Ray after its own checks
+        ensure_ray(address)
     result = train_stage(config, dataset, pretrained)
     out = Console()
     table = Table(title=f"run {result.run_name} ({stage})", show_header=False)

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from voicefleet.cli.common import field_option, user_facing
 from voicefleet.tuning.space import Range, SearchSpace
-from voicefleet.tuning.sweep import SweepConfig
+from voicefleet.tuning.config import SweepConfig
 
 _SPACE = SearchSpace()
 
@@ -81,7 +81,8 @@ def tune_cmd(
         steps_per_round=steps_per_round, num_workers=workers, use_gpu=gpus_per_worker > 0,
         gpus_per_worker=gpus_per_worker or 1.0, batch_size=batch_size, seed=seed,
         space=_space(space, sovits_lr, gpt_lr_ratio, warmup, min_warmup_steps))
-    ensure_ray(address)
+    if address:  # join that cluster; without it the library starts the local Ray after its own checks
+        ensure_ray(address)
     result = run_sweep(config, dataset, pretrained, resume=resume)
     out = Console()
     table = Table(title=f"sweep {result.sweep_id}")

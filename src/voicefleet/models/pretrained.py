@@ -29,7 +29,7 @@ from voicefleet.models.checkpoint.files import atomic_folder
 from voicefleet.models.checkpoint.gpt_io import save_gpt
 from voicefleet.models.checkpoint.sovits_io import save_sovits_pretrained
 from voicefleet.models.config import GPTConfig
-from voicefleet.models.features import write_full_bert, write_full_hubert, write_tiny_bert, write_tiny_hubert
+from voicefleet.models.feature_folders import write_full_bert, write_full_hubert, write_tiny_bert, write_tiny_hubert
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from voicefleet.platform.cluster import ensure_ray
 from voicefleet.platform.fields import same_field
 from voicefleet.platform.training.config import TrainConfig
 from voicefleet.serve.settings import HTTP_HOST, HTTP_PORT, HttpHost, HttpPort, ServeSettings
-from voicefleet.tuning.sweep import SweepConfig
+from voicefleet.tuning.config import SweepConfig
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,8 @@ import torch
 from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.platform.training.batches import Example, bucketed_batches
 from voicefleet.platform.training.config import TrainConfig
-from voicefleet.platform.training.schedules import ScheduleConfig, StepSchedule
+from voicefleet.platform.training.scheduler import StepSchedule
+from voicefleet.platform.training.schedules import ScheduleConfig
 from voicefleet.platform.training.stages import unwrap
 from voicefleet.platform.training.worker import build_stage
 from voicefleet.tuning.objective import HeldOut, voice_reconstruction_loss

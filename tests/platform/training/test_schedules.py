@@ -5,12 +5,8 @@ import math
 import pytest
 import torch
 
-from voicefleet.platform.training.schedules import (
-    ScheduleConfig,
-    StepSchedule,
-    cosine_restarts,
-    learning_rate,
-)
+from voicefleet.platform.training.scheduler import StepSchedule
+from voicefleet.platform.training.schedules import ScheduleConfig, cosine_restarts, learning_rate
 
 
 def test_warmup_rises_linearly_to_the_base_rate():

@@ -1,8 +1,22 @@
-"""Official GPT-SoVITS checkpoint formats: safe loading, saving, and key conversion."""
+"""Official GPT-SoVITS checkpoint formats: safe loading, saving, and key conversion.
 
-from voicefleet.models.checkpoint.errors import CheckpointError
-from voicefleet.models.checkpoint.keymap import KeyMap, check_state_dict, shapes_of
-from voicefleet.models.checkpoint.pickle_io import HParams, load_official_file, save_official_file, to_plain
+Exports load on first use (PEP 562), so that `checkpoint.files` and `checkpoint.errors` can be
+imported without importing torch.
+"""
 
-__all__ = ["CheckpointError", "HParams", "KeyMap", "check_state_dict", "load_official_file",
-           "save_official_file", "shapes_of", "to_plain"]
+import importlib
+
+_EXPORTS = {
+    "CheckpointError": "errors", "KeyMap": "keymap", "check_state_dict": "keymap", "shapes_of": "keymap",
+    "HParams": "pickle_io", "load_official_file": "pickle_io", "save_official_file": "pickle_io",
+    "to_plain": "pickle_io",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

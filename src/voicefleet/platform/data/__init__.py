@@ -10,11 +10,21 @@ writing a prepared dataset folder), `split`, `schema`, `manifest`, `official_exp
     result = prepare_dataset("voice.list", "pretrained_models", "datasets/voice", config=PrepareConfig())
 """
 
-from voicefleet.platform.data.config import PrepareConfig, StageResources
-from voicefleet.platform.data.listfile import ListFileError
-from voicefleet.platform.data.pipeline import PrepareResult, SpeakerSummary, prepare_dataset
-from voicefleet.platform.data.quality import RejectReason
-from voicefleet.platform.data.store import read_dataset, read_rejects
+import importlib
 
-__all__ = ["ListFileError", "PrepareConfig", "PrepareResult", "RejectReason", "SpeakerSummary", "StageResources",
-           "prepare_dataset", "read_dataset", "read_rejects"]
+# Exports load on first use (PEP 562): reading `PrepareConfig`'s defaults (the command line does)
+# must not import torch, Ray Data and the models through `pipeline`.
+_EXPORTS = {
+    "PrepareConfig": "config", "StageResources": "config", "ListFileError": "listfile",
+    "PrepareResult": "pipeline", "SpeakerSummary": "pipeline", "prepare_dataset": "pipeline",
+    "RejectReason": "quality", "read_dataset": "store", "read_rejects": "store",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -34,7 +34,6 @@ import numpy as np
 import soundfile
 import soxr
 
-from voicefleet.models.audio import load_audio
 from voicefleet.models.checkpoint.files import atomic_folder
 from voicefleet.models.config import SAMPLE_RATE, SSL_SAMPLE_RATE
 
@@ -249,6 +248,8 @@ def slice_recordings(inputs: Sequence[str | Path], out_dir: str | Path, *, metho
     for src in sources:
         if out_dir in src.absolute().parents:
             raise FileExistsError(f"the output folder {out_dir} contains the input {src}; choose another folder")
+    from voicefleet.models.audio import load_audio  # imports torch: only when slicing, not for the CLI's defaults
+
     model = load_vad() if method == "vad" else None
     used = "vad" if model is not None else "energy"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -62,17 +61,3 @@ def learning_rate(step: int, base_lr: float, total_steps: int, cfg: ScheduleConf
     phase = cosine_restarts(after, t0, cfg.t_mult)
     eta_min = min(cfg.eta_min, base_lr)
     return eta_min + 0.5 * (base_lr - eta_min) * (1 + math.cos(math.pi * phase))
-
-
-class StepSchedule(torch.optim.lr_scheduler.LambdaLR):
-    """A `LambdaLR` over `learning_rate`: every param group keeps its own ratio to the base rate
-    (e.g. SoVITS text modules at `text_low_lr_rate` x base)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, total_steps: int, cfg: ScheduleConfig, *,
-                 steps_per_epoch: int = 1, stage: Literal["sovits", "gpt"] = "sovits", last_epoch: int = -1):
-        self.cfg, self.base_lr_value, self.total_steps = cfg, base_lr, total_steps
-
-        def factor(step: int) -> float:
-            return learning_rate(step, base_lr, total_steps, cfg, steps_per_epoch=steps_per_epoch, stage=stage) / base_lr
-
-        super().__init__(optimizer, factor, last_epoch=last_epoch)

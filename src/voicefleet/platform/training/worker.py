@@ -27,7 +27,7 @@ from voicefleet.platform.training import checkpointing
 from voicefleet.platform.training.batches import bucketed_batches, collate_gpt, collate_sovits
 from voicefleet.platform.training.config import TrainConfig
 from voicefleet.platform.training.monitor import ConvergenceMonitor
-from voicefleet.platform.training.schedules import StepSchedule
+from voicefleet.platform.training.scheduler import StepSchedule
 from voicefleet.platform.training.stages import GPTStage, OptimConfig, SoVITSStage, unwrap
 
 logger = logging.getLogger(__name__)

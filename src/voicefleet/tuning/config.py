@@ -1,0 +1,53 @@
+"""`SweepConfig`: one sweep's settings (kept apart from `sweep`, which imports Ray Tune, so that
+the command line and the end-to-end recipe read its defaults without importing Ray)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from voicefleet.platform.fields import same_field
+from voicefleet.platform.registry import check_voice_id
+from voicefleet.platform.training.config import RUN_NAME, Placement, TrainConfig
+from voicefleet.tuning.space import SearchSpace
+
+
+class SweepConfig(BaseModel):
+    """One sweep. `sweep_id` names it in storage: the same id with `resume` continues it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    voice: str = Field(..., description="Voice id the best trial is registered as.")
+    sweep_id: str | None = Field(None, description="Default: '<voice>-sweep'.")
+    storage_path: str = same_field(TrainConfig, "storage_path", description="Runs, sweeps and the registry: a "
+                                   "folder or a URI (s3://, gs://, ...).")
+    trials: int = Field(8, ge=1, le=10_000, description="Trials (configurations) to run.")
+    max_concurrent: int | None = Field(None, ge=1, description="Trials at once; default: as many as the cluster fits.")
+    rounds: int = Field(4, ge=1, le=1000, description="Evaluations per trial; ASHA decides after each.")
+    steps_per_round: int = Field(20, ge=1, description="Optimizer steps of each stage per round.")
+    num_workers: int = same_field(TrainConfig, "num_workers", description="Ray Train workers (DDP ranks) per trial.")
+    use_gpu: bool = same_field(TrainConfig, "use_gpu")
+    gpus_per_worker: float = Field(1.0, gt=0, description="With use_gpu: GPUs per worker (fractions share one).")
+    cpus_per_worker: float = same_field(TrainConfig, "cpus_per_worker")
+    placement_strategy: Placement = same_field(TrainConfig, "placement_strategy")
+    batch_size: int = same_field(TrainConfig, "batch_size")
+    space: SearchSpace = Field(default_factory=SearchSpace)
+    seed: int = Field(0, description="Seeds Optuna's sampler and every trial's training.")
+    try_official_first: bool = Field(True, description="The first trial uses the official values (when in range).")
+    grace_rounds: int = Field(1, ge=1, description="ASHA: rounds every trial gets before it can be stopped.")
+    reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep the best 1/factor at each rung.")
+    objective_clips: int = Field(4, ge=1, le=64, description="Held-out clips synthesised for the objective.")
+    max_tokens: int = Field(500, ge=8, description="Most semantic tokens the GPT may decode per held-out clip.")
+    max_failures: int = Field(1, ge=0, description="Restarts of a trial's worker group from its last round.")
+
+    @field_validator("voice")
+    @classmethod
+    def _voice(cls, v: str) -> str:
+        return check_voice_id(v)
+
+    @model_validator(mode="after")
+    def _name(self) -> "SweepConfig":
+        if self.sweep_id is None:
+            self.sweep_id = f"{self.voice}-sweep"
+        if not RUN_NAME.match(self.sweep_id):
+            raise ValueError(f"sweep id {self.sweep_id!r} must be 1-128 characters of letters, digits, '_', '.', '-'")
+        return self

@@ -21,6 +21,16 @@ for _var, _folder in (("NLTK_DATA", SHARED / "nltk_data"), ("VOICEFLEET_TEXT_DAT
         os.environ[_var] = str(_folder)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where torch sees a CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def compat_path() -> Path:
     return Path(os.environ.get("VOICEFLEET_COMPAT_DIR", DEFAULT_COMPAT_DIR))
 

@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 from collections import defaultdict
+from functools import partial
 
 import pytest
 
@@ -24,7 +25,8 @@ from voicefleet.models.symbols import phoneme_ids
 from voicefleet.text import english, frontend, langsplit
 from voicefleet.text.frontend import TextFrontendError
 
-from .test_english import KNOWN_DIFFERENCES, check_agreement, describe, lexicon_mode, nltk_data  # noqa: F401
+from .test_english import (Case, check_agreement, check_cases, describe, dictionary_rule,  # noqa: F401
+                           lexicon_mode, nltk_data)
 
 SEGMENT_FIELDS = ("text", "lang", "norm_text", "phones", "phone_ids", "word2ph")
 
@@ -112,12 +114,8 @@ def test_kana_then_hangul_cut_keeps_the_official_stale_list_quirk():
 
 # ---- inference entries -----------------------------------------------------------------------
 
-def _check_entries(records, lexicon_mode, *, chinese: bool) -> None:
-    by_mode: dict[str, dict[str, str | None]] = defaultdict(dict)
-    retried = 0
-    for r, entry in entries(records):
-        if has_chinese(entry) != chinese:
-            continue
+def _check_entries(records, lexicon_mode, rule, *, chinese: bool) -> None:
+    def run(r, entry):
         segments = frontend.phones_and_bert_segments(r["text"], entry["language_arg"])
         got = [{f: getattr(s, f) for f in SEGMENT_FIELDS} for s in segments]
         want = [{f: s[f] for f in SEGMENT_FIELDS} for s in entry["segments"]]
@@ -127,58 +125,67 @@ def _check_entries(records, lexicon_mode, *, chinese: bool) -> None:
         joined = {"phones": sum((s.phones for s in segments), []), "phone_ids": sum((s.phone_ids for s in segments), []),
                   "norm_text": "".join(s.norm_text for s in segments)}
         problems.append(describe(joined, entry))
-        problems = [p for p in problems if p]
-        by_mode[entry["language_arg"]][f"{r['id']}/{entry['language_arg']}"] = "; ".join(problems) or None
+        return "; ".join(p for p in problems if p) or None
+
+    by_mode: dict[str, dict[str, Case]] = defaultdict(dict)
+    retried = 0
+    for r, entry in entries(records):
+        if has_chinese(entry) != chinese:
+            continue
+        # the rule looks for words in the official English segments (the Chinese ones have none)
+        english_text = " ".join(s["norm_text"] for s in entry["segments"] if s["lang"] == "en")
+        by_mode[entry["language_arg"]][f"{r['id']}/{entry['language_arg']}"] = Case(english_text,
+                                                                                   partial(run, r, entry))
         retried += entry["retried_with_dot_prefix"]
     if not by_mode:
         pytest.skip("no such entries in the fixtures")
-    known = KNOWN_DIFFERENCES[lexicon_mode]
-    for mode, mismatches in sorted(by_mode.items()):
+    for mode, cases in sorted(by_mode.items()):
         kind = "with Chinese segments" if chinese else "English only"
-        check_agreement(f"inference mode {mode!r}, {kind} [{lexicon_mode} dictionaries; {retried} '.' retries "
-                        "in this group]", mismatches, known)
+        check_cases(f"inference mode {mode!r}, {kind} [{lexicon_mode} dictionaries; {retried} '.' retries "
+                    "in this group]", cases, rule)
 
 
-def test_english_inference_entries_match_official(records, lexicon_mode):
-    _check_entries(records, lexicon_mode, chinese=False)
+def test_english_inference_entries_match_official(records, lexicon_mode, dictionary_rule):
+    _check_entries(records, lexicon_mode, dictionary_rule, chinese=False)
 
 
 @needs_chinese
-def test_chinese_inference_entries_match_official(records, lexicon_mode):
-    _check_entries(records, lexicon_mode, chinese=True)
+def test_chinese_inference_entries_match_official(records, lexicon_mode, dictionary_rule):
+    _check_entries(records, lexicon_mode, dictionary_rule, chinese=True)
 
 
-def test_english_segments_of_mixed_entries_match_official(records, lexicon_mode):
+def test_english_segments_of_mixed_entries_match_official(records, lexicon_mode, dictionary_rule):
     """The English pieces of entries with Chinese, checked without the Chinese front end."""
-    mismatches = {}
+    def run(seg):
+        norm_text, phones, word2ph = english.clean(seg["text"])
+        got = {"norm_text": norm_text, "phones": phones, "phone_ids": phoneme_ids(phones), "word2ph": word2ph}
+        return describe(got, seg)
+
+    cases = {}
     for r, entry in entries(records):
         if not has_chinese(entry):
             continue  # English-only entries are covered whole above
         for i, seg in enumerate(s for s in entry["segments"] if s["lang"] == "en"):
-            norm_text, phones, word2ph = english.clean(seg["text"])
-            got = {"norm_text": norm_text, "phones": phones, "phone_ids": phoneme_ids(phones), "word2ph": word2ph}
-            mismatches[f"{r['id']}/{entry['language_arg']}/{i}"] = describe(got, seg)
-    check_agreement(f"English segments of mixed entries [{lexicon_mode} dictionaries]", mismatches,
-                    KNOWN_DIFFERENCES[lexicon_mode])
+            cases[f"{r['id']}/{entry['language_arg']}/{i}"] = Case(seg["norm_text"], partial(run, seg))
+    check_cases(f"English segments of mixed entries [{lexicon_mode} dictionaries]", cases, dictionary_rule)
 
 
 # ---- clean_text ------------------------------------------------------------------------------
 
-def _check_clean_text(records, language, lexicon_mode=None):
-    mismatches = {}
-    for r in records:
-        if r["language"] != language:
-            continue
+def _check_clean_text(records, language, lexicon_mode=None, rule=None):
+    def run(r):
         cleaned = frontend.clean_text(r["text"], language)
         got = {"norm_text": cleaned.norm_text, "phones": cleaned.phones, "phone_ids": cleaned.phone_ids,
                "word2ph": cleaned.word2ph}
-        mismatches[r["id"]] = describe(got, r)
+        return describe(got, r)
+
+    cases = {r["id"]: Case(r["norm_text"], partial(run, r)) for r in records if r["language"] == language}
     label = f"clean_text {language}" + (f" [{lexicon_mode} dictionaries]" if lexicon_mode else "")
-    check_agreement(label, mismatches, KNOWN_DIFFERENCES[lexicon_mode] if lexicon_mode else {})
+    check_cases(label, cases, rule)
 
 
-def test_clean_text_english_matches_official(records, lexicon_mode):
-    _check_clean_text(records, "en", lexicon_mode)
+def test_clean_text_english_matches_official(records, lexicon_mode, dictionary_rule):
+    _check_clean_text(records, "en", lexicon_mode, dictionary_rule)
 
 
 @needs_chinese

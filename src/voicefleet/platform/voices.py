@@ -1,10 +1,12 @@
-"""Turning training results into registry voices: weights + a reference clip + its transcript."""
+"""Turning training results into registry voices (weights + a reference clip + its transcript), and
+registry voices back into files for GPT-SoVITS's own weights folders."""
 
 from __future__ import annotations
 
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -16,11 +18,14 @@ import soundfile as sf
 from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.data.schema import clip_arrays
-from voicefleet.platform.registry import VoiceRecord, VoiceRegistry
+from voicefleet.platform.registry import RegistryError, VoiceRecord, VoiceRegistry
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_RANGE_S = (3.0, 10.0)
+# GPT-SoVITS's WebUI and api_v2.py list the v2 weights in these folders of its checkout
+OFFICIAL_SOVITS_FOLDER = "SoVITS_weights_v2"
+OFFICIAL_GPT_FOLDER = "GPT_weights_v2"
 
 
 def registry_for(storage_path: str) -> VoiceRegistry:
@@ -72,3 +77,61 @@ def register_trained_voice(voice_id: str, storage_path: str, dataset: str | Path
             overwrite=old is not None)
     logger.info("voice %s registered (version %d) with reference clip %s", voice_id, record.version, ref["clip_id"])
     return record
+
+
+@dataclass(frozen=True)
+class ExportedVoice:
+    voice_id: str
+    version: int
+    sovits: Path
+    gpt: Path
+    official_size: bool  # False: GPT-SoVITS's own code cannot build this voice (voicefleet can)
+
+
+def export_voice(voice_id: str, storage_path: str, to: str | Path, *, version: int | None = None,
+                 overwrite: bool = False) -> ExportedVoice:
+    """Write a registered voice for GPT-SoVITS's weights folders, named after the voice.
+
+    Writes `<to>/SoVITS_weights_v2/<voice>_v<version>.pth` and `<to>/GPT_weights_v2/<voice>_v<version>.ckpt`
+    in the official export formats, with the voice's id as the experiment name inside (the SoVITS
+    config's `name`, the GPT config's `train.exp_name`). The registry's own `sovits.pth`/`gpt.ckpt`
+    would collide when several voices share one folder. The registry keeps each voice's current
+    version only, so `version` (default: that one) must be it. Existing files are kept unless
+    `overwrite` (both are checked, and both voice files loaded, before anything is written).
+    Logs a warning when the voice is not of official size: GPT-SoVITS cannot load those.
+    """
+    from voicefleet.models.checkpoint.gpt_io import load_gpt, save_gpt
+    from voicefleet.models.checkpoint.sovits_io import load_sovits, official_s2_hparams, save_sovits_export
+    from voicefleet.models.pretrained import official_s1_config
+    from voicefleet.platform.training.api import official_size_mismatches, warn_if_not_official_size
+
+    registry = registry_for(storage_path)
+    record = registry.get(voice_id)  # VoiceNotFound names the registry
+    if version is not None and version != record.version:
+        raise RegistryError(f"voice {voice_id!r} has no version {version} in {registry.uri}: the registry keeps only "
+                            f"the current version, {record.version}")
+    stem = f"{voice_id}_v{record.version}"
+    target = Path(to).expanduser()
+    sovits_path = target / OFFICIAL_SOVITS_FOLDER / f"{stem}.pth"
+    gpt_path = target / OFFICIAL_GPT_FOLDER / f"{stem}.ckpt"
+    existing = [str(p) for p in (sovits_path, gpt_path) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                              f"pass --overwrite to replace")
+    files = registry.local_files(voice_id)
+
+    # both files are loaded (every key and shape checked) before either is written
+    sovits = load_sovits(files["sovits"])
+    hparams = dict(sovits.hparams) if sovits.hparams is not None else official_s2_hparams(sovits.config)
+    hparams["name"] = voice_id
+    gpt, gpt_config, gpt_info = load_gpt(files["gpt"])
+    official = {**official_s1_config(gpt_config), **gpt_info.config}  # sections the file lacks: official defaults
+    official["train"] = {**official["train"], "exp_name": voice_id}
+
+    save_sovits_export(sovits.model, sovits_path, hparams=hparams, info=sovits.info or "0epoch_0iteration",
+                       name=voice_id, overwrite=overwrite)
+    warn_if_not_official_size(sovits.config, sovits_path)
+    save_gpt(gpt, official, gpt_path, info=gpt_info.info or "GPT-e0", overwrite=overwrite)
+    logger.info("voice %s (version %d) exported to %s and %s", voice_id, record.version, sovits_path, gpt_path)
+    return ExportedVoice(voice_id, record.version, sovits_path, gpt_path,
+                         official_size=not official_size_mismatches(sovits.config))

@@ -222,6 +222,31 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
     return res
 
 
+# What GPT-SoVITS's own SynthesizerTrn builds whatever its config says (GPT_SoVITS/module/models.py,
+# mrte_model.py): the text encoder's MRTE() takes its default widths (192 in and out, 512 hidden,
+# 4 heads) and adds the 512-wide style vector to its hidden state; HuBERT width, codebook, style
+# encoder input and flow sizes are constants. A voice of other sizes loads here but never there.
+OFFICIAL_FIXED_SOVITS_SIZES = {"hidden_channels": 192, "mrte_hidden": 512, "mrte_heads": 4, "gin_channels": 512,
+                               "ssl_dim": 768, "codebook_size": 1024, "style_input_channels": 704,
+                               "flow_layers": 4, "flow_wavenet_layers": 4, "wavenet_kernel_size": 5}
+
+
+def official_size_mismatches(sovits_config) -> list[str]:
+    """The sizes of a `SoVITSConfig` that GPT-SoVITS's own code cannot build, as "name=ours (official N)";
+    empty when its WebUI and api_v2.py can load the voice."""
+    return [f"{name}={getattr(sovits_config, name)} (official {value})"
+            for name, value in OFFICIAL_FIXED_SOVITS_SIZES.items() if getattr(sovits_config, name) != value]
+
+
+def warn_if_not_official_size(sovits_config, path: Path | str) -> None:
+    """Log a warning when a SoVITS export at `path` has sizes GPT-SoVITS's own loader cannot build."""
+    mismatches = official_size_mismatches(sovits_config)
+    if mismatches:
+        logger.warning("%s is in the official format but not of official size (%s): voicefleet loads it, GPT-SoVITS's "
+                       "WebUI and api_v2.py cannot (they build the text encoder's MRTE at fixed widths)",
+                       path, ", ".join(mismatches))
+
+
 def export_best(config: TrainConfig, checkpoint, paths, out_dir: Path) -> Path:
     """The best checkpoint's weights in the official export format."""
     from voicefleet.models.checkpoint.gpt_io import load_gpt, save_gpt
@@ -239,8 +264,10 @@ def export_best(config: TrainConfig, checkpoint, paths, out_dir: Path) -> Path:
                                             "text_low_lr_rate": config.text_low_lr_rate,
                                             "batch_size": config.batch_size, "epochs": config.epochs},
                        "name": config.run_name}
-        return save_sovits_export(loaded.model, out_dir / f"{config.run_name}.pth", hparams=hparams,
-                                  info=f"{epoch}epoch_{step}iteration", name=config.run_name, overwrite=True)
+        exported = save_sovits_export(loaded.model, out_dir / f"{config.run_name}.pth", hparams=hparams,
+                                      info=f"{epoch}epoch_{step}iteration", name=config.run_name, overwrite=True)
+        warn_if_not_official_size(loaded.config, exported)
+        return exported
     model, gpt_cfg, info = load_gpt(paths.gpt)
     model.load_state_dict(state["models"]["gpt"])
     official = info.config if isinstance(info.config, dict) and "model" in info.config else official_s1_config(gpt_cfg)

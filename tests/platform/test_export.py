@@ -20,7 +20,7 @@ from voicefleet.platform.registry import RegistryError, VoiceNotFound
 from voicefleet.platform.training.api import (OFFICIAL_FIXED_SOVITS_SIZES, export_best, official_size_mismatches,
                                               warn_if_not_official_size)
 from voicefleet.platform.training.config import TrainConfig
-from voicefleet.platform.training.worker import STATE_FILE
+from voicefleet.platform.training.checkpointing import STATE_FILE
 from voicefleet.platform.voices import export_voice, registry_for
 
 runner = CliRunner()

@@ -6,14 +6,21 @@ SSL projection and quantizer frozen; text embedding, text encoder and MRTE at `t
 of the base rate). `GPTStage` trains the GPT with next-token cross-entropy ending in EOS.
 
 The stabilisers are options: mixed precision (bf16, or fp16 with a GradScaler; GPU only),
-gradient clipping, gradient accumulation, and skipping (and counting) steps whose loss is not
-finite. Ray Train wraps these stages in `worker.py`; they run the same on one CPU.
+gradient clipping, gradient accumulation, and skipping (and counting) steps whose gradients are
+not finite. Ray Train wraps these stages in `worker.py`; they run the same on one CPU.
+
+Each optimizer applies the gradients of its own loss and nothing else: its gradients are cleared
+before the first backward of an accumulation window (not after the step, where a later backward
+could still add to them), every backward names the parameters it feeds (so the generator loss,
+which runs through the discriminator, leaves no gradient there), and DDP models synchronise only
+on the window's last micro-batch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
@@ -45,15 +52,23 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 class _Stage:
-    """Shared step mechanics: autocast, scaler, accumulation, clipping, non-finite skip."""
+    """Shared step mechanics: autocast, scaler, accumulation windows, clipping, non-finite skip.
 
-    def __init__(self, device: torch.device, cfg: OptimConfig):
+    A window is `cfg.accumulate` calls of `train_step`, the last one with `last_micro=True`. Each
+    micro-batch adds loss / accumulate to the gradients; the last one steps. A window whose
+    gradients are not finite (a non-finite loss in any micro-batch, or an fp16 overflow) steps no
+    optimizer and counts as skipped. The verdict comes from the gradients after DDP has averaged
+    them, so every rank skips the same windows and their collectives stay in step.
+    """
+
+    def __init__(self, device: torch.device, cfg: OptimConfig, models: list[nn.Module]):
         self.device = device
         self.cfg = cfg
         if cfg.precision != "fp32" and device.type != "cuda":
             raise ValueError(f"mixed precision {cfg.precision} needs a GPU; use fp32 on CPU")
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.precision == "fp16")
-        self.micro = 0
+        self.models = models
+        self.micro = 0  # micro-batches done in the current window
         self.skipped = 0
 
     def autocast(self):
@@ -61,26 +76,56 @@ class _Stage:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16)
 
-    def _backward_step(self, loss: torch.Tensor, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
-                       last_micro: bool) -> float | None:
-        """Backward (scaled by 1/accumulate); step on the last micro-batch. Returns the grad norm."""
-        self.scaler.scale(loss / self.cfg.accumulate).backward()
+    def _window(self, last_micro: bool) -> contextlib.ExitStack:
+        """Context for one micro-batch: DDP models skip their all-reduce except on the last one
+        (DDP wants both the forward and the backward inside `no_sync`)."""
+        stack = contextlib.ExitStack()
         if not last_micro:
-            return None
-        self.scaler.unscale_(optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip if self.cfg.grad_clip else float("inf"))
-        self.scaler.step(optimizer)
-        optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+            for model in self.models:
+                if hasattr(model, "no_sync"):
+                    stack.enter_context(model.no_sync())
+        return stack
 
-    def _finite(self, *values: torch.Tensor) -> bool:
-        return all(bool(torch.isfinite(v).all()) for v in values)
+    def _backward(self, loss: torch.Tensor, params: list[nn.Parameter], optimizer: torch.optim.Optimizer) -> None:
+        """Adds this micro-batch's share of `loss`'s gradients to `params`, and to no other tensor.
+
+        A non-finite loss still runs its backward (a rank that skipped it would leave the others
+        waiting in the all-reduce), with NaN gradients, so the all-reduced window reads as
+        non-finite on every rank even where this loss's gradients alone would have been finite."""
+        if self.micro == 0:
+            optimizer.zero_grad(set_to_none=True)
+        if not bool(torch.isfinite(loss.detach())):
+            loss = loss * float("nan")
+        self.scaler.scale(loss / self.cfg.accumulate).backward(inputs=params)
+
+    def _step(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer) -> float:
+        """Unscale, clip and step on the window's gradients; returns their norm before clipping.
+        A non-finite norm steps nothing (the next window clears the gradients)."""
+        self.scaler.unscale_(optimizer)
+        norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip or float("inf")))
+        if math.isfinite(norm):
+            self.scaler.step(optimizer)
+        return norm
+
+    def _end_micro(self, last_micro: bool, norms: dict[str, float], metrics: dict[str, float]) -> dict[str, float]:
+        """Closes the micro-batch; on the last one records the norms and the window's verdict."""
+        self.micro = 0 if last_micro else self.micro + 1
+        metrics["skipped"] = 0.0
+        if not last_micro:
+            return metrics
+        self.scaler.update()
+        metrics.update(norms)
+        if not all(math.isfinite(v) for v in norms.values()):
+            self.skipped += 1
+            metrics["skipped"] = 1.0
+            logger.warning("non-finite loss or gradients (%s); step skipped (%d so far)", metrics, self.skipped)
+        return metrics
 
 
 class SoVITSStage(_Stage):
     def __init__(self, net_g: nn.Module, net_d: nn.Module, device: torch.device, cfg: OptimConfig, *,
                  text_low_lr_rate: float = 0.4, c_mel: float = 45.0, c_kl: float = 1.0):
-        super().__init__(device, cfg)
+        super().__init__(device, cfg, [net_g, net_d])
         self.net_g, self.net_d = net_g, net_d
         self.c_mel, self.c_kl = c_mel, c_kl
         g = unwrap(net_g)
@@ -94,7 +139,8 @@ class SoVITSStage(_Stage):
         self.optim_g = torch.optim.AdamW([{"params": base, "lr": cfg.lr},
                                           {"params": text, "lr": cfg.lr * text_low_lr_rate}],
                                          lr=cfg.lr, betas=betas, eps=eps)
-        self.optim_d = torch.optim.AdamW(net_d.parameters(), lr=cfg.lr, betas=betas, eps=eps)
+        self.d_params = [p for p in net_d.parameters() if p.requires_grad]
+        self.optim_d = torch.optim.AdamW(self.d_params, lr=cfg.lr, betas=betas, eps=eps)
         self.g_params = base + text
 
     @property
@@ -102,6 +148,15 @@ class SoVITSStage(_Stage):
         return [self.optim_g, self.optim_d]
 
     def train_step(self, batch: SoVITSBatch, last_micro: bool = True) -> dict[str, float]:
+        """One micro-batch, in the official order: the discriminator's backward (and, on the last
+        micro-batch, its step) on detached fakes, then the generator's loss through the (stepped)
+        discriminator. With accumulation the discriminator steps in the last micro-batch, so only
+        that one's generator loss sees the stepped discriminator; earlier ones see the window's
+        starting one."""
+        with self._window(last_micro):
+            return self._train_step(batch, last_micro)
+
+    def _train_step(self, batch: SoVITSBatch, last_micro: bool) -> dict[str, float]:
         g = unwrap(self.net_g)
         self.net_g.train()
         self.net_d.train()
@@ -114,42 +169,31 @@ class SoVITSStage(_Stage):
         y_hat = out.wave.float()
         y_hat_mel = mel_spectrogram(y_hat.squeeze(1))
         y = slice_segments(batch.wave, out.slice_starts * hop, g.config.segment_size)
-        metrics: dict[str, float] = {"skipped": 0.0}
         # discriminator first, on detached fakes; its backward runs before the generator's forward
         # through it, as officially (and as DDP needs: one forward per backward)
         with self.autocast():
             d = self.net_d(y, y_hat.detach())
         loss_d = losses.discriminator_loss(d.real_scores, d.fake_scores).total
-        metrics["disc"] = float(loss_d.detach())
-        if not self._finite(loss_d):
-            return self._skip(metrics)
-        norm_d = self._backward_step(loss_d, list(self.net_d.parameters()), self.optim_d, last_micro)
+        self._backward(loss_d, self.d_params, self.optim_d)
+        norms = {"grad_norm_d": self._step(self.d_params, self.optim_d)} if last_micro else {}
+        # the generator's pass goes through the bare discriminator: its loss only feeds the generator
+        # (the backward below names the generator's parameters), and a pass through the DDP wrapper
+        # would leave the discriminator's reducer waiting for gradients that never come, so its next
+        # backward would all-reduce even inside `no_sync`
         with self.autocast():
-            d = self.net_d(y, y_hat)
+            d = unwrap(self.net_d)(y, y_hat)
         loss_gen = losses.generator_loss(d.fake_scores).total
         loss_fm = losses.feature_loss(d.real_features, d.fake_features)
         loss_mel = losses.mel_l1(y_mel, y_hat_mel) * self.c_mel
         loss_kl = losses.kl_loss(out.z_p, out.post_log_std, out.prior_mean, out.prior_log_std, out.mask) * self.c_kl
         loss_g = loss_gen + loss_fm + loss_mel + out.commit_loss + loss_kl
-        metrics.update(gen=float(loss_gen.detach()), fm=float(loss_fm.detach()), mel=float(loss_mel.detach()),
-                       kl=float(loss_kl.detach()),
-                       total=float(loss_g.detach()))
-        if not self._finite(loss_g):
-            return self._skip(metrics)
-        norm_g = self._backward_step(loss_g, self.g_params, self.optim_g, last_micro)
+        # only the generator's parameters: the path through the discriminator adds nothing to its gradients
+        self._backward(loss_g, self.g_params, self.optim_g)
         if last_micro:
-            self.scaler.update()
-            metrics.update(grad_norm_g=norm_g, grad_norm_d=norm_d)
-        return metrics
-
-    def _skip(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Never train on a non-finite loss: drop this step's gradients and count it."""
-        self.skipped += 1
-        self.optim_g.zero_grad(set_to_none=True)
-        self.optim_d.zero_grad(set_to_none=True)
-        metrics["skipped"] = 1.0
-        logger.warning("non-finite loss (%s); step skipped (%d so far)", metrics, self.skipped)
-        return metrics
+            norms["grad_norm_g"] = self._step(self.g_params, self.optim_g)
+        metrics = {"disc": float(loss_d.detach()), "gen": float(loss_gen.detach()), "fm": float(loss_fm.detach()),
+                   "mel": float(loss_mel.detach()), "kl": float(loss_kl.detach()), "total": float(loss_g.detach())}
+        return self._end_micro(last_micro, norms, metrics)
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[SoVITSBatch]) -> dict[str, float]:
@@ -175,32 +219,25 @@ class SoVITSStage(_Stage):
 
 class GPTStage(_Stage):
     def __init__(self, gpt: nn.Module, device: torch.device, cfg: OptimConfig):
-        super().__init__(device, cfg)
+        super().__init__(device, cfg, [gpt])
         self.gpt = gpt
-        self.optim = torch.optim.AdamW(gpt.parameters(), lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
+        self.params = [p for p in gpt.parameters() if p.requires_grad]
+        self.optim = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optim]
 
     def train_step(self, batch: GPTBatch, last_micro: bool = True) -> dict[str, float]:
-        self.gpt.train()
-        with self.autocast():
-            out = self.gpt(batch.phonemes, batch.phoneme_lens, batch.semantic, batch.semantic_lens, batch.bert)
-        n_targets = max(1, int(out.targets.numel()))
-        loss = out.loss.float() / n_targets  # the official sum, normalised per target for stable rates
-        if not self._finite(loss):
-            self.skipped += 1
-            self.optim.zero_grad(set_to_none=True)
-            self.scaler.update()
-            return {"skipped": 1.0, "ce": float(loss.detach())}
-        norm = self._backward_step(loss, list(self.gpt.parameters()), self.optim, last_micro)
-        if last_micro:
-            self.scaler.update()
-        metrics = {"ce": float(loss.detach()), "top1": float(out.top1_acc), "skipped": 0.0}
-        if norm is not None:
-            metrics["grad_norm"] = norm
-        return metrics
+        with self._window(last_micro):
+            self.gpt.train()
+            with self.autocast():
+                out = self.gpt(batch.phonemes, batch.phoneme_lens, batch.semantic, batch.semantic_lens, batch.bert)
+            n_targets = max(1, int(out.targets.numel()))
+            loss = out.loss.float() / n_targets  # the official sum, normalised per target for stable rates
+            self._backward(loss, self.params, self.optim)
+            norms = {"grad_norm": self._step(self.params, self.optim)} if last_micro else {}
+        return self._end_micro(last_micro, norms, {"ce": float(loss.detach()), "top1": float(out.top1_acc)})
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[GPTBatch]) -> dict[str, float]:

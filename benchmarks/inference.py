@@ -28,7 +28,7 @@ from _report import report  # noqa: E402
 from voicefleet.models import audio  # noqa: E402
 from voicefleet.models.builders import sovits_v2  # noqa: E402
 from voicefleet.models.builders_gpt import gpt_v2  # noqa: E402
-from voicefleet.models.gpt import SamplingParams  # noqa: E402
+from voicefleet.inference.generation import SamplingParams, TokenGenerator, relayout_for_cpu_decoding_  # noqa: E402
 
 TOKENS_PER_S, HOP_S = 25, 640 * 2 / 32000
 
@@ -37,15 +37,15 @@ def build(mode: str, base_gpt, base_sovits):
     from voicefleet.inference.fast import optimize_for_cpu_inference
 
     if mode == "fp32":
-        gpt = copy.deepcopy(base_gpt).relayout_for_cpu_decoding_()
+        generator = TokenGenerator(relayout_for_cpu_decoding_(copy.deepcopy(base_gpt)))
         sovits = sovits_v2()
         sovits.load_state_dict(base_sovits.state_dict())
         sovits.eval().prepare_for_inference()
     elif mode == "fast":
-        gpt, sovits = optimize_for_cpu_inference(base_gpt, base_sovits)
+        generator, sovits = optimize_for_cpu_inference(base_gpt, base_sovits)
     else:
         raise SystemExit(f"unknown mode {mode}")
-    return gpt, sovits
+    return generator, sovits
 
 
 def timeit(fn, repeats=1):
@@ -77,9 +77,9 @@ def main() -> None:
     sampling = SamplingParams(top_k=15)
     rows, reference_mel = [], None
     for mode in args.modes.split(","):
-        gpt, sovits = build(mode, base_gpt, base_sovits)
+        generator, sovits = build(mode, base_gpt, base_sovits)
 
-        def gpt_run(steps=n_tokens, g=gpt):
+        def gpt_run(steps=n_tokens, g=generator):
             return g.generate(phones, bert, prompt, sampling=sampling, max_steps=steps,
                               generator=torch.Generator().manual_seed(0))
 
@@ -105,8 +105,8 @@ def main() -> None:
         ids = [phones[: 20 + int(args.seconds * 10 / 8)]] * 8
         berts = [torch.zeros(1024, ids[0].numel())] * 8
         gens = [torch.Generator().manual_seed(i) for i in range(8)]
-        t_b8, _ = timeit(lambda: gpt.generate_batch(ids, berts, prompt.expand(8, -1), sampling=sampling,
-                                                    max_steps=per + 1, generator=gens))
+        t_b8, _ = timeit(lambda: generator.generate_batch(ids, berts, prompt.expand(8, -1), sampling=sampling,
+                                                          max_steps=per + 1, generator=gens))
         t_b8_dec, _ = timeit(lambda: [decode(toks=tokens[..., i * per:(i + 1) * per], txt=text[:, :12])
                                       for i in range(8)])
         audio_s = n_tokens * HOP_S

@@ -7,13 +7,14 @@ import torch
 
 from voicefleet.models.builders import sovits_tiny
 from voicefleet.models.builders_gpt import gpt_tiny
-from voicefleet.inference.fast import Int8Bf16Linear, optimize_for_cpu_inference, quantize_gpt
+from voicefleet.inference.fast import (Bf16Decoder, Int8Bf16Linear, fast_generator, optimize_for_cpu_inference,
+                                       quantize_gpt)
 
 
 def test_int8_bf16_linear_matches_fp32_for_few_and_many_rows():
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 96)
-    fast = Int8Bf16Linear(linear)
+    fast = Int8Bf16Linear.from_fp32(linear)
     for rows in (1, 3, 40):  # int8 kernel for few rows, bf16 for many
         x = torch.randn(rows, 64)
         with torch.no_grad():
@@ -74,11 +75,11 @@ def test_quantized_gpt_logits_stay_close_and_original_is_untouched():
     torch.manual_seed(0)
     gpt = gpt_tiny().eval()
     before = {k: v.clone() for k, v in gpt.state_dict().items()}
-    fast = quantize_gpt(gpt)
+    fast = fast_generator(gpt)
     x, y, b = torch.randint(0, 732, (1, 20)), torch.randint(0, 1024, (1, 30)), torch.randn(1, 1024, 20)
     with torch.no_grad():
         ref = gpt(x, torch.tensor([20]), y, torch.tensor([30]), b).logits
-        out = fast(x, torch.tensor([20]), y, torch.tensor([30]), b).logits
+        out = fast.gpt(x, torch.tensor([20]), y, torch.tensor([30]), b).logits
     assert float((out - ref).norm() / ref.norm()) < 0.03
     assert float((out.argmax(-1) == ref.argmax(-1)).float().mean()) > 0.9
     assert all(torch.equal(before[k], v) for k, v in gpt.state_dict().items())
@@ -104,11 +105,9 @@ def test_bf16_decoder_waveform_close_to_fp32():
 def test_bf16_decoder_runs_every_convolution_as_the_fp32_generator_does():
     """The channels-last bf16 decoder keeps each convolution's stride, padding and dilation: its
     waveform is the fp32 generator's up to bf16 rounding (about 0.3% here), for batches too."""
-    from voicefleet.inference.fast import Bf16Decoder
-
     torch.manual_seed(0)
     generator = sovits_tiny().eval().prepare_for_inference().decoder
-    fast = Bf16Decoder(generator)
+    fast = Bf16Decoder.from_fp32(generator)
     x = torch.randn(2, generator.conv_pre.in_channels, 23)
     g = torch.randn(2, generator.cond.in_channels, 1)
     with torch.no_grad():
@@ -129,7 +128,7 @@ def test_bf16_decoder_length_buckets_only_round_differently(monkeypatch):
 
     torch.manual_seed(0)
     generator = sovits_tiny().eval().prepare_for_inference().decoder
-    fast = fast_module.Bf16Decoder(generator)
+    fast = fast_module.Bf16Decoder.from_fp32(generator)
     x = torch.randn(1, generator.conv_pre.in_channels, 21)
     g = torch.randn(1, generator.cond.in_channels, 1)
     outs = {}
@@ -156,7 +155,7 @@ def test_int8_decoding_step_matches_the_layer_step(eos_weight, use_native, monke
     (the stacked cache grows), and with rows leaving the batch at different steps."""
     from voicefleet.inference import native
     from voicefleet.inference.fast import Int8DecodingStep
-    from voicefleet.models.gpt import _CACHE_BLOCK, LayerDecodingStep
+    from voicefleet.inference.generation import CACHE_BLOCK, LayerDecodingStep, TokenGenerator
 
     if use_native and native.native_library() is None:
         pytest.skip("native kernels unavailable here")
@@ -175,12 +174,12 @@ def test_int8_decoding_step_matches_the_layer_step(eos_weight, use_native, monke
     texts = [torch.randint(0, 732, (n,)) for n in (14, 9, 5)]
     berts = [torch.randn(1024, t.numel()) for t in texts]
     prompts = torch.randint(0, 1024, (3, 12))
-    steps = _CACHE_BLOCK + 20
+    steps = CACHE_BLOCK + 20
 
     def run(step_cls):
-        monkeypatch.setattr(type(fast), "decoding_step", lambda self, cache: step_cls(self, cache))
-        return fast.generate_batch(texts, berts, prompts, max_steps=steps, return_step_logits=True,
-                                   generator=[torch.Generator().manual_seed(i) for i in range(3)])
+        return TokenGenerator(fast, step=step_cls).generate_batch(
+            texts, berts, prompts, max_steps=steps, return_step_logits=True,
+            generator=[torch.Generator().manual_seed(i) for i in range(3)])
 
     lean, layered = run(Int8DecodingStep), run(LayerDecodingStep)
     native.native_library.cache_clear()
@@ -194,3 +193,86 @@ def test_int8_decoding_step_matches_the_layer_step(eos_weight, use_native, monke
     finite = torch.isfinite(layered.step_logits)
     assert torch.equal(finite, torch.isfinite(lean.step_logits))
     assert torch.allclose(lean.step_logits[finite], layered.step_logits[finite], atol=1e-4, rtol=1e-4)
+
+
+def _snapshot(model: torch.nn.Module):
+    """Every submodule's class and a copy of every parameter and buffer."""
+    return ({name: type(m) for name, m in model.named_modules()},
+            {k: v.detach().clone() for k, v in model.state_dict().items()})
+
+
+def _same(snapshot, model: torch.nn.Module) -> bool:
+    classes, state = _snapshot(model)
+    return classes == snapshot[0] and state.keys() == snapshot[1].keys() and all(
+        v.dtype == snapshot[1][k].dtype and torch.equal(v, snapshot[1][k]) for k, v in state.items())
+
+
+def test_building_the_fast_path_leaves_the_fp32_models_as_they_were():
+    """The builders take fp32 modules and return new ones: the fp32 models keep their classes,
+    parameters, buffers and outputs (bit for bit), share no storage with the fast ones, and stay
+    usable after the fast ones have run."""
+    from voicefleet.inference.generation import TokenGenerator
+    from voicefleet.models.gpt import GPT
+    from voicefleet.models.sovits import SoVITS
+
+    torch.manual_seed(0)
+    gpt, sovits = gpt_tiny().eval(), sovits_tiny().eval()
+    torch.nn.init.normal_(sovits.quantizer.codebook.embed)
+    x, y, b = torch.randint(0, 732, (1, 20)), torch.randint(0, 1024, (1, 30)), torch.randn(1, 1024, 20)
+    codes, text, ref_spec = torch.randint(0, 1024, (1, 1, 20)), torch.randint(0, 732, (1, 10)), torch.rand(1, 1025, 30)
+
+    def run_fp32():
+        with torch.no_grad():
+            logits = gpt(x, torch.tensor([20]), y, torch.tensor([30]), b).logits
+            wave = sovits.decode(codes, text, ref_spec, noise_scale=0.0)
+        tokens = TokenGenerator(gpt).generate(x[0], b[0], y[0, :10], max_steps=12,
+                                              generator=torch.Generator().manual_seed(0)).sequences[0]
+        return logits, wave, tokens
+
+    before = _snapshot(gpt), _snapshot(sovits)
+    outputs = run_fp32()
+    generator, fast_sovits = optimize_for_cpu_inference(gpt, sovits)
+    rng = torch.get_rng_state()
+    decoder = Bf16Decoder.from_fp32(sovits.decoder)  # straight from the weight-normed generator too
+    assert torch.equal(torch.get_rng_state(), rng)  # no module of it is randomly initialised
+    generator.generate(x[0], b[0], y[0, :10], max_steps=12, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fast_sovits.decode(codes, text, ref_spec, noise_scale=0.0)
+        decoder(torch.randn(1, sovits.decoder.conv_pre.in_channels, 9),
+                torch.randn(1, sovits.decoder.cond.in_channels, 1))
+
+    assert type(gpt) is GPT and type(sovits) is SoVITS
+    assert _same(before[0], gpt) and _same(before[1], sovits)
+    assert all(torch.equal(a, b) for a, b in zip(run_fp32(), outputs))
+    fp32_storage = {t.untyped_storage().data_ptr() for m in (gpt, sovits) for t in m.state_dict().values()}
+    fast_storage = {t.untyped_storage().data_ptr() for m in (generator.gpt, fast_sovits)
+                    for t in m.state_dict().values()}
+    assert not fp32_storage & fast_storage
+    assert any(isinstance(m, Int8Bf16Linear) for m in generator.gpt.modules())
+    assert not any(isinstance(m, Int8Bf16Linear) for m in gpt.modules())
+
+
+def test_no_module_changes_its_class_in_place():
+    """Fast modules are built, never made by assigning `__class__` on a live object."""
+    import ast
+    from pathlib import Path
+
+    import voicefleet
+
+    def assigns_class(node: ast.AST) -> bool:
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            return any(isinstance(t, ast.Attribute) and t.attr == "__class__"
+                       for target in targets for t in ast.walk(target))
+        if isinstance(node, ast.Call) and len(node.args) >= 2:  # setattr(x, "__class__", ...) and friends
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            arg = node.args[1]
+            return name in ("setattr", "__setattr__") and isinstance(arg, ast.Constant) and arg.value == "__class__"
+        return False
+
+    root = Path(voicefleet.__file__).parent
+    offenders = [f"{path.relative_to(root)}:{node.lineno}" for path in sorted(root.rglob("*.py"))
+                 for node in ast.walk(ast.parse(path.read_text())) if assigns_class(node)]
+    assert not offenders, f"__class__ assigned at {offenders}"
+    assert assigns_class(ast.parse("fast.__class__ = Other").body[0])  # the check sees what it looks for
+    assert assigns_class(ast.parse("setattr(fast, '__class__', Other)").body[0].value)

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from voicefleet.inference import native
 from voicefleet.models.builders_gpt import gpt_tiny
-from voicefleet.inference.fast import Int8Bf16Linear, Int8DecodingStep, quantize_gpt
-from voicefleet.models.gpt import LayerKVCache
+from voicefleet.inference.fast import Int8Bf16Linear, Int8DecodingStep, quantize_gpt, quantize_int8
+from voicefleet.inference.generation import LayerKVCache
 
 needs_native = pytest.mark.skipif(native.native_library() is None,
                                   reason="native kernels unavailable here (no AVX-512 or no C compiler)")
@@ -129,6 +129,33 @@ def test_native_step_matches_a_pytorch_reference_with_padding_and_cache_growth()
     torch.testing.assert_close(step.cache.kv[..., :n, :].float(), ref_kv[..., :n, :].float(), atol=2e-3, rtol=1e-3)
 
 
+@needs_native
+def test_one_quantisation_feeds_the_native_and_the_pytorch_kernel(fresh_native):
+    """Both int8 kernels read `quantize_int8`'s values and fp32 scales: PyTorch's the (out, in)
+    matrix itself, the native one the same values in its blocked order (one copy either way)."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 90)  # 90 outputs: the native kernel's last block of 4 is partial
+    x = torch.randn(3, 64)
+    with_native = Int8Bf16Linear.from_fp32(linear)
+    with torch.no_grad():
+        native_out = with_native(x)
+    fresh_native.setenv("VOICEFLEET_NATIVE", "0")
+    native.native_library.cache_clear()
+    native.int8_rows_kernel.cache_clear()
+    without = Int8Bf16Linear.from_fp32(linear)
+    with torch.no_grad():
+        torch_out = without(x)
+    assert with_native.native and not without.native
+    q, scales = quantize_int8(linear.weight)
+    for m in (with_native, without):
+        assert torch.equal(m.scales, scales)
+    assert torch.equal(without.weight_int8, q) and not hasattr(with_native, "weight_int8")
+    assert torch.equal(with_native.weight_packed, native.Int8RowsKernel.pack(q))
+    dequantised = x.double() @ (q.double() * scales.double()[:, None]).T + linear.bias.detach().double()
+    assert float((native_out.double() - dequantised).norm() / dequantised.norm()) < 1e-6  # fp32 rows
+    assert float((torch_out.double() - dequantised).norm() / dequantised.norm()) < 1e-2  # bf16 rows
+
+
 def test_disabled_native_falls_back_to_pytorch_kernels(fresh_native, caplog):
     fresh_native.setenv("VOICEFLEET_NATIVE", "0")
     with caplog.at_level(logging.WARNING, logger="voicefleet.inference.native"):
@@ -136,7 +163,7 @@ def test_disabled_native_falls_back_to_pytorch_kernels(fresh_native, caplog):
     assert any("VOICEFLEET_NATIVE=0" in r.getMessage() for r in caplog.records)
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 96)
-    fast = Int8Bf16Linear(linear)
+    fast = Int8Bf16Linear.from_fp32(linear)
     assert not fast.native and hasattr(fast, "weight_int8")
     x = torch.randn(2, 64)
     with torch.no_grad():

@@ -100,8 +100,11 @@ def test_bad_text_fails_clearly(synth, voice, text, lang, message):
 
 
 def test_fast_precision_voice_synthesises(tiny_pretrained, reference_wav):
+    from voicefleet.inference.fast import Bf16Decoder, Int8DecodingStep
+
     fast = Synthesizer.from_pretrained(tiny_pretrained, precision="fast")
     voice = fast.load_voice("tiny", tiny_pretrained.gpt, tiny_pretrained.sovits_g, reference_wav, "", "zh")
+    assert voice.generator.step is Int8DecodingStep and isinstance(voice.sovits.decoder, Bf16Decoder)
     audio = fast.synthesize(voice, ZH_TEXT, "zh", SynthesisParams(**FAST))
     assert np.isfinite(audio).all() and len(audio) > 0
     with pytest.raises(ValueError, match="precision"):
@@ -116,7 +119,7 @@ def test_early_first_chunk_comes_before_the_fragment_is_decoded(synth, voice, mo
     text = "第一句话很短。第二句话也不长。"
     k = 8  # below the 11 steps in which EOS cannot be drawn: the GPT always gets this far
     finished: list[bool] = []
-    original = voice.gpt.generate_stream
+    original = voice.generator.generate_stream
 
     def tracked(*args, **kwargs):
         finished.append(False)
@@ -124,7 +127,7 @@ def test_early_first_chunk_comes_before_the_fragment_is_decoded(synth, voice, mo
         finished[-1] = True
         return result
 
-    monkeypatch.setattr(voice.gpt, "generate_stream", tracked)
+    monkeypatch.setattr(voice.generator, "generate_stream", tracked)
     params = SynthesisParams(max_tokens=40, seed=5, first_chunk_tokens=k)
     chunks = synth.stream(voice, text, "zh", params)
     first = next(chunks)
@@ -174,7 +177,7 @@ def test_invariant_stage_threads_widen_bert_and_gpt_only(synth, voice, monkeypat
     seen: dict[str, set[int]] = {}
     _record_threads(monkeypatch, synth.bert, "phone_level_features", seen, "bert")
     for name in ("generate", "generate_batch", "generate_stream"):
-        _record_threads(monkeypatch, voice.gpt, name, seen, "gpt")
+        _record_threads(monkeypatch, voice.generator, name, seen, "gpt")
     _record_threads(monkeypatch, voice.sovits, "decode", seen, "sovits")
     params = SynthesisParams(**FAST, batch_size=2, first_chunk_tokens=5 if stream else 0)
     asked = []
@@ -212,14 +215,14 @@ def test_invariant_stage_check_finds_thread_dependent_kernels(synth, voice, monk
         monkeypatch.setattr(synth.bert, "phone_level_features", thread_dependent)
         assert synth.check_invariant_stages(voice, 2) == "BERT features differ between 1 and 2 threads"
         monkeypatch.undo()
-        generate = voice.gpt.generate
+        generate = voice.generator.generate
 
         def thread_dependent_logits(*args, **kwargs):
             out = generate(*args, **kwargs)
             out.step_logits = out.step_logits + 1e-6 * torch.get_num_threads()
             return out
 
-        monkeypatch.setattr(voice.gpt, "generate", thread_dependent_logits)
+        monkeypatch.setattr(voice.generator, "generate", thread_dependent_logits)
         assert synth.check_invariant_stages(voice, 2) == "GPT logits differ between 1 and 2 threads"
     finally:
         torch.set_num_threads(own)

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from tests.conftest import assert_close, load_npz
+from voicefleet.inference.generation import SamplingParams, TokenGenerator, relayout_for_cpu_decoding_
 from voicefleet.models.builders_gpt import gpt_v2
 from voicefleet.models.checkpoint import CheckpointError, load_official_file
 from voicefleet.models.checkpoint.gpt_io import (gpt_state_from_official, gpt_state_to_official, load_gpt,
                                                  save_gpt)
 from voicefleet.models.config import GPTConfig
-from voicefleet.models.gpt import SamplingParams
 
 # README 8 tolerances, as |a - b| <= atol + rtol * |b|
 LOGITS_TOL = dict(atol=2e-4, rtol=1e-4)
@@ -144,8 +144,8 @@ def test_single_sequence_greedy_decoding(tiny, s1, compat_configs, tag):
     prompt = s1["ar_prompts"]
     # the fixture stopped on the early-stop rule after `n` new tokens: more than n - 1
     early_stop_num = compat_configs["inputs"]["ar"]["n"] - 1
-    out = model.generate(s1["ar_x"], s1["ar_bert"], prompt, sampling=_greedy(tag), early_stop_num=early_stop_num,
-                         return_step_logits=True)
+    out = TokenGenerator(model).generate(s1["ar_x"], s1["ar_bert"], prompt, sampling=_greedy(tag),
+                                         early_stop_num=early_stop_num, return_step_logits=True)
     assert torch.equal(out.sequences[0], expected)
     assert out.idx == [int(s1[f"{tag}_idx"])]
     reference = s1[f"{tag}_step_logits"]
@@ -163,9 +163,10 @@ def test_batched_greedy_decoding(tiny, s1, compat_configs):
     rows = prompts.shape[0]
     # the batched path stops once more than `n` tokens exist and returns y[:-1]: n tokens
     early_stop_num = compat_configs["inputs"]["arb"]["n"]
-    out = model.generate_batch([s1[f"arb_x{i}"] for i in range(rows)], [s1[f"arb_bert{i}"] for i in range(rows)],
-                               prompts, sampling=_greedy("arb"), early_stop_num=early_stop_num,
-                               max_len=int(s1["arb_x_lens"].max()), return_step_logits=True)
+    out = TokenGenerator(model).generate_batch(
+        [s1[f"arb_x{i}"] for i in range(rows)], [s1[f"arb_bert{i}"] for i in range(rows)], prompts,
+        sampling=_greedy("arb"), early_stop_num=early_stop_num, max_len=int(s1["arb_x_lens"].max()),
+        return_step_logits=True)
     for i in range(rows):
         assert torch.equal(out.sequences[i], s1[f"arb_y{i}"]), f"row {i}"
     assert out.idx == s1["arb_idx"].tolist()
@@ -213,7 +214,7 @@ def test_save_reproduces_official_export(tiny, compat_dir, tmp_path):
 
 def test_save_after_cpu_relayout_writes_contiguous_official_tensors(compat_dir, tmp_path):
     model, _, info = load_gpt(compat_dir / "tiny_s1.ckpt")
-    path = save_gpt(model.relayout_for_cpu_decoding_(), info.config, tmp_path / "relaid.ckpt", info.info)
+    path = save_gpt(relayout_for_cpu_decoding_(model), info.config, tmp_path / "relaid.ckpt", info.info)
     mine = load_official_file(path)["weight"]
     official = load_official_file(compat_dir / "tiny_s1_export.ckpt")["weight"]
     for key, value in official.items():

@@ -1,15 +1,20 @@
 """Reduced-precision CPU inference for GPT and SoVITS (opt-in; fp32 stays the reference path).
 
+Everything here is built, never patched: each builder (`quantize_gpt`, `fast_generator`,
+`fast_sovits`, `fast_bert`, `optimize_for_cpu_inference`, and the `from_fp32` class methods of
+the modules below) takes fp32 modules and returns new ones; the fp32 modules keep their classes,
+weights and outputs, and stay usable.
+
 What is changed and why (measured in `benchmarks/inference.py`, results in RESULTS.md):
 
-* GPT linears keep an int8 copy of each weight (symmetric, one scale per output channel) and a
-  bf16 copy. A decoding step multiplies one row per sequence: that is memory-bound, so reading
+* GPT linears keep an int8 copy of each weight (symmetric, one scale per output channel; one
+  quantisation, `quantize_int8`, whichever kernel reads it) and a bf16 copy. A decoding step multiplies one row per sequence: that is memory-bound, so reading
   int8 weights is about 4x faster than fp32 through voicefleet's native kernel (fp32 rows; about
   2x faster than PyTorch's weight-only int8 kernel, which is used where the native one cannot be
   built). Many rows (the prompt pass, big batches) are compute-bound: those use the bf16 copy
   (AVX512-BF16 doubles the matrix rate). Activations stay fp32 between layers (LayerNorm, residuals, attention), only the
   matrix inputs of bf16 products are rounded to bf16.
-* Decoding steps of the quantised GPT (`QuantizedGPT`) run through `Int8DecodingStep`, which
+* Decoding steps of the quantised GPT (`fast_generator`) run through `Int8DecodingStep`, which
   issues the fewest tensor operations it can (one stacked fp32 KV cache, scores scaled inside
   `baddbmm`, functional LayerNorm, no module calls): at one query per row the eager step's fixed
   cost per operation was about a third of a step.
@@ -37,10 +42,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from voicefleet.inference.generation import CACHE_BLOCK, LayerKVCache, TokenGenerator
+from voicefleet.inference.native import FP16_MAX, NativeLayer, gpt_step_kernel, int8_rows_kernel
 from voicefleet.models.features import BertFeatures
-from voicefleet.models.gpt import _CACHE_BLOCK, GPT, LayerKVCache
+from voicefleet.models.gpt import GPT
 from voicefleet.models.modules.hifigan import LRELU_SLOPE, HiFiGANGenerator
-from voicefleet.inference.native import FP16_MAX, NativeLayer, NativeLinear, gpt_step_kernel, int8_rows_kernel
 from voicefleet.models.sovits import SoVITS
 
 logger = logging.getLogger(__name__)
@@ -125,36 +131,54 @@ class PackedBf16Linear(nn.Module):
         return self.packed(rows, self.bias).view(*x.shape[:-1], self.out_features)
 
 
+def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric per-output-channel int8 quantisation: weight (out, in) ~ scales[:, None] * q.
+
+    Returns q (out, in) int8 in [-127, 127], contiguous, and scales (out,) float32: the only
+    quantisation of the fast path. PyTorch's weight-only kernel reads q as it is; the native
+    kernels (`voicefleet.inference.native`, the int8 product and the whole decoding step) read the
+    same values reordered once into their blocked layout.
+    """
+    w = weight.detach().float()
+    scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.contiguous(), scales.contiguous()
+
+
 class Int8Bf16Linear(nn.Module):
     """A frozen linear layer for inference: int8 weights for few rows, bf16 weights for many.
 
-    Output is float32. Per-channel symmetric quantisation: w ~ scale[o] * q[o, i], q in [-127, 127].
-    Few rows go through the native kernel (`voicefleet.inference.native`: fp32 rows, fp32 scales,
-    weights read at memory speed) when it is available, else through PyTorch's weight-only int8
-    kernel (bf16 rows and scales); many rows through a bf16 product
-    (with the weight prepacked where this build allows, `pack_bf16_weight`).
+    Output is float32. The int8 weight and its scales come from `quantize_int8`, and one copy is
+    kept, in the layout of the kernel that reads it. Few rows go through the native kernel
+    (`voicefleet.inference.native`: fp32 rows, fp32 scales, weights read at memory speed;
+    `weight_packed`) when it is available, else through PyTorch's weight-only int8 kernel (bf16
+    rows, scales rounded to bf16; `weight_int8`); many rows through a bf16 product (with the
+    weight prepacked where this build allows, `pack_bf16_weight`). Build one with `from_fp32`.
     """
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, weight_int8: Tensor, scales: Tensor, weight_bf16: Tensor, bias: Tensor | None):
         super().__init__()
-        w = linear.weight.detach().float()
-        scales = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        self.out_features, self.in_features = weight_int8.shape
         kernel = int8_rows_kernel()
         self.native = kernel is not None and kernel.supports(self.out_features, self.in_features)
-        if self.native:  # fp32 rows straight into the native kernel (fp32 scales)
-            self.register_buffer("weight_packed", kernel.pack(q))
-            self.register_buffer("scales", scales)
-        else:  # PyTorch's weight-only int8 kernel (bf16 rows and scales)
-            self.register_buffer("weight_int8", q)
-            self.register_buffer("scales", scales.to(torch.bfloat16))
-        weight_bf16 = w.to(torch.bfloat16)
+        self.register_buffer("scales", scales)
+        if self.native:
+            self.register_buffer("weight_packed", kernel.pack(weight_int8))
+        else:
+            self.register_buffer("weight_int8", weight_int8)
+            # PyTorch's int8 kernel takes its scales in the dtype of its rows
+            self.register_buffer("scales_bf16", scales.to(torch.bfloat16), persistent=False)
         self.packed_bf16 = pack_bf16_weight(weight_bf16)
         if self.packed_bf16 is None:
             self.register_buffer("weight_bf16", weight_bf16)
-        bias = linear.bias.detach().float().contiguous() if linear.bias is not None else None
         self.register_buffer("bias", bias)
+
+    @classmethod
+    def from_fp32(cls, linear: nn.Linear) -> "Int8Bf16Linear":
+        """A new layer from `linear`'s weights (`linear` itself is not changed)."""
+        q, scales = quantize_int8(linear.weight)
+        bias = linear.bias.detach().float().clone() if linear.bias is not None else None
+        return cls(q, scales, linear.weight.detach().to(torch.bfloat16), bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.rows(x.reshape(-1, self.in_features)).view(*x.shape[:-1], self.out_features)
@@ -165,7 +189,7 @@ class Int8Bf16Linear(nn.Module):
             if self.native:
                 return int8_rows_kernel()(rows, self.weight_packed, self.out_features, self.scales, self.bias)
             rows = rows.to(torch.bfloat16).contiguous()  # the int8 kernel needs a contiguous last dimension
-            y = torch._weight_int8pack_mm(rows, self.weight_int8, self.scales)
+            y = torch._weight_int8pack_mm(rows, self.weight_int8, self.scales_bf16)
         else:
             rows = rows.to(torch.bfloat16)
             y = self.packed_bf16(rows) if self.packed_bf16 is not None else F.linear(rows, self.weight_bf16)
@@ -184,7 +208,7 @@ class StackedKVCache:
         first = layer_caches[0]
         self.length = first.length
         batch, heads, _, head_dim = first.keys.shape
-        self.kv = first.keys.new_empty(len(layer_caches), 2, batch, heads, self.length + _CACHE_BLOCK, head_dim,
+        self.kv = first.keys.new_empty(len(layer_caches), 2, batch, heads, self.length + CACHE_BLOCK, head_dim,
                                        dtype=dtype)
         limit = FP16_MAX if dtype == torch.float16 else None
         for i, c in enumerate(layer_caches):
@@ -201,7 +225,7 @@ class StackedKVCache:
     def advance(self) -> None:
         """Make room for one more position (index `length - 1` afterwards)."""
         if self.length == self.kv.shape[4]:
-            grown = self.kv.new_empty(*self.kv.shape[:4], self.length + _CACHE_BLOCK, self.kv.shape[5])
+            grown = self.kv.new_empty(*self.kv.shape[:4], self.length + CACHE_BLOCK, self.kv.shape[5])
             grown[:, :, :, :, :self.length] = self.kv
             self.kv = grown
             self._views()
@@ -279,11 +303,9 @@ class Int8DecodingStep:
 
 def _native_step(gpt: GPT, heads: int):
     """The native whole-step kernel for this GPT's layers, or None (no native library, or a
-    layer the kernel does not cover)."""
-    def linear(m) -> NativeLinear | None:
-        if not isinstance(m, Int8Bf16Linear) or not m.native:
-            return None
-        return NativeLinear(m.weight_packed, m.scales, m.bias, m.out_features, m.in_features)
+    layer the kernel does not cover). It reads the layers' own int8 weights and scales."""
+    def linear(m) -> Int8Bf16Linear | None:
+        return m if isinstance(m, Int8Bf16Linear) and m.native else None
 
     def norm(m: nn.LayerNorm) -> tuple[Tensor, Tensor, float] | None:
         if m.weight is None or m.bias is None or m.weight.dtype != torch.float32:
@@ -300,24 +322,19 @@ def _native_step(gpt: GPT, heads: int):
     return gpt_step_kernel(layers, heads) if layers else None
 
 
-class QuantizedGPT(GPT):
-    """A GPT whose linears are `Int8Bf16Linear` and whose decoding uses `Int8DecodingStep`."""
-
-    def decoding_step(self, cache: list[LayerKVCache]) -> Int8DecodingStep:
-        return Int8DecodingStep(self, cache)
-
-
 def quantize_gpt(gpt: GPT) -> GPT:
-    """A copy of `gpt` whose transformer and head linears are `Int8Bf16Linear` (inference only)."""
+    """A new GPT (eval mode, frozen) whose linears are `Int8Bf16Linear` built from `gpt`'s; `gpt`
+    is not changed. Decode with `fast_generator`, which also picks the lean decoding step."""
     fast = copy.deepcopy(gpt).eval()
-    targets = [(name, m) for name, m in fast.named_modules() if isinstance(m, nn.Linear)]
-    for name, linear in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = fast.get_submodule(parent_name) if parent_name else fast
-        setattr(parent, child, Int8Bf16Linear(linear))
-    fast.requires_grad_(False)
-    fast.__class__ = QuantizedGPT  # same modules and state; only the decoding step differs
-    return fast
+    for name, module in list(fast.named_modules()):
+        if isinstance(module, nn.Linear):
+            fast.set_submodule(name, Int8Bf16Linear.from_fp32(module))
+    return fast.requires_grad_(False)
+
+
+def fast_generator(gpt: GPT) -> TokenGenerator:
+    """Decoding with a quantised copy of `gpt` (`quantize_gpt`) and `Int8DecodingStep`."""
+    return TokenGenerator(quantize_gpt(gpt), step=Int8DecodingStep)
 
 
 class _ChannelsLastConv:
@@ -367,17 +384,26 @@ class Bf16Decoder(nn.Module):
     whole decoder ran ~15% faster on one core (433 -> 366 ms for 1.7 s of audio; single large
     convolutions up to 2x). The products and their bf16 rounding are those of autocast's conv1d
     up to the accumulation order (outputs differ by about one bf16 unit in the last place).
+    Build one with `from_fp32`.
     """
 
-    def __init__(self, decoder: HiFiGANGenerator):
+    def __init__(self, pre: _ChannelsLastConv, cond: _ChannelsLastConv | None, ups: list[_ChannelsLastConv],
+                 blocks: list[list[tuple[_ChannelsLastConv, _ChannelsLastConv]]], conv_post: nn.Conv1d,
+                 num_kernels: int):
         super().__init__()
-        self.inner = decoder  # keeps conv_post (fp32) and the generator's configuration
-        self.num_kernels = decoder.num_kernels
-        self.pre = _ChannelsLastConv(decoder.conv_pre)
-        self.cond = _ChannelsLastConv(decoder.cond) if hasattr(decoder, "cond") else None
-        self.ups = [_ChannelsLastConv(up) for up in decoder.ups]
-        self.blocks = [[(_ChannelsLastConv(c1), _ChannelsLastConv(c2)) for c1, c2 in zip(b.convs1, b.convs2)]
-                       for b in decoder.resblocks]
+        self.pre, self.cond, self.ups, self.blocks = pre, cond, ups, blocks
+        self.conv_post = conv_post  # fp32
+        self.num_kernels = num_kernels
+
+    @classmethod
+    def from_fp32(cls, decoder: HiFiGANGenerator) -> "Bf16Decoder":
+        """A new decoder from `decoder`'s weights (weight norm folded; `decoder` is not changed)."""
+        blocks = [[(_ChannelsLastConv(c1), _ChannelsLastConv(c2)) for c1, c2 in zip(b.convs1, b.convs2)]
+                  for b in decoder.resblocks]
+        return cls(_ChannelsLastConv(decoder.conv_pre),
+                   _ChannelsLastConv(decoder.cond) if hasattr(decoder, "cond") else None,
+                   [_ChannelsLastConv(up) for up in decoder.ups], blocks, _plain_conv1d(decoder.conv_post),
+                   decoder.num_kernels)
 
     def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
         # oneDNN builds its convolution primitives per input length and caches 1024 of them: with
@@ -413,11 +439,25 @@ class Bf16Decoder(nn.Module):
                 acc = out if acc is None else acc + out
             y = _channels_last(acc / self.num_kernels)
         y = F.leaky_relu(y.squeeze(2)[..., :valid].float().contiguous())
-        return torch.tanh(self.inner.conv_post(y))
+        return torch.tanh(self.conv_post(y))
+
+
+def _plain_conv1d(conv: nn.Conv1d) -> nn.Conv1d:
+    """A frozen copy of `conv` with its effective weight (weight norm folded) and no parametrization."""
+    # skip_init: no random initialisation, so building the fast path leaves torch's global RNG alone
+    plain = torch.nn.utils.skip_init(nn.Conv1d, conv.in_channels, conv.out_channels, conv.kernel_size[0],
+                                     stride=conv.stride[0], padding=conv.padding[0], dilation=conv.dilation[0],
+                                     groups=conv.groups, bias=conv.bias is not None, padding_mode=conv.padding_mode,
+                                     device=conv.weight.device)
+    with torch.no_grad():
+        plain.weight.copy_(conv.weight)
+        if conv.bias is not None:
+            plain.bias.copy_(conv.bias)
+    return plain.requires_grad_(False)
 
 
 def fast_sovits(sovits: SoVITS) -> SoVITS:
-    """A copy of `sovits` prepared for inference with its decoder in bf16."""
+    """A new SoVITS prepared for inference with its decoder in bf16 (`sovits` is not changed)."""
     if any(parametrize.is_parametrized(m) for m in sovits.modules()):
         # Deep copies of weight-normed modules share their parametrized classes, and folding one
         # would break the other: build a fresh model from the state dict instead.
@@ -426,7 +466,7 @@ def fast_sovits(sovits: SoVITS) -> SoVITS:
         fresh.prepare_for_inference()
     else:
         fresh = copy.deepcopy(sovits).eval()
-    fresh.decoder = Bf16Decoder(fresh.decoder)
+    fresh.decoder = Bf16Decoder.from_fp32(fresh.decoder)
     return fresh.requires_grad_(False)
 
 
@@ -463,8 +503,9 @@ def fast_bert(bert: BertFeatures) -> BertFeatures:
     return fast
 
 
-def optimize_for_cpu_inference(gpt: GPT, sovits: SoVITS) -> tuple[GPT, SoVITS]:
-    """Both models in voicefleet's reduced-precision CPU mode (copies; the inputs are untouched)."""
+def optimize_for_cpu_inference(gpt: GPT, sovits: SoVITS) -> tuple[TokenGenerator, SoVITS]:
+    """Both models in voicefleet's reduced-precision CPU mode: the GPT's decoding
+    (`fast_generator`) and a new SoVITS (`fast_sovits`); the inputs are not changed."""
     if not cpu_supports_bf16():
         logger.warning("this CPU has no native bf16 support; the fast path may be slower than fp32")
-    return quantize_gpt(gpt), fast_sovits(sovits)
+    return fast_generator(gpt), fast_sovits(sovits)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
-    from voicefleet.models.gpt import SamplingParams
+    from voicefleet.inference.generation import SamplingParams
 
 Lang = Literal["zh", "all_zh", "en", "auto"]  # the text front end's modes (`text.frontend.MODES`)
 SplitMethod = Literal["cut0", "cut1", "cut2", "cut3", "cut4", "cut5"]  # `text.splitting.METHODS`
@@ -90,7 +90,7 @@ class SynthesisParams(BaseModel):
         return n
 
     def sampling(self) -> SamplingParams:
-        from voicefleet.models.gpt import SamplingParams  # torch: only when synthesising
+        from voicefleet.inference.generation import SamplingParams  # torch: only when synthesising
 
         return SamplingParams(top_k=self.top_k, top_p=self.top_p, temperature=self.temperature,
                               repetition_penalty=self.repetition_penalty)

@@ -32,12 +32,13 @@ import torch
 # SynthesisParams and the limits are defined in `params` and stay importable from here.
 from voicefleet.inference.params import (  # noqa: F401
     FIRST_CHUNK_HOLDBACK_TOKENS, PRECISIONS, REFERENCE_MAX_S, REFERENCE_MIN_S, SEED_MAX, SynthesisParams)
+from voicefleet.inference.generation import SamplingParams, TokenGenerator, relayout_for_cpu_decoding_
 from voicefleet.models.audio import linear_spectrogram, load_audio
 from voicefleet.models.checkpoint.gpt_io import load_gpt
 from voicefleet.models.checkpoint.sovits_io import load_sovits
 from voicefleet.models.config import SAMPLE_RATE, SSL_SAMPLE_RATE
 from voicefleet.models.features import BertFeatures, HubertFeatures, pad_reference_16k
-from voicefleet.models.gpt import GPT, SamplingParams
+from voicefleet.models.gpt import GPT
 from voicefleet.models.pretrained import PretrainedPaths
 from voicefleet.models.sovits import SoVITS
 from voicefleet.text.splitting import SENTENCE_MARKS, length_buckets, split_text
@@ -73,13 +74,18 @@ class TextUnit:
 
 @dataclass
 class Voice:
-    """A voice: GPT + SoVITS weights, its reference clip and the transcript of that clip."""
+    """A voice: GPT decoding + SoVITS weights, its reference clip and the transcript of that clip."""
 
     name: str
-    gpt: GPT
+    generator: TokenGenerator  # decodes with the voice's GPT (fp32 or the fast path's)
     sovits: SoVITS
     reference: Reference
     prompt: TextUnit | None = None
+
+    @property
+    def gpt(self) -> GPT:
+        """The GPT network that `generator` decodes with."""
+        return self.generator.gpt
 
 
 def fragment_generator(seed: int, index: int, purpose: str) -> torch.Generator:
@@ -167,10 +173,11 @@ class Synthesizer:
             ids, bert = self._gpt_inputs(voice, unit)
             short = ids[: max(1, len(ids) // 2)], bert[:, : max(1, len(ids) // 2)]
             with self._invariant_stage():
-                single = voice.gpt.generate(ids, bert, prompt, sampling=probe, max_steps=4,
-                                            return_step_logits=True).step_logits
-                batched = voice.gpt.generate_batch([ids, short[0]], [bert, short[1]], prompt.expand(2, -1),
-                                                   sampling=probe, max_steps=4, return_step_logits=True).step_logits
+                single = voice.generator.generate(ids, bert, prompt, sampling=probe, max_steps=4,
+                                                  return_step_logits=True).step_logits
+                batched = voice.generator.generate_batch([ids, short[0]], [bert, short[1]], prompt.expand(2, -1),
+                                                         sampling=probe, max_steps=4,
+                                                         return_step_logits=True).step_logits
             return {"BERT features": unit.bert, "GPT logits": single, "batched GPT logits": batched}
 
         own = torch.get_num_threads()
@@ -246,13 +253,15 @@ class Synthesizer:
         if self.precision == "fast":
             from voicefleet.inference.fast import optimize_for_cpu_inference
 
-            gpt, sovits = optimize_for_cpu_inference(gpt, sovits)
+            generator, sovits = optimize_for_cpu_inference(gpt, sovits)
         else:
             if not torch.cuda.is_available():
-                gpt.relayout_for_cpu_decoding_()
+                relayout_for_cpu_decoding_(gpt)
+            generator = TokenGenerator(gpt)
             sovits.prepare_for_inference()
         reference = self.reference(ref_audio, sovits)
-        return Voice(name, gpt, sovits, reference, self.prompt_unit(prompt_text, prompt_lang, gpt.config.bert_dim))
+        return Voice(name, generator, sovits, reference,
+                     self.prompt_unit(prompt_text, prompt_lang, gpt.config.bert_dim))
 
     # ---- synthesis ------------------------------------------------------------------------
     @torch.inference_mode()
@@ -293,16 +302,16 @@ class Synthesizer:
         prompt, tokens_prompt = voice.prompt, voice.reference.prompt_tokens
         if prompt is None:
             # Without a transcript the official pipeline decodes without the audio prompt too.
-            outs = [voice.gpt.generate(i, b, None, sampling=sampling, max_steps=steps, generator=g)
+            outs = [voice.generator.generate(i, b, None, sampling=sampling, max_steps=steps, generator=g)
                     for i, b, g in zip(ids, berts, gens)]
             new_tokens = [o.sequences[0] for o in outs]
         elif len(ids) == 1:
-            out = voice.gpt.generate(ids[0], berts[0], tokens_prompt, sampling=sampling, max_steps=steps,
-                                     generator=gens[0])
+            out = voice.generator.generate(ids[0], berts[0], tokens_prompt, sampling=sampling, max_steps=steps,
+                                           generator=gens[0])
             new_tokens = [out.new_tokens(0)]
         else:
-            out = voice.gpt.generate_batch(ids, berts, tokens_prompt.unsqueeze(0).expand(len(ids), -1),
-                                           sampling=sampling, max_steps=steps, generator=gens)
+            out = voice.generator.generate_batch(ids, berts, tokens_prompt.unsqueeze(0).expand(len(ids), -1),
+                                                 sampling=sampling, max_steps=steps, generator=gens)
             new_tokens = [out.new_tokens(r) for r in range(len(ids))]
         return new_tokens
 
@@ -338,9 +347,9 @@ class Synthesizer:
         """
         k = params.first_chunk_tokens
         ids, bert = self._gpt_inputs(voice, unit)
-        steps = voice.gpt.generate_stream(ids, bert, voice.reference.prompt_tokens, sampling=params.sampling(),
-                                          max_steps=params.max_tokens,
-                                          generator=fragment_generator(params.seed, 0, "gpt"))
+        steps = voice.generator.generate_stream(ids, bert, voice.reference.prompt_tokens,
+                                                sampling=params.sampling(), max_steps=params.max_tokens,
+                                                generator=fragment_generator(params.seed, 0, "gpt"))
         early, cut, fade = None, 0, 0
         while True:
             try:

@@ -1,5 +1,5 @@
 """Cross-request batching: requests for one voice with the same GPT sampling knobs share one
-batched GPT decode (`GPT.generate_batch`), each row drawing from its own request's seed.
+batched GPT decode (`TokenGenerator.generate_batch`), each row drawing from its own request's seed.
 
 Trade-off (why batching is off by default, `batch_max_size=1`): a batched decode is not
 bit-identical to decoding a fragment alone (padding changes float sums, and sampling then

@@ -17,8 +17,9 @@ import librosa
 import numpy as np
 import torch
 
+from voicefleet.inference.generation import GREEDY, TokenGenerator
 from voicefleet.models.audio import linear_spectrogram, mel_spectrogram
-from voicefleet.models.gpt import GPT, GREEDY
+from voicefleet.models.gpt import GPT
 from voicefleet.models.sovits import SoVITS
 from voicefleet.platform.training.batches import Example
 
@@ -63,7 +64,7 @@ def voice_reconstruction_loss(gpt: GPT, sovits: SoVITS, held_out: HeldOut, *, ma
         bert = torch.cat([bert_of(ref), bert_of(clip)], dim=1).to(device)
         # at most ~2x the recorded length: a voice that never stops is scored on what it said
         steps = min(max_tokens, 2 * len(clip.semantic) + 10)
-        out = gpt.generate(phones, bert, prompt_tokens, sampling=GREEDY, max_steps=steps)
+        out = TokenGenerator(gpt).generate(phones, bert, prompt_tokens, sampling=GREEDY, max_steps=steps)
         tokens = out.new_tokens(0)
         if tokens.numel() == 0:
             losses.append(float("inf"))

@@ -28,7 +28,7 @@ LangField = Annotated[Lang, Field(description="Language of the text: zh (Chinese
 DEFAULT_PRECISION: Precision = "fp32"
 PrecisionField = Annotated[Precision, Field(description="fp32: official numerics; fast: int8 GPT, bf16 BERT "
                                                         "linears and HiFi-GAN on CPUs with AVX512-BF16/AMX "
-                                                        "(~2-3x faster).")]
+                                                        "(about 4x faster than fp32 at batch 1).")]
 
 REFERENCE_MIN_S, REFERENCE_MAX_S = 3.0, 10.0  # official limits on the reference clip
 SEED_MAX = 2**31 - 1

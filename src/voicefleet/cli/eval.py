@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -72,5 +73,5 @@ def eval_cmd(
             table.add_row(label, f"{value:.3f}" if isinstance(value, float) else str(value))
     Console().print(table)
     if summary.get("wer_note"):
-        console.print(f"[yellow]note:[/yellow] {summary['wer_note']}", highlight=False, soft_wrap=True)
-    console.print(f"report: {out / 'report.md'}")
+        console.print(f"[yellow]note:[/yellow] {escape(summary['wer_note'])}", highlight=False, soft_wrap=True)
+    console.print(f"report: {escape(str(out / 'report.md'))}", highlight=False)

@@ -77,24 +77,41 @@ class SpeakerEncoder:
 class Dnsmos:
     """DNSMOS P.835: 16 kHz audio -> {"sig", "bak", "ovrl"} on the 1..5 MOS scale.
 
-    Clips shorter than the model's 9.01 s window are repeated to fill it (as the reference
-    implementation does); longer clips are scored per 1 s hop and averaged.
+    Clips shorter than the model's 9.01 s window are repeated to fill exactly one window; longer
+    clips are scored per 1 s hop and averaged. (The reference implementation doubles a short clip
+    until it is longer than a window and then averages 2-5 windows of the same repeated audio: four
+    times the work for the same information.)
     """
+
+    WINDOW_S = 9.01
 
     def __init__(self) -> None:
         try:
+            import onnxruntime
             import speechmos
             from speechmos.dnsmos import DNSMOS
         except Exception as e:
             raise _import_failure("speechmos (with onnxruntime)", "DNSMOS", e) from None
         models = Path(speechmos.__file__).parent / "dnsmos_models"
-        self._model = DNSMOS(str(models / "sig_bak_ovr.onnx"), str(models / "model_v8.onnx"))
+        # The models are small: one thread, and no spin-waiting threads left behind to slow down the
+        # torch work (synthesis, speaker encoder) that runs between DNSMOS calls.
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # speechmos's DNSMOS builds default sessions; ours replace them (the attributes it reads)
+        self._model = DNSMOS.__new__(DNSMOS)
+        self._model.primary_model_path = str(models / "sig_bak_ovr.onnx")
+        self._model.onnx_sess = onnxruntime.InferenceSession(self._model.primary_model_path, options)
+        self._model.p808_onnx_sess = onnxruntime.InferenceSession(str(models / "model_v8.onnx"), options)
         self._lock = threading.Lock()
 
     def score(self, audio: np.ndarray) -> dict[str, float] | None:
         audio = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
         if audio.size < SCORING_SR // 100:  # under 10 ms: nothing to repeat into a window
             return None
+        window = int(self.WINDOW_S * SCORING_SR)
+        if audio.size < window:
+            audio = np.tile(audio, -(-window // audio.size))[:window]
         with self._lock:
             out = self._model(audio, SCORING_SR, False)
         return {"sig": float(out["sig_mos"]), "bak": float(out["bak_mos"]), "ovrl": float(out["ovrl_mos"])}

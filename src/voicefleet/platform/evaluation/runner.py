@@ -43,9 +43,10 @@ logger = logging.getLogger(__name__)
 SUMMARY_FIELDS = ("speaker_similarity", "speaker_similarity_to_ref", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl",
                   "wer", "rtf", "duration_ratio")
 TOKENS_PER_S = 25  # semantic tokens per second of audio
-# A fragment may run to this many times its line's real duration. An untrained GPT rarely stops
+# A fragment may run to this many times its line's real duration (a synthesis that long has already
+# failed; the cap only bounds what a failure costs). An untrained GPT rarely stops
 # by itself; without a cap one line would cost the full 1500 tokens (a minute of audio).
-TOKEN_CAP_FACTOR = 2.0
+TOKEN_CAP_FACTOR = 1.5
 Progress = Callable[[int, int], None]
 
 

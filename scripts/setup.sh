@@ -23,6 +23,6 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     $PIP install $TORCH_SPEC
 fi
 
-echo "voicefleet setup: installing voicefleet and its dependencies"
-$PIP install -e ".[dev]"
+echo "voicefleet setup: installing voicefleet and its dependencies (with the evaluation instruments)"
+$PIP install -e ".[dev,eval]"
 echo "voicefleet setup: done ($(.venv/bin/python -c 'import torch, ray; print("torch", torch.__version__, "/ ray", ray.__version__)'))"

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from voicefleet import __version__
-from voicefleet.cli import data, export, models, run, serve, synthesize, train, tune
+from voicefleet.cli import data, eval as eval_cmds, export, models, run, serve, synthesize, train, tune
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="GPT-SoVITS v2 voice cloning at cluster scale on Ray.")
@@ -38,6 +38,7 @@ app.command("tune")(tune.tune_cmd)
 app.command("serve")(serve.serve_cmd)
 app.command("export")(export.export_cmd)
 app.command("run")(run.run_cmd)
+app.command("eval")(eval_cmds.eval_cmd)
 
 
 def main() -> None:

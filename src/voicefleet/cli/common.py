@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 F = TypeVar("F", bound=Callable)
@@ -58,7 +59,8 @@ def user_facing(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except _user_errors() as e:
-            console.print(f"[red]error:[/red] {_one_line(e)}", highlight=False, soft_wrap=True)
+            # escaped: a message may hold brackets (pip extras, paths) that rich would take for markup
+            console.print(f"[red]error:[/red] {escape(_one_line(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/yellow]")

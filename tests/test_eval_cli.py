@@ -62,6 +62,8 @@ def test_voice_mode_on_a_registry_voice(tiny_pretrained, storage, data, tmp_path
     assert report["summary"]["n"] == 2 and report["config"]["voice_id"] == "tiny"
     assert report["config"]["prompt_text"] == TEXTS[0]
     assert (out / "audio" / "0001.wav").is_file() and (out / "report.md").is_file()
+    recorded = registry_for(str(storage)).get("tiny").evaluation  # what GET /v1/voices shows
+    assert recorded["summary"] == report["summary"] and recorded["report"] == str(out.resolve())
     again = run(data / "en.list", "--out", out, "--voice", "tiny", "--storage", storage,
                 "--pretrained", tiny_pretrained.root)
     one_line_error(again, "already exists", "--overwrite")

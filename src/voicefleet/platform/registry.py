@@ -103,6 +103,7 @@ class VoiceRecord:
     language: str
     metrics: dict[str, Any] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)  # e.g. run name, sweep id, pretrained hashes
+    evaluation: dict[str, Any] = field(default_factory=dict)  # the latest `voicefleet eval` summary of this version
     created_at: str = ""
     version: int = 1
     files: dict[str, str] = field(default_factory=lambda: dict(FILES))
@@ -175,12 +176,31 @@ class VoiceRegistry:
                              language=language or prompt_lang, metrics=dict(metrics or {}),
                              lineage=dict(lineage or {}), version=version,
                              created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        self._write_record(record)
+        logger.info("registered voice %s (version %d) in %s", voice_id, version, self.uri)
+        return record
+
+    def _write_record(self, record: VoiceRecord) -> None:
         # `self.fs` may be an object store, where `atomic_file` (local paths) does not apply
+        folder = self._dir(record.voice_id)
         tmp = f"{folder}/.{RECORD}.tmp"
         with self.fs.open_output_stream(tmp) as f:
             f.write(record.to_json().encode("utf-8"))
-        self.fs.move(tmp, record_path)
-        logger.info("registered voice %s (version %d) in %s", voice_id, version, self.uri)
+        self.fs.move(tmp, f"{folder}/{RECORD}")
+
+    def record_evaluation(self, voice_id: str, evaluation: Mapping[str, Any], *, version: int) -> VoiceRecord:
+        """Keep `evaluation` (an evaluation summary and where it came from) as the voice's latest.
+
+        `version` is the registry version that was evaluated: when the voice has been replaced
+        since, the result describes files that are gone and is refused.
+        """
+        record = self.get(voice_id)
+        if record.version != version:
+            raise RegistryError(f"voice {voice_id!r} is at version {record.version} now, not the evaluated "
+                                f"version {version}; evaluate it again")
+        record.evaluation = dict(evaluation)
+        self._write_record(record)
+        logger.info("recorded an evaluation of voice %s (version %d)", voice_id, version)
         return record
 
     def delete(self, voice_id: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -63,6 +63,8 @@ class VoiceInfo(BaseModel):
     prompt_lang: str = Field(..., description="Language of the transcript.")
     version: int = Field(..., description="Registry version of the voice.")
     created_at: str = Field(..., description="When this version was registered (UTC, ISO 8601).")
+    evaluation: dict[str, Any] | None = Field(None, description="The latest `voicefleet eval` summary of this "
+                                              "version (speaker similarity, DNSMOS, WER, RTF, ...), if any.")
 
 
 class VoiceList(BaseModel):

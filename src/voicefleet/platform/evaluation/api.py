@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import datetime as _dt
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -94,10 +96,11 @@ def evaluate_list(list_file: str | Path, out_dir: str | Path, *, voice: VoiceSou
             raise EvaluationError("voice mode needs --pretrained (the folder with HuBERT and BERT)")
         # cheap checks (lines, files, metrics, instruments, the voice) before the synthesis models load
         prepare_scoring(listed.entries, metrics, asr_model, max_lines, synthesis=True)
+        evaluated_version = None
         if voice.voice_id is not None:
             from voicefleet.platform.voices import registry_for
 
-            registry_for(voice.storage).get(voice.voice_id)
+            evaluated_version = registry_for(voice.storage).get(voice.voice_id).version
         synth = Synthesizer.from_pretrained(find_pretrained(pretrained), precision=precision)
         loaded, ref, described = open_voice(synth, voice, pretrained)
         result = evaluate_voice(synth, loaded, listed.entries, reference_audio=ref, metrics=metrics,
@@ -105,4 +108,12 @@ def evaluate_list(list_file: str | Path, out_dir: str | Path, *, voice: VoiceSou
                                 max_lines=max_lines, progress=progress,
                                 config={**config, **described, "precision": precision})
     write_evaluation(result, out_dir, overwrite=overwrite)
+    if voice is not None and voice.voice_id is not None:
+        # the registry keeps the latest summary of the voice's current version (GET /v1/voices shows it)
+        from voicefleet.platform.voices import registry_for
+
+        registry_for(voice.storage).record_evaluation(voice.voice_id, {
+            "summary": result.summary, "list": str(list_file), "report": str(out_dir.resolve()),
+            "evaluated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "mode": "resynth" if resynth else "voice"}, version=evaluated_version)
     return result

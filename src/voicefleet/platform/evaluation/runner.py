@@ -199,13 +199,13 @@ def evaluate_voice(synth: Synthesizer, voice: Voice, lines: Sequence[ListEntry],
     names, explicit, options, lines, scorers = prepare_scoring(lines, metrics, asr_model, max_lines, synthesis=True)
     params = params or SynthesisParams()
     if params.seed is None:
-        params = dataclasses.replace(params, seed=0)
+        params = params.model_copy(update={"seed": 0})
     prompt = Clip(_load(reference_audio)) if reference_audio is not None else None
     rows, audio = [], []
     for i, line in enumerate(lines):
         real = Clip(_load(line.audio))
         cap = max(TOKENS_PER_S, math.ceil(TOKEN_CAP_FACTOR * real.duration_s * TOKENS_PER_S))
-        line_params = dataclasses.replace(params, max_tokens=min(params.max_tokens, cap))
+        line_params = params.model_copy(update={"max_tokens": min(params.max_tokens, cap)})
         start = time.perf_counter()
         if resynth:
             wave = resynthesize(synth, voice, real.audio, line.text, line.lang, line_params)
@@ -223,7 +223,7 @@ def evaluate_voice(synth: Synthesizer, voice: Voice, lines: Sequence[ListEntry],
         audio.append(wave)
         if progress:
             progress(i + 1, len(lines))
-    params_json = dataclasses.asdict(params)
+    params_json = params.model_dump()
     extra = {"voice": voice.name, "reference_audio": str(reference_audio) if reference_audio else None,
              "synthesis": params_json, "token_cap_factor": TOKEN_CAP_FACTOR, **dict(config or {})}
     result = Evaluation(summarise(rows, mode), rows, _config(mode, names, explicit, options, extra), audio)

@@ -26,7 +26,7 @@ ERRORS = openapi_errors(400, 401, 403, 404, 409, 413, 422)
 
 def _info(record: VoiceRecord) -> VoiceInfo:
     return VoiceInfo(voice_id=record.voice_id, prompt_text=record.prompt_text, prompt_lang=record.prompt_lang,
-                     version=record.version, created_at=record.created_at)
+                     version=record.version, created_at=record.created_at, evaluation=record.evaluation or None)
 
 
 @router.get("", response_model=VoiceList, responses=ERRORS, summary="List voices")

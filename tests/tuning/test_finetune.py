@@ -84,8 +84,9 @@ def test_state_round_trip_resumes_exactly(dataset, tiny_pretrained):
     assert b.evaluate(max_tokens=30) == a.evaluate(max_tokens=30)
 
 
-def _seeded(dataset, pretrained, seed: int, recipe: str = "voicefleet") -> VoiceFinetune:
-    configs = stage_configs(_base(seed=seed, recipe=recipe), {"sovits_lr": 5e-4}, 4, min_warmup_steps=0)
+def _seeded(dataset, pretrained, seed: int, recipe: str = "voicefleet", batch_size: int = 2) -> VoiceFinetune:
+    base = _base(seed=seed, recipe=recipe).model_copy(update={"batch_size": batch_size})
+    configs = stage_configs(base, {"sovits_lr": 5e-4}, 4, min_warmup_steps=0)
     files = {"gpt": str(pretrained.gpt), "sovits_g": str(pretrained.sovits_g), "sovits_d": str(pretrained.sovits_d)}
     ft = VoiceFinetune(configs, files, load_examples(dataset, "train"), load_examples(dataset, "val"),
                        device=torch.device("cpu"), objective_clips=1)
@@ -113,7 +114,9 @@ def test_the_same_seed_repeats_a_run_and_another_seed_does_not(dataset, tiny_pre
 def test_official_recipe_trains_both_stages_with_the_official_optimizers(dataset, tiny_pretrained):
     from voicefleet.platform.training.optim import ScaledAdam
 
-    ft = _seeded(dataset, tiny_pretrained, seed=0, recipe="official")
+    with pytest.raises(ValueError, match="fewer than accumulate=4"):  # 6 clips in 3 batches: never a GPT step
+        _seeded(dataset, tiny_pretrained, seed=0, recipe="official")
+    ft = _seeded(dataset, tiny_pretrained, seed=0, recipe="official", batch_size=1)
     sovits, gpt = ft.configs["sovits"], ft.configs["gpt"]
     assert sovits.grad_clip is None and gpt.grad_clip is None
     assert sovits.accumulate == 1 and gpt.accumulate == 4  # the official GPT steps every 4 micro-batches

@@ -95,6 +95,7 @@ class VoiceFinetune:
         self.stages: dict[str, _StageState] = {}
         for name in STAGES:
             cfg = self.configs[name]
+            cfg.check_window(math.ceil(math.ceil(len(train) / cfg.batch_size) / world), len(train), world)
             stage, models, collate = build_stage(cfg, dict(pretrained), device, prepare)
             total = int(cfg.max_steps or 1)
             schedulers = [StepSchedule(opt, cfg, total, steps_per_epoch=self.steps_per_epoch(cfg))

@@ -130,6 +130,15 @@ class TrainConfig(BaseModel):
                                           steps_per_epoch=steps_per_epoch)
         return learning_rate(step, self.lr, total_steps, self.schedule)
 
+    def check_window(self, batches_per_epoch: int, clips: int, world: int) -> None:
+        """Refuse a run whose epoch has fewer batches per worker than one accumulation window: it
+        could never step (leftover micro-batches are dropped at every epoch's end)."""
+        if batches_per_epoch < self.accumulate:
+            raise ValueError(
+                f"{clips} training clips give {batches_per_epoch} batch(es) of {self.batch_size} per worker per epoch "
+                f"({world} worker(s)), fewer than accumulate={self.accumulate} micro-batches per {self.stage} step: "
+                f"lower batch_size or accumulate, or add clips")
+
     def resolved_precision(self, device_type: str, bf16_ok: bool) -> str:
         if self.precision != "auto":
             return self.precision

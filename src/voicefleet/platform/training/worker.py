@@ -91,6 +91,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     lengths = [len(e.semantic) for e in train_ex]
     batches_per_epoch = math.ceil(math.ceil(len(train_ex) / cfg.batch_size) / world)
+    cfg.check_window(batches_per_epoch, len(train_ex), world)
     steps_per_epoch = max(1, batches_per_epoch // cfg.accumulate)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Literal
 
@@ -176,4 +177,4 @@ class TrainConfig(BaseModel):
         else:
             out["optimizer"] = {"name": "AdamW", **GPT_ADAMW, "gpt_lr_ratio": self.gpt_lr_ratio}
             out["loss"] = "cross-entropy per target (mean), averaged over micro-batches"
-        return out
+        return json.loads(json.dumps(out))  # JSON values only (tuples as lists): report.json reads back equal

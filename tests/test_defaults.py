@@ -64,7 +64,8 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
         "max_steps": (_field(TrainConfig, "max_steps"), None),
         "lr": (_field(TrainConfig, "sovits_lr"), None),
         "gpt_lr_ratio": (_field(TrainConfig, "gpt_lr_ratio"), None),
-        "schedule": (_field(ScheduleConfig, "kind"), None),
+        "recipe": (_field(TrainConfig, "recipe"), None),
+        "seed": (_field(TrainConfig, "seed"), None),
         "warmup": (_field(ScheduleConfig, "warmup_fraction"), None),
         "precision": (_field(TrainConfig, "precision"), None),
         "eval_every": (_field(TrainConfig, "eval_every"), None),
@@ -73,7 +74,7 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
     } for stage in STAGE_EPOCHS},
     ("tune",): {
         **{name: (_field(SweepConfig, name), None) for name in (
-            "voice", "sweep_id", "trials", "rounds", "steps_per_round", "batch_size", "seed")},
+            "voice", "sweep_id", "trials", "rounds", "steps_per_round", "batch_size", "seed", "recipe")},
         "concurrent": (_field(SweepConfig, "max_concurrent"), None),
         "workers": (_field(SweepConfig, "num_workers"), None),
         "storage": (_field(SweepConfig, "storage_path"), None),
@@ -93,7 +94,7 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
     ("run",): {name: (_field(EndToEndConfig, name), None) for name in (
         "list_file", "voice", "pretrained", "workdir", "storage", "trials", "rounds", "steps_per_round",
         "train_steps", "workers", "gpus_per_worker", "batch_size", "serve", "host", "port", "say", "say_lang",
-        "output", "seed", "address")},
+        "output", "seed", "address", "recipe")},
     ("prepare",): {
         "workers": (_field(StageResources, "concurrency"), UNSET),
         "cpus_per_worker": (_field(StageResources, "num_cpus"), UNSET),
@@ -105,6 +106,7 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
 }
 # Flags named like a field that take another form, and why.
 NOT_MIRRORS = {
+    **{("train", stage): {"schedule"} for stage in STAGE_EPOCHS},  # retired: refused, naming --recipe
     ("tune",): {"sovits_lr", "gpt_lr_ratio",  # LOW:HIGH strings replacing a SearchSpace range
                 "space",  # a YAML file of SearchSpace
                 "gpus_per_worker"},  # 0 means CPU workers: sets SweepConfig's use_gpu and gpus_per_worker
@@ -260,6 +262,29 @@ def test_train_epochs_follow_the_stage():
     for stage, epochs in STAGE_EPOCHS.items():
         assert TrainConfig(stage=stage, run_name="x").epochs == epochs
         assert TrainConfig(stage=stage, run_name="x", epochs=3).epochs == 3
+
+
+def test_one_recipe_for_train_tune_and_run():
+    field = TrainConfig.model_fields["recipe"]
+    assert SweepConfig.model_fields["recipe"].default == EndToEndConfig.model_fields["recipe"].default == field.default
+    assert SweepConfig.model_fields["recipe"].annotation == EndToEndConfig.model_fields["recipe"].annotation \
+        == field.annotation
+
+
+def test_official_recipe_fills_in_its_own_clipping_and_accumulation():
+    sovits = TrainConfig(stage="sovits", run_name="x", recipe="official")
+    gpt = TrainConfig(stage="gpt", run_name="x", recipe="official")
+    assert sovits.grad_clip is None and gpt.grad_clip is None
+    assert (sovits.accumulate, gpt.accumulate) == (1, 4)
+    assert TrainConfig(stage="gpt", run_name="x", recipe="official", accumulate=2, grad_clip=3.0).accumulate == 2
+    assert TrainConfig(stage="gpt", run_name="x").grad_clip == 1.0  # voicefleet
+    assert TrainConfig(**gpt.model_dump()) == gpt  # a saved config reloads as it ran
+
+
+def test_retired_schedule_flag_says_to_use_the_recipe():
+    result = _invoke("train", "sovits", "ds", "--pretrained", "p", "--run-name", "r", "--schedule", "official")
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "--recipe official" in lines[0], result.output
 
 
 def test_sweep_first_trial_is_the_training_default():

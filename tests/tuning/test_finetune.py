@@ -82,3 +82,45 @@ def test_state_round_trip_resumes_exactly(dataset, tiny_pretrained):
     assert b.steps("sovits") == 1 and b.steps("gpt") == 2
     assert b.learning_rate("gpt") == a.learning_rate("gpt")
     assert b.evaluate(max_tokens=30) == a.evaluate(max_tokens=30)
+
+
+def _seeded(dataset, pretrained, seed: int, recipe: str = "voicefleet", batch_size: int = 2) -> VoiceFinetune:
+    base = _base(seed=seed, recipe=recipe).model_copy(update={"batch_size": batch_size})
+    configs = stage_configs(base, {"sovits_lr": 5e-4}, 4, min_warmup_steps=0)
+    files = {"gpt": str(pretrained.gpt), "sovits_g": str(pretrained.sovits_g), "sovits_d": str(pretrained.sovits_d)}
+    ft = VoiceFinetune(configs, files, load_examples(dataset, "train"), load_examples(dataset, "val"),
+                       device=torch.device("cpu"), objective_clips=1)
+    ft.metrics = {**ft.train("sovits", 2), **ft.train("gpt", 2)}
+    return ft
+
+
+def _weights(ft: VoiceFinetune) -> dict[str, torch.Tensor]:
+    return {f"{m}.{k}": v for m, state in ft.state_dict()["models"].items() for k, v in state.items()}
+
+
+def test_the_same_seed_repeats_a_run_and_another_seed_does_not(dataset, tiny_pretrained):
+    torch.manual_seed(123)  # whatever the process drew before: the seed decides
+    a = _seeded(dataset, tiny_pretrained, seed=7)
+    torch.manual_seed(456)
+    b = _seeded(dataset, tiny_pretrained, seed=7)
+    c = _seeded(dataset, tiny_pretrained, seed=8)
+    wa, wb, wc = _weights(a), _weights(b), _weights(c)
+    assert a.metrics == b.metrics
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a.metrics != c.metrics
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_official_recipe_trains_both_stages_with_the_official_optimizers(dataset, tiny_pretrained):
+    from voicefleet.platform.training.optim import ScaledAdam
+
+    with pytest.raises(ValueError, match="fewer than accumulate=4"):  # 6 clips in 3 batches: never a GPT step
+        _seeded(dataset, tiny_pretrained, seed=0, recipe="official")
+    ft = _seeded(dataset, tiny_pretrained, seed=0, recipe="official", batch_size=1)
+    sovits, gpt = ft.configs["sovits"], ft.configs["gpt"]
+    assert sovits.grad_clip is None and gpt.grad_clip is None
+    assert sovits.accumulate == 1 and gpt.accumulate == 4  # the official GPT steps every 4 micro-batches
+    assert isinstance(ft.stages["gpt"].stage.optim, ScaledAdam)
+    assert ft.learning_rate("gpt") == pytest.approx(gpt.official.gpt_lr)  # after the first step: the pinned rate
+    assert ft.learning_rate("sovits") == pytest.approx(sovits.sovits_lr * sovits.official.lr_decay)  # epoch 0
+    assert all(math.isfinite(v) for v in ft.metrics.values())

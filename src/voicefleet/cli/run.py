@@ -32,6 +32,7 @@ def run_cmd(
     rounds: int = field_option(E, "rounds"),
     steps_per_round: int = field_option(E, "steps_per_round"),
     train_steps: int = field_option(E, "train_steps", help="--no-tune: optimizer steps of each stage."),
+    recipe: str = field_option(E, "recipe"),
     workers: int = field_option(E, "workers"),
     gpus_per_worker: float = field_option(E, "gpus_per_worker"),
     batch_size: int = field_option(E, "batch_size"),
@@ -55,7 +56,7 @@ def run_cmd(
     config = EndToEndConfig(
         list_file=list_file, voice=voice, pretrained=pretrained, workdir=workdir, storage=storage,
         mode="tune" if tune else "train", trials=trials, rounds=rounds, steps_per_round=steps_per_round,
-        train_steps=train_steps, workers=workers, gpus_per_worker=gpus_per_worker, batch_size=batch_size, serve=serve,
+        train_steps=train_steps, recipe=recipe, workers=workers, gpus_per_worker=gpus_per_worker, batch_size=batch_size, serve=serve,
         host=host, port=port, say=say, say_lang=say_lang, output=str(output), seed=seed, address=address)
     result = run_end_to_end(config, say=lambda line: out.print(f"[bold cyan]voicefleet run[/bold cyan] {line}"))
     table = Table(title=f"voice {result.voice}", show_header=False)

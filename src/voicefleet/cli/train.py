@@ -1,6 +1,7 @@
 """`voicefleet train sovits|gpt`: thin typer commands over `training.api.train_stage`.
 
     voicefleet train sovits DATASET --pretrained DIR --run-name alice-s2 --workers 2 --voice alice
+    voicefleet train gpt DATASET --pretrained DIR --run-name alice-s1 --recipe official --seed 7
 """
 
 from __future__ import annotations
@@ -12,31 +13,37 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from voicefleet.cli.common import field_option, user_facing
+from voicefleet.cli.common import UserError, field_option, user_facing
 from voicefleet.platform.training.config import STAGE_EPOCHS, TrainConfig
 from voicefleet.platform.training.schedules import ScheduleConfig
 
 train_app = typer.Typer(no_args_is_help=True, help="Fine-tune a voice on Ray Train (SoVITS and GPT stages).")
 
 
+RETIRED_SCHEDULE = ("--schedule was retired: use --recipe official for GPT-SoVITS's optimizers and schedules "
+                    "(--recipe voicefleet: warm-up + cosine restarts)")
+
+
 def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: str, workers: int, gpu: bool,
-         placement: str, batch_size: int, epochs: int, max_steps: Optional[int], lr: float, gpt_lr_ratio: float,
-         schedule: str, warmup: float, precision: str, eval_every: int, checkpoint_every: int,
-         max_failures: int, voice: Optional[str], address: Optional[str]) -> None:
+         placement: str, batch_size: int, epochs: int, max_steps: Optional[int], recipe: str, lr: float,
+         gpt_lr_ratio: float, warmup: float, precision: str, eval_every: int, checkpoint_every: int,
+         max_failures: int, seed: int, voice: Optional[str], address: Optional[str]) -> None:
     from voicefleet.platform.cluster import ensure_ray
     from voicefleet.platform.training.api import train_stage
     from voicefleet.platform.voices import register_trained_voice
 
     config = TrainConfig(
         stage=stage, run_name=run_name, storage_path=storage, num_workers=workers, use_gpu=gpu,
-        placement_strategy=placement, batch_size=batch_size, epochs=epochs, max_steps=max_steps, sovits_lr=lr,
-        gpt_lr_ratio=gpt_lr_ratio, schedule=ScheduleConfig(kind=schedule, warmup_fraction=warmup), precision=precision,
-        eval_every=eval_every, checkpoint_every=checkpoint_every, max_failures=max_failures)
+        placement_strategy=placement, batch_size=batch_size, epochs=epochs, max_steps=max_steps, recipe=recipe,
+        sovits_lr=lr, gpt_lr_ratio=gpt_lr_ratio, schedule=ScheduleConfig(warmup_fraction=warmup),
+        precision=precision, eval_every=eval_every, checkpoint_every=checkpoint_every, max_failures=max_failures,
+        seed=seed)
     if address:  # join that cluster; without it the library starts the local Ray after its own checks
         ensure_ray(address)
     result = train_stage(config, dataset, pretrained)
     out = Console()
     table = Table(title=f"run {result.run_name} ({stage})", show_header=False)
+    table.add_row("recipe", result.recipe)
     table.add_row("steps", str(result.steps))
     table.add_row("best val_recon", f"{result.best_val_recon:.4f} (step {result.best_step})")
     table.add_row("stopped early", "yes" if result.stopped_early else "no")
@@ -66,19 +73,26 @@ def _stage_command(stage: str):
         batch_size: int = field_option(TrainConfig, "batch_size"),
         epochs: int = field_option(TrainConfig, "epochs", default=STAGE_EPOCHS[stage]),
         max_steps: Optional[int] = field_option(TrainConfig, "max_steps"),
+        recipe: str = field_option(TrainConfig, "recipe"),
         lr: float = field_option(TrainConfig, "sovits_lr", "--lr"),
-        gpt_lr_ratio: float = field_option(TrainConfig, "gpt_lr_ratio"),
-        schedule: str = field_option(ScheduleConfig, "kind", "--schedule"),
-        warmup: float = field_option(ScheduleConfig, "warmup_fraction", "--warmup"),
+        gpt_lr_ratio: float = field_option(TrainConfig, "gpt_lr_ratio", help="voicefleet recipe: GPT learning "
+                                           "rate = ratio x SoVITS base rate."),
+        schedule: Optional[str] = typer.Option(None, "--schedule", hidden=True, help=RETIRED_SCHEDULE),
+        warmup: float = field_option(ScheduleConfig, "warmup_fraction", "--warmup",
+                                     help="voicefleet recipe: warm-up length as a fraction of all steps."),
         precision: str = field_option(TrainConfig, "precision"),
         eval_every: int = field_option(TrainConfig, "eval_every"),
         checkpoint_every: int = field_option(TrainConfig, "checkpoint_every"),
         max_failures: int = field_option(TrainConfig, "max_failures"),
+        seed: int = field_option(TrainConfig, "seed"),
         voice: Optional[str] = typer.Option(None, "--voice", help="Register the result as this voice id."),
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local)."),
     ) -> None:
+        if schedule is not None:
+            raise UserError(RETIRED_SCHEDULE)
         _run(stage, dataset, pretrained, run_name, storage, workers, gpu, placement, batch_size, epochs, max_steps,
-             lr, gpt_lr_ratio, schedule, warmup, precision, eval_every, checkpoint_every, max_failures, voice, address)
+             recipe, lr, gpt_lr_ratio, warmup, precision, eval_every, checkpoint_every, max_failures, seed, voice,
+             address)
 
     command.__doc__ = f"Fine-tune the {'SoVITS (acoustic)' if stage == 'sovits' else 'GPT (text-to-semantic)'} stage."
     return command

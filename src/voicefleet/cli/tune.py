@@ -2,6 +2,7 @@
 
     voicefleet tune DATASET --pretrained DIR --voice alice --trials 8 --rounds 4 --steps-per-round 20
     voicefleet tune DATASET --pretrained DIR --voice alice --resume      # after an interruption
+    voicefleet tune DATASET --pretrained DIR --voice alice --recipe official   # SoVITS rates only
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from voicefleet.cli.common import field_option, user_facing
+from voicefleet.cli.common import UserError, field_option, user_facing
 from voicefleet.tuning.space import Range, SearchSpace
 from voicefleet.tuning.config import SweepConfig
 
@@ -59,6 +60,7 @@ def tune_cmd(
     # one flag for SweepConfig's use_gpu and gpus_per_worker: 0 means CPU workers
     gpus_per_worker: float = typer.Option(0.0, min=0.0, help="GPUs per worker (0: CPU workers; 0.5 shares a GPU)."),
     batch_size: int = field_option(SweepConfig, "batch_size"),
+    recipe: str = field_option(SweepConfig, "recipe"),
     space: Optional[Path] = typer.Option(None, "--space", help="Search space YAML (default: built-in ranges)."),
     sovits_lr: Optional[str] = typer.Option(None, "--sovits-lr", help="SoVITS rate range LOW:HIGH, log-uniform "
                                             f"(default {_SPACE.sovits_lr.flag()})."),
@@ -76,10 +78,13 @@ def tune_cmd(
     from voicefleet.platform.cluster import ensure_ray
     from voicefleet.tuning.sweep import run_sweep
 
+    if recipe == "official" and (gpt_lr_ratio or warmup):
+        raise UserError("--gpt-lr-ratio and --warmup are dimensions of the voicefleet recipe; with --recipe official "
+                        "the GPT runs at the official rates and the sweep searches the SoVITS rates only")
     config = SweepConfig(
         voice=voice, sweep_id=sweep_id, storage_path=storage, trials=trials, max_concurrent=concurrent, rounds=rounds,
         steps_per_round=steps_per_round, num_workers=workers, use_gpu=gpus_per_worker > 0,
-        gpus_per_worker=gpus_per_worker or 1.0, batch_size=batch_size, seed=seed,
+        gpus_per_worker=gpus_per_worker or 1.0, batch_size=batch_size, seed=seed, recipe=recipe,
         space=_space(space, sovits_lr, gpt_lr_ratio, warmup, min_warmup_steps))
     if address:  # join that cluster; without it the library starts the local Ray after its own checks
         ensure_ray(address)

@@ -29,6 +29,7 @@ from voicefleet.inference.params import DEFAULT_LANG, LangField
 from voicefleet.platform.cluster import ensure_ray
 from voicefleet.platform.fields import same_field
 from voicefleet.platform.training.config import TrainConfig
+from voicefleet.platform.training.schedules import Recipe
 from voicefleet.serve.settings import HTTP_HOST, HTTP_PORT, HttpHost, HttpPort, ServeSettings
 from voicefleet.tuning.config import SweepConfig
 
@@ -53,6 +54,7 @@ class EndToEndConfig(BaseModel):
     rounds: int = same_field(SweepConfig, "rounds", description="Sweep: evaluations per trial.")
     steps_per_round: int = same_field(SweepConfig, "steps_per_round")
     train_steps: int = Field(200, ge=1, description="mode=train: optimizer steps of each stage.")
+    recipe: Recipe = same_field(TrainConfig, "recipe")
     workers: int = same_field(TrainConfig, "num_workers", description="Ray Train workers per run or trial.")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per training worker (0: CPU).")
     batch_size: int = same_field(TrainConfig, "batch_size")
@@ -159,7 +161,7 @@ def _tune(config: EndToEndConfig, dataset: Path, pretrained: str) -> tuple[str, 
     sweep = SweepConfig(voice=config.voice, storage_path=config.storage_path, trials=config.trials,
                         rounds=config.rounds, steps_per_round=config.steps_per_round, num_workers=config.workers,
                         use_gpu=config.gpus_per_worker > 0, gpus_per_worker=config.gpus_per_worker or 1.0,
-                        batch_size=config.batch_size, seed=config.seed)
+                        batch_size=config.batch_size, seed=config.seed, recipe=config.recipe)
     sweep_uri = f"{config.storage_path.rstrip('/')}/sweeps/{sweep.sweep_id}"
     done = Path(sweep_uri, RESULT).exists()
     resume = done or ray.tune.Tuner.can_restore(sweep_uri)
@@ -179,7 +181,7 @@ def _train(config: EndToEndConfig, dataset: Path, pretrained: str) -> tuple[str,
     for stage, name in (("sovits", f"{config.voice}-s2"), ("gpt", f"{config.voice}-s1")):
         cfg = TrainConfig(stage=stage, run_name=name, storage_path=config.storage_path, num_workers=config.workers,
                           use_gpu=config.gpus_per_worker > 0, batch_size=config.batch_size, epochs=10_000,
-                          max_steps=config.train_steps, seed=config.seed,
+                          max_steps=config.train_steps, seed=config.seed, recipe=config.recipe,
                           eval_every=max(1, config.train_steps // 5), checkpoint_every=max(1, config.train_steps // 5))
         results[stage] = train_stage(cfg, dataset, pretrained)
     lineage = {"sovits_run": results["sovits"].run_name, "gpt_run": results["gpt"].run_name}

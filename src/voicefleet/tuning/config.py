@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from voicefleet.platform.fields import same_field
 from voicefleet.platform.registry import check_voice_id
 from voicefleet.platform.training.config import RUN_NAME, Placement, TrainConfig
+from voicefleet.platform.training.schedules import Recipe, ScheduleConfig
 from voicefleet.tuning.space import SearchSpace
 
 
@@ -30,8 +31,11 @@ class SweepConfig(BaseModel):
     cpus_per_worker: float = same_field(TrainConfig, "cpus_per_worker")
     placement_strategy: Placement = same_field(TrainConfig, "placement_strategy")
     batch_size: int = same_field(TrainConfig, "batch_size")
-    space: SearchSpace = Field(default_factory=SearchSpace)
-    seed: int = Field(0, description="Seeds Optuna's sampler and every trial's training.")
+    recipe: Recipe = same_field(TrainConfig, "recipe")
+    space: SearchSpace = Field(default_factory=SearchSpace, description="What the trials vary (the official "
+                               "recipe searches only the SoVITS rates: see SearchSpace.for_recipe).")
+    seed: int = Field(0, description="Seeds Optuna's sampler and every trial's training (data order, slices, "
+                                     "noise, dropout).")
     try_official_first: bool = Field(True, description="The first trial uses the official values (when in range).")
     grace_rounds: int = Field(1, ge=1, description="ASHA: rounds every trial gets before it can be stopped.")
     reduction_factor: float = Field(2.0, gt=1, description="ASHA: keep the best 1/factor at each rung.")
@@ -50,4 +54,13 @@ class SweepConfig(BaseModel):
             self.sweep_id = f"{self.voice}-sweep"
         if not RUN_NAME.match(self.sweep_id):
             raise ValueError(f"sweep id {self.sweep_id!r} must be 1-128 characters of letters, digits, '_', '.', '-'")
+        self.space = self.space.for_recipe(self.recipe)
         return self
+
+    def base_train_config(self) -> TrainConfig:
+        """Every trial's run config before its sampled values (`finetune.stage_configs`) are applied."""
+        return TrainConfig(stage="sovits", run_name=self.sweep_id, storage_path=self.storage_path,
+                           num_workers=self.num_workers, use_gpu=self.use_gpu, cpus_per_worker=self.cpus_per_worker,
+                           batch_size=self.batch_size, epochs=10_000, seed=self.seed, recipe=self.recipe,
+                           eval_every=self.steps_per_round, checkpoint_every=self.steps_per_round,
+                           schedule=ScheduleConfig(min_warmup_steps=self.space.min_warmup_steps))

@@ -23,7 +23,7 @@ from voicefleet.platform.training.config import TrainConfig
 from voicefleet.platform.training.scheduler import StepSchedule
 from voicefleet.platform.training.schedules import ScheduleConfig
 from voicefleet.platform.training.stages import unwrap
-from voicefleet.platform.training.worker import build_stage
+from voicefleet.platform.training.worker import build_stage, seed_everything
 from voicefleet.tuning.objective import HeldOut, voice_reconstruction_loss
 
 STAGES = ("sovits", "gpt")
@@ -48,6 +48,8 @@ def stage_configs(base: TrainConfig, params: Mapping[str, float], total_steps: i
         if params.get(key) is not None:
             update[key] = float(params[key])
     common = base.model_dump() | update
+    if base.recipe == "official" and base.accumulate == 1:
+        common.pop("accumulate")  # each stage takes the recipe's own (GPT: 4 micro-batches per step)
     return {stage: TrainConfig(**{**common, "stage": stage}) for stage in STAGES}
 
 
@@ -83,6 +85,7 @@ class VoiceFinetune:
                  rank: int = 0, world: int = 1, objective_clips: int = 4):
         if not train:
             raise ValueError("no training clips")
+        seed_everything(configs["sovits"].seed, rank)  # same seed, data and world size: the same run
         self.configs, self.device, self.rank, self.world = dict(configs), device, rank, world
         self.train_examples = list(train)
         self.lengths = [len(e.semantic) for e in train]
@@ -92,10 +95,11 @@ class VoiceFinetune:
         self.stages: dict[str, _StageState] = {}
         for name in STAGES:
             cfg = self.configs[name]
+            cfg.check_window(math.ceil(math.ceil(len(train) / cfg.batch_size) / world), len(train), world)
             stage, models, collate = build_stage(cfg, dict(pretrained), device, prepare)
             total = int(cfg.max_steps or 1)
-            schedulers = [StepSchedule(opt, cfg.lr, total, cfg.schedule, steps_per_epoch=self.steps_per_epoch(cfg),
-                                       stage=name) for opt in stage.optimizers]
+            schedulers = [StepSchedule(opt, cfg, total, steps_per_epoch=self.steps_per_epoch(cfg))
+                          for opt in stage.optimizers]
             batches = [collate(val_examples[i:i + cfg.batch_size]) for i in range(0, len(val_examples), cfg.batch_size)]
             self.stages[name] = _StageState(stage, models, collate, schedulers, batches)
 

@@ -39,9 +39,10 @@ class SearchSpace(BaseModel):
     # around the official values (1e-4, 0.4, 0.08), which the sweep's first trial tries
     sovits_lr: Range = Field(Range(low=3e-5, high=3e-4, log=True), description="SoVITS base learning rate "
                                                                             "(log-uniform).")
-    gpt_lr_ratio: Range = Field(Range(low=0.2, high=1.0), description="GPT rate as a ratio of the SoVITS rate.")
-    warmup_fraction: Range = Field(Range(low=0.02, high=0.2), description="Warm-up as a fraction of each trial's "
-                                                                          "steps.")
+    gpt_lr_ratio: Range | None = Field(Range(low=0.2, high=1.0), description="GPT rate as a ratio of the SoVITS "
+                                       "rate (voicefleet recipe).")
+    warmup_fraction: Range | None = Field(Range(low=0.02, high=0.2), description="Warm-up as a fraction of each "
+                                          "trial's steps (voicefleet recipe).")
     min_warmup_steps: int = Field(10, ge=0, description="Warm-up never shorter than this, whatever the fraction.")
     t0_fraction: Range | None = Field(None, description="First cosine cycle as a fraction of the steps after warm-up.")
     text_low_lr_rate: Range | None = Field(None, description="Share of the base rate for the SoVITS text modules.")
@@ -57,11 +58,18 @@ class SearchSpace(BaseModel):
         return cls(**data)
 
     def dimensions(self) -> dict[str, Range]:
-        dims = {"sovits_lr": self.sovits_lr, "gpt_lr_ratio": self.gpt_lr_ratio, "warmup_fraction": self.warmup_fraction}
-        for name in ("t0_fraction", "text_low_lr_rate"):
+        dims = {"sovits_lr": self.sovits_lr}
+        for name in ("gpt_lr_ratio", "warmup_fraction", "t0_fraction", "text_low_lr_rate"):
             if getattr(self, name) is not None:
                 dims[name] = getattr(self, name)
         return dims
+
+    def for_recipe(self, recipe: str) -> "SearchSpace":
+        """The dimensions `recipe` uses: the official recipe has no GPT:SoVITS ratio (the GPT runs
+        at the official rates) and no warm-up or cosine cycles, so it searches the SoVITS rates only."""
+        if recipe != "official":
+            return self
+        return self.model_copy(update={"gpt_lr_ratio": None, "warmup_fraction": None, "t0_fraction": None})
 
     def tune_space(self) -> dict[str, Any]:
         """The same space as Ray Tune sampling domains (for OptunaSearch)."""

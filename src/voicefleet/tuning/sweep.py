@@ -56,15 +56,6 @@ class SweepError(RuntimeError):
     """The sweep cannot run or produced no usable trial; the message says why."""
 
 
-
-    def base_train_config(self) -> TrainConfig:
-        return TrainConfig(stage="sovits", run_name=self.sweep_id, storage_path=self.storage_path,
-                           num_workers=self.num_workers, use_gpu=self.use_gpu, cpus_per_worker=self.cpus_per_worker,
-                           batch_size=self.batch_size, epochs=10_000, seed=self.seed,
-                           eval_every=self.steps_per_round, checkpoint_every=self.steps_per_round,
-                           schedule=ScheduleConfig(min_warmup_steps=self.space.min_warmup_steps))
-
-
 @dataclass
 class SweepResult:
     sweep_id: str

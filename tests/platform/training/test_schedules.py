@@ -1,12 +1,14 @@
-"""Learning-rate schedules: warm-up, cosine restarts, official behaviour."""
+"""Learning-rate schedules: warm-up, cosine restarts, and the official recipe's rates as its code sets them."""
 
 import math
 
 import pytest
 import torch
 
+from voicefleet.platform.training.config import TrainConfig
 from voicefleet.platform.training.scheduler import StepSchedule
-from voicefleet.platform.training.schedules import ScheduleConfig, cosine_restarts, learning_rate
+from voicefleet.platform.training.schedules import (OfficialSchedule, ScheduleConfig, cosine_restarts, learning_rate,
+                                                    official_learning_rate)
 
 
 def test_warmup_rises_linearly_to_the_base_rate():
@@ -43,17 +45,47 @@ def test_after_warmup_the_rate_anneals_to_eta_min_and_restarts():
     assert lrs[30] == pytest.approx(1e-4)
 
 
-def test_official_schedules():
-    cfg = ScheduleConfig(kind="official")
-    assert learning_rate(0, 1e-4, 1000, cfg, steps_per_epoch=10) == 1e-4
-    assert learning_rate(25, 1e-4, 1000, cfg, steps_per_epoch=10) == pytest.approx(1e-4 * 0.999875**2)
-    assert learning_rate(999, 1e-4, 1000, cfg, stage="gpt") == 1e-4
+def test_official_sovits_rate_decays_per_epoch_from_one_step_in():
+    # s2_train.py steps its ExponentialLR once before the first epoch, then after every epoch
+    cfg = OfficialSchedule()
+    assert official_learning_rate(0, 1e-4, cfg, stage="sovits", steps_per_epoch=10) == pytest.approx(1e-4 * 0.999875)
+    assert official_learning_rate(9, 1e-4, cfg, stage="sovits", steps_per_epoch=10) == pytest.approx(1e-4 * 0.999875)
+    assert official_learning_rate(25, 1e-4, cfg, stage="sovits", steps_per_epoch=10) == pytest.approx(
+        1e-4 * 0.999875 ** 3)
+
+
+def test_official_gpt_rate_is_the_constructor_rate_then_the_pinned_one():
+    # WarmupCosineLRSchedule.step() overwrites its warm-up/cosine value with 0.002 on every call
+    cfg = OfficialSchedule()
+    rates = [official_learning_rate(s, 123.0, cfg, stage="gpt") for s in (0, 1, 2, 1999, 2000, 40_001)]
+    assert rates == [0.01, 0.002, 0.002, 0.002, 0.002, 0.002]
+
+
+def test_step_schedule_follows_the_recipe():
+    model = torch.nn.Linear(2, 2)
+    for recipe, expected in (("official", [0.01, 0.002, 0.002]), ("voicefleet", None)):
+        cfg = TrainConfig(stage="gpt", run_name="x", recipe=recipe)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
+        sched = StepSchedule(opt, cfg, 100, steps_per_epoch=10)
+        seen = []
+        for _ in range(3):
+            seen.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert seen == pytest.approx(expected or [cfg.rate(s, 100, 10) for s in range(3)])
+
+
+def test_retired_schedule_kind_names_the_recipe():
+    with pytest.raises(ValueError, match="recipe: official"):
+        ScheduleConfig(kind="official")
 
 
 def test_step_schedule_keeps_group_ratios():
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW([{"params": [model.weight], "lr": 1e-4}, {"params": [model.bias], "lr": 0.4e-4}])
-    sched = StepSchedule(opt, 1e-4, 100, ScheduleConfig(warmup_fraction=0.1, min_warmup_steps=1))
+    cfg = TrainConfig(stage="sovits", run_name="x", sovits_lr=1e-4,
+                      schedule=ScheduleConfig(warmup_fraction=0.1, min_warmup_steps=1))
+    sched = StepSchedule(opt, cfg, 100)
     for _ in range(10):
         opt.step()
         sched.step()

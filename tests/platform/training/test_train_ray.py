@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import threading
@@ -58,6 +59,10 @@ def test_sovits_two_workers_lower_validation_loss_and_export(ray_session, datase
     assert not loaded.has_posterior and loaded.info.endswith("iteration")
     assert (Path(result.output_dir) / "curves.png").stat().st_size > 10_000
     assert any(Path(result.output_dir, "tb").iterdir())
+    # the recipe and every optimizer/schedule setting are in report.json
+    report = json.loads(Path(result.output_dir, "report.json").read_text())
+    assert report["recipe"] == cfg.recipe and report["settings"] == cfg.settings()
+    assert TrainConfig(**report["config"]) == cfg
     # a second call with the same run name does no work and returns the same result
     t = time.time()
     assert train_stage(cfg, dataset, tiny_pretrained.root) == result

@@ -9,7 +9,7 @@ once it finished, returns its result without training again); a new name starts 
 
 Outputs, under `<storage>/<run_name>/voicefleet/`: `metrics.csv`, `curves.png` (losses, learning
 rate and gradient norms, with the monitor's verdicts marked), TensorBoard event files in `tb/`,
-`report.json` (result, verdicts) and the best weights exported in the official format
+`report.json` (result, verdicts, the recipe and every optimizer/schedule setting) and the best weights exported in the official format
 (`<run_name>.pth` for SoVITS, `<run_name>.ckpt` for GPT).
 """
 
@@ -55,6 +55,9 @@ class TrainResult:
     verdicts: list[str] = field(default_factory=list)
     stopped_early: bool = False
     resumed_at_steps: list[int] = field(default_factory=list)  # worker-group restarts and re-runs
+    recipe: str = "voicefleet"
+    settings: dict[str, Any] = field(default_factory=dict)  # TrainConfig.settings(): every optimizer/schedule value
+    config: dict[str, Any] = field(default_factory=dict)  # the run's TrainConfig, as given
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainResult":
@@ -212,7 +215,8 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
         steps=int(rows[-1]["step"]), best_step=int(best_metrics["step"]),
         best_val_recon=float(best_metrics["val_recon"]), final_metrics=final,
         verdicts=[f"step {v['step']}: {v['message']}" for v in verdicts],
-        stopped_early=bool(rows[-1].get("stop", False)), resumed_at_steps=list(resumes))
+        stopped_early=bool(rows[-1].get("stop", False)), resumed_at_steps=list(resumes), recipe=config.recipe,
+        settings=config.settings(), config=config.model_dump(mode="json"))
     (out_dir / REPORT).write_text(json.dumps(asdict(res), indent=2, ensure_ascii=False, default=float))
     if not local:
         fs, root = pafs.FileSystem.from_uri(storage)
@@ -302,7 +306,8 @@ CURVES = {
                ("KL", ["train_kl"]),
                ("adversarial", ["train_gen", "train_disc", "train_fm"]), ("learning rate", ["lr"]),
                ("gradient norm", ["train_grad_norm_g", "train_grad_norm_d"])],
-    "gpt": [("cross-entropy", ["train_ce", "val_ce"]), ("top-1 accuracy", ["train_top1", "val_top1"]),
+    "gpt": [("cross-entropy per target", ["train_ce", "val_ce"]),
+            ("accuracy", ["train_top1", "val_top1", "train_top3"]),
             ("learning rate", ["lr"]), ("gradient norm", ["train_grad_norm"])],
 }
 

@@ -3,7 +3,10 @@
 `SoVITSStage` trains the generator against the multi-period discriminator as the official s2
 fine-tuning does (AdamW betas 0.8/0.99 eps 1e-9; mel x45 + KL x1 + feature matching + LSGAN;
 SSL projection and quantizer frozen; text embedding, text encoder and MRTE at `text_low_lr_rate`
-of the base rate). `GPTStage` trains the GPT with next-token cross-entropy ending in EOS.
+of the base rate), in both recipes. `GPTStage` trains the GPT with next-token cross-entropy
+ending in EOS: the `official` recipe with ScaledAdam on the cross-entropy summed over targets and
+micro-batches (as GPT-SoVITS's s1 training does), the `voicefleet` recipe with AdamW on the mean
+per target.
 
 The stabilisers are options: mixed precision (bf16, or fp16 with a GradScaler; GPU only),
 gradient clipping, gradient accumulation, and skipping (and counting) steps whose gradients are
@@ -32,6 +35,9 @@ from voicefleet.models import losses
 from voicefleet.models.audio import mel_spectrogram, spec_to_mel
 from voicefleet.models.modules.masks import slice_segments
 from voicefleet.platform.training.batches import GPTBatch, SoVITSBatch
+from voicefleet.platform.training.config import GPT_ADAMW, OFFICIAL_SCALED_ADAM, SOVITS_ADAMW
+from voicefleet.platform.training.optim import ScaledAdam
+from voicefleet.platform.training.schedules import Recipe
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +50,7 @@ class OptimConfig:
     grad_clip: float | None = 1.0
     accumulate: int = 1
     precision: Precision = "fp32"
+    recipe: Recipe = "voicefleet"
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -86,7 +93,8 @@ class _Stage:
                     stack.enter_context(model.no_sync())
         return stack
 
-    def _backward(self, loss: torch.Tensor, params: list[nn.Parameter], optimizer: torch.optim.Optimizer) -> None:
+    def _backward(self, loss: torch.Tensor, params: list[nn.Parameter], optimizer: torch.optim.Optimizer, *,
+                  mean_over_window: bool = True) -> None:
         """Adds this micro-batch's share of `loss`'s gradients to `params`, and to no other tensor.
 
         A non-finite loss still runs its backward (a rank that skipped it would leave the others
@@ -96,11 +104,14 @@ class _Stage:
             optimizer.zero_grad(set_to_none=True)
         if not bool(torch.isfinite(loss.detach())):
             loss = loss * float("nan")
-        self.scaler.scale(loss / self.cfg.accumulate).backward(inputs=params)
+        if mean_over_window:
+            loss = loss / self.cfg.accumulate
+        self.scaler.scale(loss).backward(inputs=params)
 
     def _step(self, params: list[nn.Parameter], optimizer: torch.optim.Optimizer) -> float:
-        """Unscale, clip and step on the window's gradients; returns their norm before clipping.
-        A non-finite norm steps nothing (the next window clears the gradients)."""
+        """Unscale, clip (unless `grad_clip` is None: then the norm is only measured, as officially)
+        and step on the window's gradients; returns their norm before clipping. A non-finite norm
+        steps nothing (the next window clears the gradients)."""
         self.scaler.unscale_(optimizer)
         norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip or float("inf")))
         if math.isfinite(norm):
@@ -122,6 +133,18 @@ class _Stage:
         return metrics
 
 
+@dataclass
+class GeneratorPass:
+    """One SoVITS training forward: the model's output, the real and generated wave slices
+    (batch, 1, segment samples) and their log-mels (batch, mels, segment frames)."""
+
+    out: object  # the generator's training output
+    y: torch.Tensor
+    y_hat: torch.Tensor
+    y_mel: torch.Tensor
+    y_hat_mel: torch.Tensor
+
+
 class SoVITSStage(_Stage):
     def __init__(self, net_g: nn.Module, net_d: nn.Module, device: torch.device, cfg: OptimConfig, *,
                  text_low_lr_rate: float = 0.4, c_mel: float = 45.0, c_kl: float = 1.0):
@@ -135,12 +158,11 @@ class SoVITSStage(_Stage):
                      for p in m.parameters()}
         base = [p for p in net_g.parameters() if p.requires_grad and id(p) not in text_side]
         text = [p for p in net_g.parameters() if p.requires_grad and id(p) in text_side]
-        betas, eps = (0.8, 0.99), 1e-9
         self.optim_g = torch.optim.AdamW([{"params": base, "lr": cfg.lr},
                                           {"params": text, "lr": cfg.lr * text_low_lr_rate}],
-                                         lr=cfg.lr, betas=betas, eps=eps)
+                                         lr=cfg.lr, **SOVITS_ADAMW)
         self.d_params = [p for p in net_d.parameters() if p.requires_grad]
-        self.optim_d = torch.optim.AdamW(self.d_params, lr=cfg.lr, betas=betas, eps=eps)
+        self.optim_d = torch.optim.AdamW(self.d_params, lr=cfg.lr, **SOVITS_ADAMW)
         self.g_params = base + text
 
     @property
@@ -157,43 +179,56 @@ class SoVITSStage(_Stage):
             return self._train_step(batch, last_micro)
 
     def _train_step(self, batch: SoVITSBatch, last_micro: bool) -> dict[str, float]:
-        g = unwrap(self.net_g)
         self.net_g.train()
         self.net_d.train()
-        frames = g.config.segment_frames
-        hop = g.config.audio.hop_length
-        with self.autocast():
-            out = self.net_g(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths)
-        # mels and losses in fp32, as officially
-        y_mel = slice_segments(spec_to_mel(batch.spec.float()), out.slice_starts, frames)
-        y_hat = out.wave.float()
-        y_hat_mel = mel_spectrogram(y_hat.squeeze(1))
-        y = slice_segments(batch.wave, out.slice_starts * hop, g.config.segment_size)
+        fwd = self.generator_pass(batch)
         # discriminator first, on detached fakes; its backward runs before the generator's forward
         # through it, as officially (and as DDP needs: one forward per backward)
-        with self.autocast():
-            d = self.net_d(y, y_hat.detach())
-        loss_d = losses.discriminator_loss(d.real_scores, d.fake_scores).total
+        loss_d = self.discriminator_loss(fwd)
         self._backward(loss_d, self.d_params, self.optim_d)
         norms = {"grad_norm_d": self._step(self.d_params, self.optim_d)} if last_micro else {}
-        # the generator's pass goes through the bare discriminator: its loss only feeds the generator
-        # (the backward below names the generator's parameters), and a pass through the DDP wrapper
-        # would leave the discriminator's reducer waiting for gradients that never come, so its next
-        # backward would all-reduce even inside `no_sync`
-        with self.autocast():
-            d = unwrap(self.net_d)(y, y_hat)
-        loss_gen = losses.generator_loss(d.fake_scores).total
-        loss_fm = losses.feature_loss(d.real_features, d.fake_features)
-        loss_mel = losses.mel_l1(y_mel, y_hat_mel) * self.c_mel
-        loss_kl = losses.kl_loss(out.z_p, out.post_log_std, out.prior_mean, out.prior_log_std, out.mask) * self.c_kl
-        loss_g = loss_gen + loss_fm + loss_mel + out.commit_loss + loss_kl
+        parts = self.generator_losses(fwd)
         # only the generator's parameters: the path through the discriminator adds nothing to its gradients
-        self._backward(loss_g, self.g_params, self.optim_g)
+        self._backward(parts["total"], self.g_params, self.optim_g)
         if last_micro:
             norms["grad_norm_g"] = self._step(self.g_params, self.optim_g)
-        metrics = {"disc": float(loss_d.detach()), "gen": float(loss_gen.detach()), "fm": float(loss_fm.detach()),
-                   "mel": float(loss_mel.detach()), "kl": float(loss_kl.detach()), "total": float(loss_g.detach())}
+        metrics = {"disc": float(loss_d.detach()), **{k: float(v.detach()) for k, v in parts.items()}}
         return self._end_micro(last_micro, norms, metrics)
+
+    def generator_pass(self, batch: SoVITSBatch) -> "GeneratorPass":
+        """The generator's training forward and the sliced targets its losses compare against."""
+        g = unwrap(self.net_g)
+        with self.autocast():
+            out = self.net_g(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths)
+        # mels and losses in fp32
+        y_mel = slice_segments(spec_to_mel(batch.spec.float()), out.slice_starts, g.config.segment_frames)
+        y_hat = out.wave.float()
+        y = slice_segments(batch.wave, out.slice_starts * g.config.audio.hop_length, g.config.segment_size)
+        return GeneratorPass(out, y, y_hat, y_mel, mel_spectrogram(y_hat.squeeze(1)))
+
+    def discriminator_loss(self, fwd: "GeneratorPass") -> torch.Tensor:
+        """LSGAN discriminator loss on the real slices and the detached generated ones."""
+        with self.autocast():
+            d = self.net_d(fwd.y, fwd.y_hat.detach())
+        return losses.discriminator_loss(d.real_scores, d.fake_scores).total
+
+    def generator_losses(self, fwd: "GeneratorPass") -> dict[str, torch.Tensor]:
+        """The official generator loss and its parts: gen (LSGAN), fm, mel (x c_mel), kl (x c_kl),
+        commit (the quantizer's; 0 while it is frozen) and their sum, total."""
+        # the generator's pass goes through the bare discriminator: its loss only feeds the generator
+        # (the backward names the generator's parameters), and a pass through the DDP wrapper
+        # would leave the discriminator's reducer waiting for gradients that never come, so its next
+        # backward would all-reduce even inside `no_sync`
+        out = fwd.out
+        with self.autocast():
+            d = unwrap(self.net_d)(fwd.y, fwd.y_hat)
+        parts = {"gen": losses.generator_loss(d.fake_scores).total,
+                 "fm": losses.feature_loss(d.real_features, d.fake_features),
+                 "mel": losses.mel_l1(fwd.y_mel, fwd.y_hat_mel) * self.c_mel,
+                 "kl": losses.kl_loss(out.z_p, out.post_log_std, out.prior_mean, out.prior_log_std, out.mask) * self.c_kl,
+                 "commit": out.commit_loss.float().reshape(())}
+        parts["total"] = parts["gen"] + parts["fm"] + parts["mel"] + parts["commit"] + parts["kl"]
+        return parts
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[SoVITSBatch]) -> dict[str, float]:
@@ -218,11 +253,19 @@ class SoVITSStage(_Stage):
 
 
 class GPTStage(_Stage):
+    """official recipe: ScaledAdam (`OFFICIAL_SCALED_ADAM`, its clipping factor on the log-scale
+    gradients only, as GPT-SoVITS's copy does) on the summed cross-entropy, micro-batches summed;
+    voicefleet recipe: AdamW on the per-target mean, micro-batches averaged."""
+
     def __init__(self, gpt: nn.Module, device: torch.device, cfg: OptimConfig):
         super().__init__(device, cfg, [gpt])
         self.gpt = gpt
         self.params = [p for p in gpt.parameters() if p.requires_grad]
-        self.optim = torch.optim.AdamW(self.params, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
+        self.official = cfg.recipe == "official"
+        if self.official:
+            self.optim = ScaledAdam(self.params, lr=cfg.lr, clip_main_update=False, **OFFICIAL_SCALED_ADAM)
+        else:
+            self.optim = torch.optim.AdamW(self.params, lr=cfg.lr, **GPT_ADAMW)
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -234,10 +277,14 @@ class GPTStage(_Stage):
             with self.autocast():
                 out = self.gpt(batch.phonemes, batch.phoneme_lens, batch.semantic, batch.semantic_lens, batch.bert)
             n_targets = max(1, int(out.targets.numel()))
-            loss = out.loss.float() / n_targets  # the official sum, normalised per target for stable rates
-            self._backward(loss, self.params, self.optim)
+            summed = out.loss.float()
+            # official: the sum over targets, and over the window's micro-batches (manual_backward per batch)
+            loss = summed if self.official else summed / n_targets
+            self._backward(loss, self.params, self.optim, mean_over_window=not self.official)
             norms = {"grad_norm": self._step(self.params, self.optim)} if last_micro else {}
-        return self._end_micro(last_micro, norms, {"ce": float(loss.detach()), "top1": float(out.top1_acc)})
+        metrics = {"loss": float(loss.detach()), "ce": float(summed.detach()) / n_targets,
+                   "top1": float(out.top1_acc), "top3": float(out.top3_acc)}
+        return self._end_micro(last_micro, norms, metrics)
 
     @torch.no_grad()
     def evaluate(self, batches: Iterable[GPTBatch]) -> dict[str, float]:

@@ -43,7 +43,8 @@ def build_stage(cfg: TrainConfig, pretrained: dict[str, str], device: torch.devi
     from voicefleet.models.checkpoint.sovits_io import load_sovits
 
     precision = cfg.resolved_precision(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
-    optim = OptimConfig(lr=cfg.lr, grad_clip=cfg.grad_clip, accumulate=cfg.accumulate, precision=precision)
+    optim = OptimConfig(lr=cfg.lr, grad_clip=cfg.grad_clip, accumulate=cfg.accumulate, precision=precision,
+                        recipe=cfg.recipe)
     if cfg.stage == "sovits":
         loaded = load_sovits(pretrained["sovits_g"])
         if not loaded.has_posterior:
@@ -56,6 +57,15 @@ def build_stage(cfg: TrainConfig, pretrained: dict[str, str], device: torch.devi
     gpt, _, _ = load_gpt(pretrained["gpt"])
     gpt = prepare_model(gpt.train())
     return GPTStage(gpt, device, optim), {"gpt": gpt}, collate_gpt
+
+
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed every random source a worker draws from (Python, NumPy, torch on every device) with
+    `seed + rank`: with the same seed, data and worker count, the data order (`bucketed_batches`,
+    seeded apart), the training slices, the posterior noise and dropout repeat exactly."""
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+    torch.manual_seed(seed + rank)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -71,9 +81,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         Path(os.environ[PID_DIR_ENV], f"rank{rank}.pid").write_text(str(os.getpid()))
         Path(os.environ[PID_DIR_ENV], f"rank{rank}.node").write_text(ray.get_runtime_context().get_node_id())
     device = ray.train.torch.get_device()
-    random.seed(cfg.seed + rank)
-    np.random.seed(cfg.seed + rank)
-    torch.manual_seed(cfg.seed + rank)
+    seed_everything(cfg.seed, rank)
 
     train_ex = load_examples(loop_config["dataset"], "train")
     val_ex = load_examples(loop_config["dataset"], "val") or train_ex[: max(1, min(4, len(train_ex)))]
@@ -83,12 +91,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     lengths = [len(e.semantic) for e in train_ex]
     batches_per_epoch = math.ceil(math.ceil(len(train_ex) / cfg.batch_size) / world)
+    cfg.check_window(batches_per_epoch, len(train_ex), world)
     steps_per_epoch = max(1, batches_per_epoch // cfg.accumulate)
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
-    schedulers = [StepSchedule(opt, cfg.lr, total_steps, cfg.schedule, steps_per_epoch=steps_per_epoch,
-                               stage=cfg.stage) for opt in stage.optimizers]
+    schedulers = [StepSchedule(opt, cfg, total_steps, steps_per_epoch=steps_per_epoch) for opt in stage.optimizers]
     monitor = ConvergenceMonitor(cfg.monitor)
     step, epoch, consumed = 0, 0, 0
     history: list[dict[str, Any]] = []  # every report of the run, across restarts (kept in checkpoints)
@@ -194,7 +202,8 @@ def _save_and_report(cfg, stage, models, schedulers, monitor, step, epoch, consu
                 "optimizers": [o.state_dict() for o in stage.optimizers],
                 "schedulers": [s.state_dict() for s in schedulers], "scaler": stage.scaler.state_dict(),
                 "skipped": stage.skipped, "monitor": monitor.state_dict(), "step": step, "epoch": epoch,
-                "consumed": consumed, "config": cfg.model_dump(), "history": history, "resumes": resumes}
+                "consumed": consumed, "config": cfg.model_dump(), "settings": cfg.settings(), "history": history,
+                "resumes": resumes}
 
     checkpointing.report(report, checkpoint_state=run_state if with_checkpoint else None,
                          dir_name=f"checkpoint_step{step:07d}{dir_suffix}")

@@ -385,9 +385,12 @@ def test_yaml_examples_in_docs_validate(doc):
 def test_sample_rates_are_not_restated_in_the_source():
     """32000 and 16000 live in models/config.py only (SAMPLE_RATE, SSL_SAMPLE_RATE)."""
     package = Path(voicefleet.__file__).parent
+    # rates of other systems that happen to be equal to a model's
+    others = {Path("platform/evaluation/instruments.py"): "the evaluation instruments' input rate (resemblyzer, "
+                                                           "DNSMOS and PocketSphinx all read 16 kHz)"}
     found = []
     for path in package.rglob("*.py"):
-        if path == package / "models" / "config.py":
+        if path == package / "models" / "config.py" or path.relative_to(package) in others:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and not isinstance(node.value, bool) and \

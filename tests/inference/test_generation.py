@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import assert_close
+from tests.models.test_gpt import _inputs
 from voicefleet.inference.generation import (GREEDY, SamplingParams, TokenGenerator, relayout_for_cpu_decoding_,
                                               sample_next)
 from voicefleet.models.builders_gpt import gpt_tiny
@@ -24,15 +25,6 @@ def model() -> GPT:
 def decoder(model) -> TokenGenerator:
     """Decoding with `model` (which tests may still change: the generator holds no copy)."""
     return TokenGenerator(model)
-
-
-def _inputs(model: GPT, batch: int = 1, text_len: int = TEXT_LEN, audio_len: int = 9, seed: int = 1):
-    g = torch.Generator().manual_seed(seed)
-    cfg = model.config
-    phonemes = torch.randint(0, cfg.phoneme_vocab_size, (batch, text_len), generator=g)
-    bert = torch.randn(batch, cfg.bert_dim, text_len, generator=g)
-    semantic = torch.randint(0, cfg.EOS, (batch, audio_len), generator=g)
-    return phonemes, bert, semantic
 
 
 def test_kv_cache_decoding_matches_full_recomputation(model, decoder):

@@ -54,6 +54,18 @@ def load_npz(compat_dir: Path, name: str) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+@pytest.fixture(scope="session")
+def s1(compat_dir: Path) -> dict[str, torch.Tensor]:
+    """The GPT reference arrays (s1.npz) as tensors; read once per session."""
+    return {k: torch.from_numpy(v) for k, v in load_npz(compat_dir, "s1.npz").items()}
+
+
+@pytest.fixture(scope="session")
+def s2(compat_dir: Path) -> dict[str, torch.Tensor]:
+    """The SoVITS reference arrays (s2.npz) as tensors; read once per session."""
+    return {k: torch.from_numpy(v) for k, v in load_npz(compat_dir, "s2.npz").items()}
+
+
 def assert_close(actual, expected, *, atol: float, rtol: float, name: str = "") -> None:
     """|a - b| <= atol + rtol * |b|, the tolerance form the compat README states."""
     a = actual.detach().cpu().double().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual, dtype=np.float64)

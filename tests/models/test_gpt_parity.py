@@ -13,7 +13,7 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from tests.conftest import assert_close, load_npz
+from tests.conftest import assert_close
 from voicefleet.inference.generation import SamplingParams, TokenGenerator, relayout_for_cpu_decoding_
 from voicefleet.models.builders_gpt import gpt_v2
 from voicefleet.models.checkpoint import CheckpointError, load_official_file
@@ -44,11 +44,6 @@ def _official_step_logits(raw: torch.Tensor, history: torch.Tensor, penalty: flo
     seen = out[history]
     out[history] = torch.where(seen < 0, seen * penalty, seen / penalty)
     return out
-
-
-@pytest.fixture(scope="module")
-def s1(compat_dir):
-    return {k: torch.from_numpy(v) for k, v in load_npz(compat_dir, "s1.npz").items()}
 
 
 @pytest.fixture(scope="module")

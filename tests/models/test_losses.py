@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from tests.conftest import assert_close, load_npz
+from tests.conftest import assert_close
 from voicefleet.models.audio import mel_spectrogram, spec_to_mel
 from voicefleet.models.checkpoint.discriminator_io import load_discriminator
 from voicefleet.models.config import AudioConfig, DiscriminatorConfig
@@ -15,11 +15,6 @@ from voicefleet.models.losses import discriminator_loss, feature_loss, generator
 
 LOSS_TOL = dict(atol=0.0, rtol=1e-4)  # compat README section 8: losses rtol 1e-4
 MEL_TOL = dict(atol=1e-4, rtol=1e-4)
-
-
-@pytest.fixture(scope="module")
-def s2(compat_dir):
-    return {k: torch.from_numpy(v) for k, v in load_npz(compat_dir, "s2.npz").items()}
 
 
 @pytest.fixture(scope="module")

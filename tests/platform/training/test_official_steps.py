@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import assert_close, load_npz
+from tests.conftest import assert_close
 from voicefleet.models.checkpoint.discriminator_io import load_discriminator
 from voicefleet.models.checkpoint.gpt_io import load_gpt
 from voicefleet.models.checkpoint.sovits_io import load_sovits
@@ -55,16 +55,6 @@ class _Injected(_Eval):
 
     def forward(self, *args):
         return self.module(*args, posterior_noise=self.noise, slice_uniform=self.uniform)
-
-
-@pytest.fixture(scope="module")
-def s2(compat_dir):
-    return {k: torch.from_numpy(v) for k, v in load_npz(compat_dir, "s2.npz").items()}
-
-
-@pytest.fixture(scope="module")
-def s1(compat_dir):
-    return {k: torch.from_numpy(v) for k, v in load_npz(compat_dir, "s1.npz").items()}
 
 
 @pytest.fixture(scope="module")

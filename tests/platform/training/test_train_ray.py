@@ -88,8 +88,12 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_session, dataset, tiny_
     def killer():
         deadline = time.time() + 240
         while time.time() < deadline:
-            # two checkpoints on disk: the first one is certainly registered with Ray by now
-            if len(list(run_dir.glob("checkpoint_step*"))) >= 2 and (pid_dir / "rank1.pid").exists():
+            # kill only once Ray Train's controller has registered a checkpoint (its snapshot names
+            # one): a checkpoint on disk whose report the controller has not polled yet dies with
+            # the worker, and the group would rightly restart from zero
+            snapshot = run_dir / "checkpoint_manager_snapshot.json"
+            registered = snapshot.exists() and "checkpoint_step" in snapshot.read_text()
+            if registered and (pid_dir / "rank1.pid").exists():
                 pid = int((pid_dir / "rank1.pid").read_text())
                 os.kill(pid, signal.SIGKILL)
                 killed["pid"] = pid

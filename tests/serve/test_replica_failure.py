@@ -1,4 +1,5 @@
-"""A synthesis replica killed under load is replaced by Serve and the load goes on."""
+"""A synthesis replica killed under load is replaced by Serve, the load goes on, and no accepted
+request fails: the ingress sends the requests the dead replica held again (they carry their seed)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ def test_killed_replica_is_replaced_and_load_continues(ray_session, base_url):
     before = _replica_actors(ray)
     assert before, "no synthesis replica found"
     results: list[tuple[float, int]] = []
+    retried: list[int] = []
     stop = threading.Event()
 
     def client():
@@ -32,7 +34,9 @@ def test_killed_replica_is_replaced_and_load_continues(ray_session, base_url):
                 if stop.is_set():
                     return
                 try:
-                    code = http.post(f"{base_url}/v1/tts", json=REQUEST).status_code
+                    response = http.post(f"{base_url}/v1/tts", json=REQUEST)
+                    code = response.status_code
+                    retried.append(int(response.headers.get("X-Replica-Retries", 0)))
                 except httpx.HTTPError:
                     code = 0
                 results.append((time.monotonic(), code))
@@ -56,6 +60,6 @@ def test_killed_replica_is_replaced_and_load_continues(ray_session, base_url):
     after_kill = [code for t, code in results if t > killed_at]
     failed = [code for code in after_kill if code != 200]
     assert sum(code == 200 for code in after_kill) >= 3, f"no recovery: {after_kill}"
-    assert len(failed) <= 4, f"too many failed requests around the kill: {failed}"
-    assert all(code in (0, 500, 502, 503, 504) for code in failed)
+    assert failed == [], f"requests failed around the kill: {failed}"
+    assert any(retried), "no request was in flight on the killed replica: the kill proved nothing"
     assert _replica_actors(ray) and _replica_actors(ray) != before  # a new replica replaced the killed one

@@ -76,6 +76,10 @@ class ServeSettings(BaseSettings):
                           "synthesis_threads * torch_threads intra-op threads; the audio for a seed is unchanged.")
     num_cpus: float = Field(1.0, ge=0, le=256, description="CPUs reserved by each synthesis replica.")
     num_gpus: float = Field(0.0, ge=0, le=8, description="GPUs (fractional) reserved by each synthesis replica.")
+    replica_retry_s: float = Field(
+        30.0, ge=0, le=600, description="How long the ingress keeps sending a request again when its synthesis "
+                                        "replica is lost (the request carries its seed, so the audio is the same); "
+                                        "0 turns retries off. Streams are retried only before their first chunk.")
     gateway_num_cpus: float = Field(0.0, ge=0, le=16, description="CPUs reserved by each ingress replica.")
 
     # batching: concurrent requests for one voice with the same sampling knobs share one GPT decode.

@@ -14,6 +14,7 @@ from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.platform.registry import VoiceRegistry, check_voice_id
 from voicefleet.serve.dependencies import Caller, ServeSettings, Services, get_caller, get_services
 from voicefleet.serve.errors import BadRequest, InvalidInput, TooLarge, Unavailable, openapi_errors
+from voicefleet.serve.retry import RetryLog, with_replica_retry
 from voicefleet.serve.schemas import MEDIA_TYPES, SEED_MAX, SamplingFields, SpeechRequest, SynthesisJob, TTSRequest
 from voicefleet.serve.synthesizer import voice_key
 
@@ -61,15 +62,22 @@ async def synthesize(services: Services, caller: Caller, voice_id: str, text: st
     job = SynthesisJob(text=text, lang=lang, fmt=fmt, params=SynthesisJob.params_from(fields, seed, stream))
     headers = {"X-Seed": str(seed), "X-Sample-Rate": str(SAMPLE_RATE)}
     handle = services.synthesizer.options(multiplexed_model_id=key)
-    # a replica's RequestFailed (wrapped by Ray) reaches the app's error handlers as raised
+    # a replica's RequestFailed (wrapped by Ray) reaches the app's error handlers as raised; a lost
+    # replica is retried (the job carries its seed, so another replica makes the same audio)
+    retry, budget, what = RetryLog(), settings.replica_retry_s, f"voice {voice_id!r}"
     if not stream:
-        audio = await handle.synthesize.remote(job)
-        return Response(audio, media_type=MEDIA_TYPES[fmt], headers=headers)
-    chunks = handle.options(stream=True).stream.remote(job)
-    try:
-        first = await chunks.__anext__()  # errors surface here, before the 200 status is sent
-    except StopAsyncIteration:
-        first = b""
+        audio = await with_replica_retry(lambda: handle.synthesize.remote(job), budget, what, retry)
+        return Response(audio, media_type=MEDIA_TYPES[fmt], headers={**headers, **retry.headers()})
+
+    async def open_stream():
+        chunks = handle.options(stream=True).stream.remote(job)
+        try:
+            return chunks, await chunks.__anext__()  # errors surface here, before the 200 status is sent
+        except StopAsyncIteration:
+            return chunks, b""
+
+    chunks, first = await with_replica_retry(open_stream, budget, what, retry)
+    headers.update(retry.headers())
 
     async def body() -> AsyncIterator[bytes]:
         yield (wav_stream_header() if fmt == "wav" else b"") + first

@@ -189,6 +189,50 @@ def test_too_long_text_and_unknown_voice_show_their_messages(tab, serve_settings
     assert tab.message() == "voice 'ghost' not found"
 
 
+@pytest.fixture
+def swept_voice(storage, tiny_pretrained, tmp_path):
+    """A voice whose lineage names a sweep, with the sweep's report files in the storage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from voicefleet.platform.voices import registry_for
+
+    sweep = storage / "sweeps" / "page-sweep"
+    sweep.mkdir(parents=True)
+    trials = "index,trial_id,status,best_objective\n0,t0,TERMINATED,0.52\n1,t1,TERMINATED,0.47\n"
+    (sweep / "trials.csv").write_text(trials)
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([1, 2, 3], [0.6, 0.5, 0.47])
+    fig.savefig(sweep / "objective_per_trial.png")
+    plt.close(fig)
+    registry = registry_for(str(storage))
+    registry.register("page-swept", gpt=tiny_pretrained.gpt, sovits=tiny_pretrained.sovits_g,
+                      reference=write_reference(tmp_path / "r.wav", 150.0), prompt_text="你好。", prompt_lang="zh",
+                      lineage={"sweep": "page-sweep", "trial": "t1", "round": 2})
+    yield "page-swept", trials
+    registry.delete("page-swept")
+    shutil.rmtree(sweep)
+
+
+def test_a_sweep_voice_shows_its_trials_table_and_plots(browser, base_url, swept_voice):
+    voice, trials = swept_voice
+    tab = Tab(browser, base_url)
+    try:
+        tab.page.wait_for_selector(f'#voice-rows tr[data-voice="{voice}"]')
+        tab.page.click(f'button[aria-label="Reports of {voice}"]')
+        tab.page.wait_for_selector("#reports-body img")
+        assert tab.page.inner_text("#reports-title") == f"Reports of {voice}"
+        cells = tab.page.eval_on_selector_all(
+            "#reports-body table tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent).join(','))")
+        assert "\n".join(cells) + "\n" == trials  # the trials table, header first
+        tab.page.wait_for_function("() => document.querySelector('#reports-body img').naturalWidth > 0")
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
 @pytest.fixture(scope="module")
 def keyed_url(base_url, serve_settings):
     """The same app with API keys, served over HTTP in-process on the running synthesis deployment."""

@@ -9,6 +9,7 @@ start no second Serve application.
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 import threading
 import time
@@ -20,9 +21,13 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install
 
 from .conftest import free_port, write_reference
 
-pytestmark = pytest.mark.slow  # runs the real Serve app (Ray actors, HTTP) and a browser
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's package; VOICEFLEET_CHROMIUM names another Chromium build
+CHROMIUM = os.environ.get("VOICEFLEET_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+NO_CHROMIUM = (f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium; "
+               f"scripts/setup.sh installs it)")
+pytestmark = [pytest.mark.slow,  # runs the real Serve app (Ray actors, HTTP) and a browser
+              # checked before any fixture, so a machine without a browser starts no Serve app for nothing
+              pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=NO_CHROMIUM)]
 TEXT = "今天天气很好。"
 MAX_TOKENS = 30  # 1.2 s per fragment: random tiny GPTs rarely stop on their own
 TIMEOUT_MS = 60_000
@@ -31,9 +36,6 @@ TIMEOUT_MS = 60_000
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium; "
-                    f"scripts/setup.sh installs it)")
     with sync_api.sync_playwright() as playwright:
         # the system's Chromium, never a browser Playwright would download
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--autoplay-policy=no-user-gesture-required"])

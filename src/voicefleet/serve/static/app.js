@@ -89,7 +89,7 @@ function setStatus(text) {
   $("status").textContent = text;
 }
 
-async function busy(button, label, work) {
+async function busy(label, work) {
   clearMessage();
   setStatus(label);
   const buttons = document.querySelectorAll("main button");
@@ -250,7 +250,7 @@ function confirmDelete(voiceId) {
   dialog.returnValue = "";
   dialog.onclose = () => {
     if (dialog.returnValue !== "delete") return;
-    busy(null, "Deleting " + voiceId + "…", async () => {
+    busy("Deleting " + voiceId + "…", async () => {
       await api("v1/voices/" + encodeURIComponent(voiceId), { method: "DELETE" });
       await loadVoices();
       showInfo("Deleted voice " + voiceId + ".");
@@ -367,9 +367,9 @@ function onSynthesise(event) {
   const voice = $("voice-a").value;
   if (!voice) { showError(new Error("choose a voice first")); return; }
   const context = startLive();
-  busy($("synthesise"), "Synthesising with " + voice + "…", async () => {
-    $("result").hidden = false;
+  busy("Synthesising with " + voice + "…", async () => {
     const done = await synthesise(voice, chosenSeed(), context, $("audio-main"), $("download"));
+    $("result").hidden = false;
     $("result-info").textContent = voice + ": " + done.seconds.toFixed(2) + " s, seed " + done.seed;
     setStatus("Done: " + done.seconds.toFixed(2) + " s of audio.");
   });
@@ -381,12 +381,12 @@ function onCompare() {
   if (!a || !b) { showError(new Error("choose two voices to compare: Voice and Voice B")); return; }
   if (!$("synth-form").reportValidity()) return;
   const seed = chosenSeed() !== null ? chosenSeed() : Math.floor(Math.random() * SEED_MAX);
-  busy($("compare"), "Rendering " + a + " and " + b + " with seed " + seed + "…", async () => {
-    $("ab").hidden = false;
+  busy("Rendering " + a + " and " + b + " with seed " + seed + "…", async () => {
     const first = await synthesise(a, seed, null, $("audio-a"), $("download-a"));
     $("label-a").textContent = "A: " + a + " (" + first.seconds.toFixed(2) + " s, seed " + first.seed + ")";
     const second = await synthesise(b, seed, null, $("audio-b"), $("download-b"));
     $("label-b").textContent = "B: " + b + " (" + second.seconds.toFixed(2) + " s, seed " + second.seed + ")";
+    $("ab").hidden = false;
     setStatus("Both clips ready: same text, seed " + seed + ".");
   });
 }
@@ -401,7 +401,7 @@ function onRegister(event) {
   form.append("reference", $("reference").files[0]);
   form.append("prompt_text", $("prompt-text").value);
   form.append("prompt_lang", $("prompt-lang").value);
-  busy($("register"), "Registering " + voiceId + "…", async () => {
+  busy("Registering " + voiceId + "…", async () => {
     await api("v1/voices", { method: "POST", body: form });
     $("register-form").reset();
     $("prompt-lang").value = (ttsSchema.lang && ttsSchema.lang.default) || "zh";
@@ -477,7 +477,7 @@ async function reportFile(file, groupName) {
 const GROUP_TITLES = { sweep: "Sweep", sovits_run: "SoVITS training run", gpt_run: "GPT training run" };
 
 async function showReports(voiceId) {
-  busy(null, "Loading reports of " + voiceId + "…", async () => {
+  busy("Loading reports of " + voiceId + "…", async () => {
     const response = await api("v1/voices/" + encodeURIComponent(voiceId) + "/reports");
     const body = await response.json();
     const sections = [];

@@ -23,6 +23,19 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     $PIP install $TORCH_SPEC
 fi
 
+# The page's browser tests (tests/serve/test_page_browser.py) drive Debian's Chromium through
+# Playwright; Playwright's own browser download is never used.
+if ! command -v chromium >/dev/null 2>&1; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
+    if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; }; then
+        echo "voicefleet setup: installing chromium (apt) for the browser tests"
+        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    else
+        echo "voicefleet setup: chromium is missing (apt-get install chromium); the browser tests will skip"
+    fi
+fi
+
 echo "voicefleet setup: installing voicefleet and its dependencies (with the evaluation instruments)"
 $PIP install -e ".[dev,eval]"
 echo "voicefleet setup: done ($(.venv/bin/python -c 'import torch, ray; print("torch", torch.__version__, "/ ray", ray.__version__)'))"

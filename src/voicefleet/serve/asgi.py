@@ -16,7 +16,7 @@ from voicefleet import __version__
 from voicefleet.platform.registry import VoiceRegistry
 from voicefleet.serve.dependencies import Services
 from voicefleet.serve.errors import BadRequest, TooLarge, Unavailable, error_response, handled_types, openapi_errors
-from voicefleet.serve.routers import speech, voices
+from voicefleet.serve.routers import page, reports, speech, voices
 from voicefleet.serve.settings import ServeSettings
 
 
@@ -66,4 +66,6 @@ def create_app(settings: ServeSettings, synthesizer: Any = None) -> FastAPI:
 
     app.include_router(speech.router)
     app.include_router(voices.router)
+    app.include_router(reports.router)
+    app.include_router(page.router)  # the web page at / (calls the routes above like any client)
     return app

@@ -68,6 +68,10 @@ class Forbidden(ApiError):
     """The caller's key may not use this voice or may not manage voices."""
 
 
+class NotFound(ApiError):
+    """Something other than a voice is not there: a report file a voice's lineage does not hold."""
+
+
 class TooLarge(ApiError):
     """A body over `max_upload_bytes` or a text over `max_text_chars`."""
 
@@ -133,6 +137,7 @@ ERRORS: dict[type[Exception], Row] = {
     Unauthenticated: Row(401, "authentication_error", headers={"WWW-Authenticate": "Bearer"}),
     Forbidden: Row(403, "permission_error"),
     VoiceNotFound: Row(404, "not_found", _registry_message),
+    NotFound: Row(404, "not_found"),
     VoiceExists: Row(409, "conflict", _registry_message),
     TooLarge: Row(413, "request_too_large"),
     RequestValidationError: Row(422, "invalid_request_error", _validation_message, _validation_details),

@@ -57,18 +57,44 @@ class SpeechRequest(BaseModel):
     stream_format: Literal["audio", "sse"] | None = Field(None, description="Only 'audio' is supported.")
 
 
+VoiceKind = Literal["sweep", "trained", "zero-shot", "imported"]
+
+
 class VoiceInfo(BaseModel):
     voice_id: str = Field(..., description="Voice id.")
     prompt_text: str = Field(..., description="Transcript of the reference clip.")
     prompt_lang: str = Field(..., description="Language of the transcript.")
     version: int = Field(..., description="Registry version of the voice.")
     created_at: str = Field(..., description="When this version was registered (UTC, ISO 8601).")
+    kind: VoiceKind = Field("imported", description="Where the weights came from: the best trial of a sweep, a "
+                                                    "training run, the pretrained weights with an uploaded clip "
+                                                    "(zero-shot), or files registered directly (imported).")
+    lineage: dict[str, Any] = Field(default_factory=dict, description="Sweep, trial, runs and dataset the voice "
+                                    "came from (the dataset as its folder name only).")
     evaluation: dict[str, Any] | None = Field(None, description="The latest `voicefleet eval` summary of this "
                                               "version (speaker similarity, DNSMOS, WER, RTF, ...), if any.")
 
 
 class VoiceList(BaseModel):
     voices: list[VoiceInfo] = Field(..., description="Voices the caller may use, sorted by id.")
+
+
+class ReportFile(BaseModel):
+    name: str = Field(..., description="File name, e.g. trials.csv or curves.png.")
+    url: str = Field(..., description="Where to read it, relative to the API root.")
+    media_type: str = Field(..., description="Its content type.")
+
+
+class ReportGroup(BaseModel):
+    group: Literal["sweep", "sovits_run", "gpt_run"] = Field(..., description="Which folder of the voice's lineage.")
+    name: str = Field(..., description="The sweep id or run name.")
+    files: list[ReportFile] = Field(..., description="The report files that folder holds (only those that exist).")
+
+
+class VoiceReports(BaseModel):
+    voice_id: str = Field(..., description="Voice id.")
+    groups: list[ReportGroup] = Field(..., description="The sweep's report and the training runs' curves, as far "
+                                                       "as the voice's lineage names them; empty for other voices.")
 
 
 class ErrorBody(BaseModel):

@@ -1,1 +1,2 @@
-"""One router per resource: speech (synthesis) and voices (the registry)."""
+"""One router per resource: speech (synthesis), voices (the registry), a voice's reports, and the
+web page at `/`."""

@@ -16,6 +16,7 @@ from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.registry import VoiceRecord
 from voicefleet.serve.dependencies import Caller, Services, get_caller, get_services
 from voicefleet.serve.errors import InvalidInput, TooLarge, openapi_errors
+from voicefleet.serve.lineage import public_lineage, voice_kind
 from voicefleet.serve.schemas import VOICE_ID_PATTERN, VoiceInfo, VoiceList
 
 # Registry errors (VoiceExists -> 409, VoiceNotFound -> 404, an invalid id -> 422) propagate to
@@ -26,7 +27,8 @@ ERRORS = openapi_errors(400, 401, 403, 404, 409, 413, 422)
 
 def _info(record: VoiceRecord) -> VoiceInfo:
     return VoiceInfo(voice_id=record.voice_id, prompt_text=record.prompt_text, prompt_lang=record.prompt_lang,
-                     version=record.version, created_at=record.created_at, evaluation=record.evaluation or None)
+                     version=record.version, created_at=record.created_at, kind=voice_kind(record),
+                     lineage=public_lineage(record), evaluation=record.evaluation or None)
 
 
 @router.get("", response_model=VoiceList, responses=ERRORS, summary="List voices")

@@ -187,3 +187,33 @@ def test_config_is_read_as_data_not_run(g2pw_folder):
     (folder / "config.py").write_text(f"use_mask = False\nopen({str(marker)!r}, 'w').write('x')\n", encoding="utf-8")
     model = g2pw.G2PW.load(folder, tokenizer)
     assert not marker.exists() and model.use_mask is False
+
+
+def test_synthesize_refuses_an_incomplete_folder_in_one_line(g2pw_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from voicefleet.cli import app
+
+    folder, _ = g2pw_folder
+    (folder / "MONOPHONIC_CHARS.txt").unlink()
+    result = CliRunner().invoke(app, ["synthesize", "--pretrained", str(tmp_path / "pretrained"), "--ref-audio",
+                                      str(tmp_path / "ref.wav"), "-o", str(tmp_path / "out.wav"), "--text", "你好",
+                                      "--g2pw-model", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert "lacks MONOPHONIC_CHARS.txt" in result.output and "Traceback" not in result.output
+
+
+def test_prepare_settings_carry_the_folder_into_the_fingerprint_and_the_text_actors(g2pw_folder,
+                                                                                   dictionary_path_after):
+    import json as json_module
+
+    from voicefleet.platform.data.config import PrepareConfig
+    from voicefleet.platform.data.stages import TextStage
+
+    folder, tokenizer = g2pw_folder
+    with_model = PrepareConfig(g2pw_model=folder).output_settings()
+    assert json_module.dumps(with_model) != json_module.dumps(PrepareConfig().output_settings())
+    TextStage(str(tokenizer), load_bert=False, g2pw_model=str(folder))
+    assert chinese.polyphone_model() is not None and chinese.polyphone_model().folder == folder
+    TextStage(str(tokenizer), load_bert=False)
+    assert chinese.polyphone_model() is None

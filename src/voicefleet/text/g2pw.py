@@ -111,6 +111,22 @@ def _overrides(folder: Path) -> dict[str, list[str]]:
     return {}
 
 
+def check_folder(folder: str | Path) -> Path:
+    """The folder's g2pW model file, after checking that every official file is there (cheap).
+
+    Raises `TextFrontendError` naming the missing folder or files.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise TextFrontendError(f"g2pW model folder {folder} does not exist (expected the official G2PWModel)")
+    model_file = next((folder / n for n in MODEL_FILES if (folder / n).is_file()), None)
+    missing = [n for n in TABLE_FILES if not (folder / n).is_file()] + ([MODEL_FILES[0]] if model_file is None else [])
+    if missing:
+        raise TextFrontendError(f"g2pW model folder {folder} lacks {', '.join(missing)} "
+                                "(expected the official G2PWModel folder)")
+    return model_file
+
+
 class G2PW:
     """A loaded g2pW folder: ``model(sentences)`` -> per character pinyin (tone digit) or None."""
 
@@ -148,13 +164,7 @@ class G2PW:
         or the onnxruntime / opencc packages. Nothing is downloaded.
         """
         folder = Path(folder).expanduser()
-        if not folder.is_dir():
-            raise TextFrontendError(f"g2pW model folder {folder} does not exist (expected the official G2PWModel)")
-        model_file = next((folder / n for n in MODEL_FILES if (folder / n).is_file()), None)
-        missing = [n for n in TABLE_FILES if not (folder / n).is_file()] + ([MODEL_FILES[0]] if model_file is None else [])
-        if missing:
-            raise TextFrontendError(f"g2pW model folder {folder} lacks {', '.join(missing)} "
-                                    "(expected the official G2PWModel folder)")
+        model_file = check_folder(folder)
         try:
             import onnxruntime
             import opencc

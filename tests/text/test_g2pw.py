@@ -44,7 +44,9 @@ def _graph() -> bytes:
     by_char = np.zeros((len(chars), len(labels)), dtype=np.float32)
     for char, reading in OWN.items():
         by_char[chars.index(char), labels.index(reading)] = 1.0
-    by_previous = np.zeros((len(VOCAB), len(labels)), dtype=np.float32)
+    # Rows for any id a BERT vocabulary may give (the official one has 21128), so the graph also
+    # runs with a pretrained folder's tokenizer.
+    by_previous = np.zeros((32768, len(labels)), dtype=np.float32)
     for token, reading in AFTER.items():
         by_previous[VOCAB.index(token), labels.index(reading)] = 10.0
     inits = [numpy_helper.from_array(by_char, "by_char"), numpy_helper.from_array(by_previous, "by_previous"),

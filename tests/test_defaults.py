@@ -26,6 +26,7 @@ from voicefleet.platform.training.schedules import ScheduleConfig
 from voicefleet.recipes.end_to_end import EndToEndConfig
 from voicefleet.serve.schemas import SpeechRequest, TTSRequest
 from voicefleet.serve.settings import HTTP_HOST, HTTP_PORT, HttpHost, HttpPort, ServeSettings
+from voicefleet.text.g2pw import G2PWModelField
 from voicefleet.tuning.space import SearchSpace
 from voicefleet.tuning.sweep import SweepConfig
 
@@ -52,6 +53,7 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
         "lang": (_annotated(LangField, DEFAULT_LANG), None),
         "prompt_lang": (_annotated(LangField, None), None),
         "precision": (_annotated(PrecisionField, DEFAULT_PRECISION), None),
+        "g2pw_model": (_annotated(G2PWModelField, None), None),
     },
     **{("train", stage): {
         "run_name": (_field(TrainConfig, "run_name"), None),
@@ -88,6 +90,7 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
         "replicas": (_field(ServeSettings, "max_replicas"), None),
         "num_cpus": (_field(ServeSettings, "num_cpus"), None),
         "num_gpus": (_field(ServeSettings, "num_gpus"), None),
+        "g2pw_model": (_field(ServeSettings, "g2pw_model"), None),
         "host": (_annotated(HttpHost, HTTP_HOST), None),
         "port": (_annotated(HttpPort, HTTP_PORT), None),
     },
@@ -102,6 +105,7 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
         "val_fraction": (_field(PrepareConfig, "val_fraction"), UNSET),
         "max_spectral_entropy": (_field(PrepareConfig, "max_spectral_entropy"), UNSET),
         "audio_dtype": (_field(PrepareConfig, "audio_dtype"), UNSET),
+        "g2pw_model": (_field(PrepareConfig, "g2pw_model"), UNSET),
     },
 }
 # Flags named like a field that take another form, and why.

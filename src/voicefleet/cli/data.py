@@ -104,6 +104,7 @@ def prepare_cmd(
     max_spectral_entropy: Optional[float] = field_option(PrepareConfig, "max_spectral_entropy",
                                                          "--max-spectral-entropy", default=None),
     audio_dtype: Optional[str] = field_option(PrepareConfig, "audio_dtype", "--audio-dtype", default=None),
+    g2pw_model: Optional[Path] = field_option(PrepareConfig, "g2pw_model", "--g2pw-model", default=None),
     export_official: Optional[Path] = typer.Option(None, "--export-official",
                                                    help="Also write the official GPT-SoVITS experiment layout here."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -113,7 +114,7 @@ def prepare_cmd(
 
     config = _config(_load_settings(config_file),
                      {"val_fraction": val_fraction, "max_spectral_entropy": max_spectral_entropy,
-                      "audio_dtype": audio_dtype},
+                      "audio_dtype": audio_dtype, "g2pw_model": g2pw_model},
                      {"workers": workers, "cpus_per_worker": cpus_per_worker, "gpus_per_worker": gpus_per_worker})
     _quiet_ray_logs()
     with Progress(TextColumn("preparing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

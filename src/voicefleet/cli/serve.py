@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -25,6 +26,7 @@ def serve_cmd(
         replicas: int = field_option(ServeSettings, "max_replicas", "--replicas"),
         num_cpus: float = field_option(ServeSettings, "num_cpus"),
         num_gpus: float = field_option(ServeSettings, "num_gpus"),
+        g2pw_model: Optional[Path] = field_option(ServeSettings, "g2pw_model", "--g2pw-model"),
 ) -> None:
     """Serve every registered voice behind one endpoint (POST /v1/tts, /v1/audio/speech, /v1/voices)."""
     from voicefleet.models.pretrained import find_pretrained
@@ -32,7 +34,11 @@ def serve_cmd(
 
     settings = ServeSettings(storage=storage, pretrained=pretrained, precision=precision,
                              max_voices_per_replica=max_voices, max_replicas=replicas, num_cpus=num_cpus,
-                             num_gpus=num_gpus)
+                             num_gpus=num_gpus, g2pw_model=g2pw_model)
     find_pretrained(settings.pretrained)  # fail here, not inside a replica
+    if settings.g2pw_model is not None:
+        from voicefleet.text.g2pw import check_folder
+
+        check_folder(settings.g2pw_model)
     typer.echo(f"voicefleet serving on http://{host}:{port} (docs: /docs); Ctrl-C to stop")
     start(settings, address=address, host=host, port=port, blocking=True)

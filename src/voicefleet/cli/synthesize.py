@@ -15,6 +15,7 @@ from voicefleet.cli.common import UserError, annotated_option, console, field_op
 from voicefleet.inference.params import (DEFAULT_LANG, DEFAULT_PRECISION, REFERENCE_MAX_S, REFERENCE_MIN_S, LangField,
                                          PrecisionField, SynthesisParams)
 from voicefleet.models.config import SAMPLE_RATE
+from voicefleet.text.g2pw import G2PWModelField
 
 P = SynthesisParams
 
@@ -47,6 +48,7 @@ def synthesize_cmd(
     max_tokens: int = field_option(P, "max_tokens"),
     precision: str = annotated_option(PrecisionField, DEFAULT_PRECISION, "--precision"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    g2pw_model: Optional[Path] = annotated_option(G2PWModelField, None, "--g2pw-model"),
 ) -> None:
     """Synthesise speech in the reference voice and write an audio file."""
     from voicefleet.inference.audio_io import write_audio
@@ -67,7 +69,15 @@ def synthesize_cmd(
                              repetition_penalty=repetition_penalty, speed=speed, noise_scale=noise_scale, seed=seed,
                              max_tokens=max_tokens, text_split_method=text_split_method, batch_size=batch_size,
                              fragment_interval=fragment_interval)
+    if g2pw_model is not None:
+        from voicefleet.text.g2pw import check_folder
+
+        check_folder(g2pw_model)  # before any model loads
     paths = find_pretrained(pretrained)
+    if g2pw_model is not None:
+        from voicefleet.text.g2pw import enable
+
+        enable(g2pw_model, paths.bert)
     synth = Synthesizer.from_pretrained(paths, precision=precision)
     voice = synth.load_voice("cli", gpt or paths.gpt, sovits or paths.sovits_g, ref_audio, prompt_text,
                              prompt_lang or lang)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voicefleet.inference.params import DEFAULT_PRECISION, REFERENCE_MAX_S, REFERENCE_MIN_S, PrecisionField
+from voicefleet.text.g2pw import G2PWModelField
 from voicefleet.platform.registry import VOICE_ID
 
 # Hard ceiling the OpenAPI schema states; a deployment may set a lower limit in its settings.
@@ -54,6 +55,7 @@ class ServeSettings(BaseSettings):
     storage: str = Field("runs", description="Storage path (folder or URI); voices live in <storage>/registry.")
     pretrained: str = Field("pretrained_models", description="Official GPT-SoVITS pretrained_models folder.")
     precision: PrecisionField = DEFAULT_PRECISION
+    g2pw_model: G2PWModelField = None
 
     # replicas
     max_voices_per_replica: int = Field(4, ge=1, le=64, description="Voices cached per synthesis replica (LRU).")

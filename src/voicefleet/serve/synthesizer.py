@@ -102,6 +102,10 @@ class VoiceSynthesizer:
         self.settings = settings
         torch.set_num_threads(settings.torch_threads)
         self.paths = find_pretrained(settings.pretrained)
+        if settings.g2pw_model is not None:
+            from voicefleet.text.g2pw import enable
+
+            enable(settings.g2pw_model, self.paths.bert)
         self.synth = Synthesizer.from_pretrained(self.paths, precision=settings.precision)
         self.registry = VoiceRegistry(settings.registry_root)
         # torch's intra-op thread count is per OS thread under OpenMP: set it in every worker

@@ -9,6 +9,10 @@ merges (不 and 一 with their neighbours, reduplications, runs of third tones, 
 strict initials/finals with the neutral tone written 5, tone sandhi (不, 一, neutral-tone words,
 third-tone runs), the erhua tone rule, and the opencpop initial/final symbols of the v2 table.
 
+With a g2pW model installed (`set_polyphone_model`, normally through `voicefleet.text.g2pw.enable`)
+the per-character readings come from it instead of pypinyin, followed by its word overrides, as
+the official default (g2pW on) does; merges, tone sandhi and erhua are the same on both paths.
+
 Segmentation uses ``jieba_fast`` when it is installed (the library the official uses) and
 ``jieba`` otherwise: both ship the same dictionary and part-of-speech model and cut identically,
 except that jieba's pure-Python HMM can split runs of rare unknown characters differently inside
@@ -324,6 +328,38 @@ def _erhua(word: str, pos: str, finals: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# The g2pW hook.
+
+_polyphone_model = None  # voicefleet.text.g2pw.G2PW, or None for the dictionary (pypinyin) path
+
+
+def set_polyphone_model(model) -> None:
+    """Read polyphonic characters with ``model`` (a `voicefleet.text.g2pw.G2PW`); None: pypinyin."""
+    global _polyphone_model
+    _polyphone_model = model
+
+
+def polyphone_model():
+    return _polyphone_model
+
+
+def _split_readings(readings: list[str]) -> tuple[list[str], list[str]]:
+    """Tone-numbered pinyin ("hang2") -> strict initials and finals with tones; marks pass through."""
+    from pypinyin.contrib.tone_convert import to_finals_tone3, to_initials
+
+    initials: list[str] = []
+    finals: list[str] = []
+    for reading in readings:
+        if reading[:1].isalpha():
+            initials.append(to_initials(reading))
+            finals.append(to_finals_tone3(reading, neutral_tone_with_five=True))
+        else:
+            initials.append(reading)
+            finals.append(reading)
+    return initials, finals
+
+
+# ---------------------------------------------------------------------------------------------
 # Public API.
 
 
@@ -332,18 +368,29 @@ def normalize(text: str) -> str:
     return zh_normalize.normalize(text)
 
 
-def _sentence_pinyin(sentence: str) -> tuple[list[str], list[str]]:
-    """One sentence -> per-character (initial, final-with-tone) after merges, sandhi and erhua."""
+def _sentence_pinyin(sentence: str, readings: list[str] | None = None, model=None) -> tuple[list[str], list[str]]:
+    """One sentence -> per-character (initial, final-with-tone) after merges, sandhi and erhua.
+
+    ``readings`` (``model``'s, one per character of the sentence) replace pypinyin's when given,
+    after the model's word overrides.
+    """
     posseg_cut, _ = _jieba()
     words = merge_words([(pair.word, pair.flag) for pair in posseg_cut(sentence)])
     initials: list[str] = []
     finals: list[str] = []
+    start = 0
     for word, pos in words:
+        end = start + len(word)
         if pos == "eng":
+            start = end
             continue
-        word_finals = _erhua(word, pos, tone_sandhi(word, pos, _finals(word)))
-        initials += _initials(word)
-        finals += word_finals
+        if readings is None:
+            word_initials, word_finals = _initials(word), _finals(word)
+        else:
+            word_initials, word_finals = _split_readings(model.correct(word, readings[start:end]))
+        initials += word_initials
+        finals += _erhua(word, pos, tone_sandhi(word, pos, word_finals))
+        start = end
     logger.debug("pinyin of %r: %s %s", sentence, initials, finals)
     return initials, finals
 
@@ -356,10 +403,14 @@ def g2p(norm_text: str) -> tuple[list[str], list[int]]:
     """
     phones: list[str] = []
     word2ph: list[int] = []
-    for sentence in _SENTENCE_CUT.split(norm_text):
-        if not sentence.strip():
-            continue
-        initials, finals = _sentence_pinyin(_LATIN.sub("", sentence))
+    sentences = [_LATIN.sub("", s) for s in _SENTENCE_CUT.split(norm_text) if s.strip()]
+    model = _polyphone_model
+    # The official g2pW path reads all sentences in one batch.
+    readings = model([s for s in sentences if s]) if model is not None else []
+    readings_of = iter(readings)
+    for sentence in sentences:
+        initials, finals = _sentence_pinyin(sentence, next(readings_of) if model is not None and sentence else None,
+                                            model)
         for initial, final in zip(initials, finals):
             if initial == final:  # pypinyin passes non-Chinese characters through unchanged
                 if initial not in PUNCTUATION:

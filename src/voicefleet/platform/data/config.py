@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.platform.data import quality
+from voicefleet.text.g2pw import G2PWModelField
 
 _RUN_FIELDS = ("cpu_batch_size", "cpu_num_cpus", "cpu_concurrency", "audio_stage", "text_stage")
 
@@ -75,6 +76,7 @@ class PrepareConfig(BaseModel):
     audio_dtype: Literal["int16", "float32"] = Field(
         "int16", description=f"Storage of the {SAMPLE_RATE // 1000} kHz audio: int16 (as the official 5-wav32k) "
                              "or float32.")
+    g2pw_model: G2PWModelField = None
     # --- how to run (no effect on the result) ---
     cpu_batch_size: int = Field(8, ge=1, le=4096, description="Rows per CPU task (decode, checks, text).")
     cpu_num_cpus: float = Field(0.5, gt=0.0, le=64.0, description="Logical CPUs per CPU task.")
@@ -94,7 +96,7 @@ class PrepareConfig(BaseModel):
 
     def output_settings(self) -> dict:
         """The settings that change the dataset (fingerprinted and recorded in the manifest)."""
-        return self.model_dump(exclude=set(_RUN_FIELDS))
+        return self.model_dump(mode="json", exclude=set(_RUN_FIELDS))
 
     def thresholds(self) -> quality.QualityThresholds:
         return quality.QualityThresholds(self.min_duration_s, self.max_duration_s, self.max_peak,

@@ -114,6 +114,10 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
     out_dir = Path(out_dir).absolute()
     listing = read_list_file(str(list_path), audio_dir=audio_dir)
     paths = find_pretrained(pretrained_dir)
+    if config.g2pw_model is not None:
+        from voicefleet.text.g2pw import check_folder
+
+        check_folder(config.g2pw_model)
     store.check_destination(out_dir, listing.location, listing.entries, "output folder")
     export_dir = Path(export_official).absolute() if export_official is not None else None
     if export_dir is not None:
@@ -278,7 +282,9 @@ def _run_pipeline(rows: list[dict], config: PrepareConfig, paths: PretrainedPath
                             compute=ActorPoolStrategy(size=t.concurrency), num_cpus=t.num_cpus, num_gpus=t.num_gpus,
                             fn_constructor_kwargs={"bert_dir": str(paths.bert), "torch_threads": t.torch_threads,
                                                    "num_gpus": t.num_gpus,
-                                                   "load_bert": any(r["lang"] == "zh" for r in rows)})
+                                                   "load_bert": any(r["lang"] == "zh" for r in rows),
+                                                   "g2pw_model": (str(Path(config.g2pw_model).absolute())
+                                                                  if config.g2pw_model is not None else None)})
         ds = ds.map_batches(AudioFeatureStage, batch_format="pyarrow", batch_size=a.batch_size,
                             compute=ActorPoolStrategy(size=a.concurrency), num_cpus=a.num_cpus, num_gpus=a.num_gpus,
                             fn_constructor_kwargs={"hubert_dir": str(paths.hubert), "sovits_path": str(paths.sovits_g),

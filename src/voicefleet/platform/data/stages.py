@@ -218,10 +218,14 @@ class TextStage:
     """Actor: normalised text, phones, ids and word2ph of each kept row; `(1024, phones)` BERT
     features for Chinese rows (zeros under English pieces, as official inference gives them)."""
 
-    def __init__(self, bert_dir: str, torch_threads: int = 1, num_gpus: float = 0.0, load_bert: bool = True):
+    def __init__(self, bert_dir: str, torch_threads: int = 1, num_gpus: float = 0.0, load_bert: bool = True,
+                 g2pw_model: str | None = None):
         import torch
 
         from voicefleet.models.features import BertFeatures
+        from voicefleet.text import g2pw
+
+        g2pw.enable(g2pw_model, bert_dir)  # None keeps the dictionary readings
 
         torch.set_num_threads(torch_threads)
         self.device = _device(num_gpus)

@@ -73,6 +73,8 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
         "eval_every": (_field(TrainConfig, "eval_every"), None),
         "checkpoint_every": (_field(TrainConfig, "checkpoint_every"), None),
         "max_failures": (_field(TrainConfig, "max_failures"), None),
+        **{name: (_field(TrainConfig, name), None) for name in (
+            "eval_list", "eval_lines", "eval_metrics", "score_every", "eval_cpus", "keep_best_by")},
     } for stage in STAGE_EPOCHS},
     ("tune",): {
         **{name: (_field(SweepConfig, name), None) for name in (

@@ -17,8 +17,8 @@ from voicefleet.models.checkpoint import load_official_file
 from voicefleet.models.checkpoint.gpt_io import load_gpt
 from voicefleet.models.checkpoint.sovits_io import load_sovits, save_sovits_export
 from voicefleet.platform.registry import RegistryError, VoiceNotFound
-from voicefleet.platform.training.api import (OFFICIAL_FIXED_SOVITS_SIZES, export_best, official_size_mismatches,
-                                              warn_if_not_official_size)
+from voicefleet.platform.training.export import (OFFICIAL_FIXED_SOVITS_SIZES, export_best, official_size_mismatches,
+                                                 warn_if_not_official_size)
 from voicefleet.platform.training.config import TrainConfig
 from voicefleet.platform.training.checkpointing import STATE_FILE
 from voicefleet.platform.voices import export_voice, registry_for
@@ -124,7 +124,7 @@ def test_official_sizes_have_no_mismatch_and_tiny_ones_name_the_mrte():
 
 
 def test_warning_only_for_sizes_the_official_code_cannot_build(caplog):
-    with caplog.at_level(logging.WARNING, logger="voicefleet.platform.training.api"):
+    with caplog.at_level(logging.WARNING, logger="voicefleet.platform.training.export"):
         warn_if_not_official_size(sovits_v2_config(), "full.pth")
         assert not caplog.records
         warn_if_not_official_size(sovits_tiny_config(), "tiny.pth")
@@ -148,7 +148,7 @@ def test_export_best_warns_for_a_tiny_sovits_voice(tiny_pretrained, tmp_path, ca
     (tmp_path / "ckpt").mkdir()
     torch.save({"epoch": 2, "step": 10, "models": {"generator": model.state_dict()}}, tmp_path / "ckpt" / STATE_FILE)
     config = TrainConfig(stage="sovits", run_name="alice-s2")
-    with caplog.at_level(logging.WARNING, logger="voicefleet.platform.training.api"):
+    with caplog.at_level(logging.WARNING, logger="voicefleet.platform.training.export"):
         path = export_best(config, _Checkpoint(tmp_path / "ckpt"), tiny_pretrained, tmp_path / "out")
     assert path == tmp_path / "out" / "alice-s2.pth" and load_sovits(path).info == "2epoch_10iteration"
     assert any(NOT_OFFICIAL in r.message and str(path) in r.message for r in caplog.records)

@@ -2,6 +2,8 @@
 
     voicefleet train sovits DATASET --pretrained DIR --run-name alice-s2 --workers 2 --voice alice
     voicefleet train gpt DATASET --pretrained DIR --run-name alice-s1 --recipe official --seed 7
+    voicefleet train sovits DATASET --pretrained DIR --run-name alice-s2 --eval-list val.list \
+        --keep-best-by speaker_similarity --voice alice
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ RETIRED_SCHEDULE = ("--schedule was retired: use --recipe official for GPT-SoVIT
 def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: str, workers: int, gpu: bool,
          placement: str, batch_size: int, epochs: int, max_steps: Optional[int], recipe: str, lr: float,
          gpt_lr_ratio: float, warmup: float, precision: str, eval_every: int, checkpoint_every: int,
-         max_failures: int, seed: int, voice: Optional[str], address: Optional[str]) -> None:
+         max_failures: int, seed: int, voice: Optional[str], address: Optional[str], scoring: dict) -> None:
     from voicefleet.platform.cluster import ensure_ray
     from voicefleet.platform.training.api import train_stage
     from voicefleet.platform.voices import register_trained_voice
@@ -37,7 +39,7 @@ def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: st
         placement_strategy=placement, batch_size=batch_size, epochs=epochs, max_steps=max_steps, recipe=recipe,
         sovits_lr=lr, gpt_lr_ratio=gpt_lr_ratio, schedule=ScheduleConfig(warmup_fraction=warmup),
         precision=precision, eval_every=eval_every, checkpoint_every=checkpoint_every, max_failures=max_failures,
-        seed=seed)
+        seed=seed, **scoring)
     if address:  # join that cluster; without it the library starts the local Ray after its own checks
         ensure_ray(address)
     result = train_stage(config, dataset, pretrained)
@@ -46,6 +48,10 @@ def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: st
     table.add_row("recipe", result.recipe)
     table.add_row("steps", str(result.steps))
     table.add_row("best val_recon", f"{result.best_val_recon:.4f} (step {result.best_step})")
+    table.add_row("exported checkpoint", f"step {result.best_step}: {result.selection}")
+    for score in result.scores:
+        table.add_row(f"scores at step {score['step']}", ", ".join(
+            f"{k} {score[k]:.3f}" for k in ("speaker_similarity", "dnsmos_ovrl", "wer") if score.get(k) is not None))
     table.add_row("stopped early", "yes" if result.stopped_early else "no")
     table.add_row("resumed at steps", ", ".join(map(str, result.resumed_at_steps)) or "-")
     table.add_row("exported", result.exported)
@@ -54,8 +60,13 @@ def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: st
     for line in result.verdicts:
         out.print(f"  verdict {line}")
     if voice:
-        record = register_trained_voice(voice, storage, dataset, pretrained, lineage={f"{stage}_run": run_name},
-                                        metrics={f"{stage}_val_recon": result.best_val_recon},
+        best = next((s for s in result.scores if s["step"] == result.best_step), {})
+        scores = {f"{stage}_{k}": best[k] for k in ("speaker_similarity", "dnsmos_ovrl", "wer")
+                  if best.get(k) is not None}
+        record = register_trained_voice(voice, storage, dataset, pretrained,
+                                        lineage={f"{stage}_run": run_name, f"{stage}_step": result.best_step,
+                                                 f"{stage}_kept_by": f"{result.keep_best_by}: {result.selection}"},
+                                        metrics={f"{stage}_val_recon": result.best_val_recon, **scores},
                                         **{stage: result.exported})
         out.print(f"registered voice [bold]{record.voice_id}[/bold] (version {record.version}) in {storage}/registry")
 
@@ -85,6 +96,12 @@ def _stage_command(stage: str):
         checkpoint_every: int = field_option(TrainConfig, "checkpoint_every"),
         max_failures: int = field_option(TrainConfig, "max_failures"),
         seed: int = field_option(TrainConfig, "seed"),
+        eval_list: Optional[str] = field_option(TrainConfig, "eval_list", "--eval-list"),
+        eval_lines: int = field_option(TrainConfig, "eval_lines"),
+        eval_metrics: Optional[str] = field_option(TrainConfig, "eval_metrics"),
+        score_every: Optional[int] = field_option(TrainConfig, "score_every"),
+        eval_cpus: float = field_option(TrainConfig, "eval_cpus"),
+        keep_best_by: str = field_option(TrainConfig, "keep_best_by"),
         voice: Optional[str] = typer.Option(None, "--voice", help="Register the result as this voice id."),
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local)."),
     ) -> None:
@@ -92,7 +109,8 @@ def _stage_command(stage: str):
             raise UserError(RETIRED_SCHEDULE)
         _run(stage, dataset, pretrained, run_name, storage, workers, gpu, placement, batch_size, epochs, max_steps,
              recipe, lr, gpt_lr_ratio, warmup, precision, eval_every, checkpoint_every, max_failures, seed, voice,
-             address)
+             address, dict(eval_list=eval_list, eval_lines=eval_lines, eval_metrics=eval_metrics,
+                           score_every=score_every, eval_cpus=eval_cpus, keep_best_by=keep_best_by))
 
     command.__doc__ = f"Fine-tune the {'SoVITS (acoustic)' if stage == 'sovits' else 'GPT (text-to-semantic)'} stage."
     return command

@@ -103,7 +103,7 @@ def export_voice(voice_id: str, storage_path: str, to: str | Path, *, version: i
     from voicefleet.models.checkpoint.gpt_io import load_gpt, save_gpt
     from voicefleet.models.checkpoint.sovits_io import load_sovits, official_s2_hparams, save_sovits_export
     from voicefleet.models.pretrained import official_s1_config
-    from voicefleet.platform.training.api import official_size_mismatches, warn_if_not_official_size
+    from voicefleet.platform.training.export import official_size_mismatches, warn_if_not_official_size
 
     registry = registry_for(storage_path)
     record = registry.get(voice_id)  # VoiceNotFound names the registry

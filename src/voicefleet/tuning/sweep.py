@@ -179,7 +179,7 @@ def finish_sweep(config: SweepConfig, rows: list[TrialRow], dataset: Path, paths
     """Export and register the best trial, write the report and the sweep's result."""
     import ray.train
 
-    from voicefleet.platform.training.api import export_best
+    from voicefleet.platform.training.export import export_best
     from voicefleet.platform.voices import register_trained_voice
 
     out_dir.mkdir(parents=True, exist_ok=True)

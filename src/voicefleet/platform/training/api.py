@@ -9,8 +9,14 @@ once it finished, returns its result without training again); a new name starts 
 
 Outputs, under `<storage>/<run_name>/voicefleet/`: `metrics.csv`, `curves.png` (losses, learning
 rate and gradient norms, with the monitor's verdicts marked), TensorBoard event files in `tb/`,
-`report.json` (result, verdicts, the recipe and every optimizer/schedule setting) and the best weights exported in the official format
-(`<run_name>.pth` for SoVITS, `<run_name>.ckpt` for GPT).
+`report.json` (result, verdicts, the recipe and every optimizer/schedule setting), `report.md` and the best weights
+exported in the official format (`<run_name>.pth` for SoVITS, `<run_name>.ckpt` for GPT).
+
+With `eval_list`, checkpoints are also scored on that list while the run trains (speaker
+similarity, DNSMOS, WER: `voicefleet.platform.training.quality`), the scores join the metrics,
+TensorBoard and the curves, each scoring's own report lands in `quality/step_NNNNNNN/`, and
+`keep_best_by` picks the exported checkpoint by val_recon or by a score; `report.md` says which
+and why.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ import pyarrow.fs as pafs
 from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.cluster import ensure_ray
 from voicefleet.platform.training.config import TrainConfig
+from voicefleet.platform.training import quality
 from voicefleet.platform.training.checkpointing import load_state
+from voicefleet.platform.training.export import (OFFICIAL_FIXED_SOVITS_SIZES, export_best,  # noqa: F401 - re-exported
+                                                 official_size_mismatches, warn_if_not_official_size)
 from voicefleet.platform.training.worker import PID_DIR_ENV, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
@@ -56,6 +65,9 @@ class TrainResult:
     stopped_early: bool = False
     resumed_at_steps: list[int] = field(default_factory=list)  # worker-group restarts and re-runs
     recipe: str = "voicefleet"
+    keep_best_by: str = "val_recon"
+    selection: str = ""  # which checkpoint was exported, and why
+    scores: list[dict[str, Any]] = field(default_factory=list)  # each scored checkpoint's summary, with its step
     settings: dict[str, Any] = field(default_factory=dict)  # TrainConfig.settings(): every optimizer/schedule value
     config: dict[str, Any] = field(default_factory=dict)  # the run's TrainConfig, as given
 
@@ -161,6 +173,13 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
     dataset = Path(dataset).resolve()
     if not dataset.exists():
         raise FileNotFoundError(f"prepared dataset {dataset} does not exist (run `voicefleet prepare` first)")
+    if config.eval_list is not None:
+        eval_list = Path(config.eval_list).expanduser()
+        if "://" not in config.eval_list:
+            if not eval_list.is_file():
+                raise FileNotFoundError(f"eval list {eval_list} not found")
+            # absolute: the scoring task runs in another working directory
+            config = config.model_copy(update={"eval_list": str(eval_list.resolve())})
     storage, local = resolve_storage(config.storage_path)
     out_dir = Path(storage) / config.run_name / "voicefleet" if local else Path(tempfile.mkdtemp()) / "voicefleet"
     if local and (out_dir / REPORT).exists():
@@ -169,6 +188,7 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
     # absolute paths (find_pretrained resolves them): workers run in another working directory
     files = {"gpt": str(paths.gpt), "sovits_g": str(paths.sovits_g), "sovits_d": str(paths.sovits_d)}
     _check_stage_builds(config, files)
+    scoring = quality.prepare_eval(config, dataset, pretrained, storage) if config.eval_list else None
     ensure_ray(log_to_driver=True)
     if config.use_gpu:
         waiting = check_gpus(config.num_workers, ray.cluster_resources().get("GPU", 0),
@@ -179,6 +199,7 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": config.model_dump(), "dataset": str(dataset), "pretrained": files},
+        validation_config=quality.validation_config(scoring, config.eval_cpus) if scoring else None,
         scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
                                      placement_strategy=config.placement_strategy,
                                      resources_per_worker={"CPU": config.cpus_per_worker,
@@ -188,8 +209,9 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
             worker_runtime_env={"env_vars": {PID_DIR_ENV: os.environ[PID_DIR_ENV]}} if PID_DIR_ENV in os.environ else None,
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints,
-                                               checkpoint_score_attribute="val_recon",
-                                               checkpoint_score_order="min")),
+                                               checkpoint_score_attribute=config.keep_best_by,
+                                               checkpoint_score_order="min" if config.keep_best_by == "val_recon"
+                                               else "max")),
     )
     try:
         result = trainer.fit()
@@ -199,15 +221,25 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
         raise TrainingError(f"run {config.run_name} failed: {failure_reason(result.error)}")
     if result.checkpoint is None or not result.best_checkpoints:
         raise TrainingError(f"run {config.run_name} wrote no checkpoint")
-    best_ckpt, best_metrics = min(result.best_checkpoints, key=lambda cm: cm[1].get("val_recon", math.inf))
     # the whole history, across worker restarts, travels in the last checkpoint
     last = load_state(result.checkpoint)
     rows, resumes = last["history"], last["resumes"]
+    scores = quality.read_scores(storage, config.run_name) if config.eval_list else {}
+    for row in rows:
+        row.update({f"{quality.PREFIX}{k}": v for k, v in scores.get(int(row["step"]), {}).items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"})
+    best_ckpt, best_metrics, selection = choose_checkpoint(config, result.best_checkpoints, rows)
+    errors = quality.read_errors(storage, config.run_name) if config.eval_list else {}
+    for step, error in errors.items():
+        logger.warning("run %s: the checkpoint of step %d was not scored: %s", config.run_name, step, error)
+    if errors and config.keep_best_by != "val_recon" and not _finite(best_metrics.get(config.keep_best_by)):
+        first = next(iter(errors.items()))
+        selection += f" (scoring failed, e.g. at step {first[0]}: {first[1][:MAX_REASON_CHARS]})"
     out_dir.mkdir(parents=True, exist_ok=True)
     verdicts = [v for row in rows for v in json.loads(row.get("verdicts") or "[]")]
     write_metrics_csv(rows, out_dir / "metrics.csv")
     write_tensorboard(rows, out_dir / "tb")
-    plot_curves(rows, verdicts, out_dir / "curves.png", config.stage)
+    plot_curves(rows, verdicts, out_dir / "curves.png", config.stage, chosen=int(best_metrics["step"]))
     exported = export_best(config, best_ckpt, paths, out_dir)
     final = {k: v for k, v in rows[-1].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     res = TrainResult(
@@ -216,68 +248,71 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
         best_val_recon=float(best_metrics["val_recon"]), final_metrics=final,
         verdicts=[f"step {v['step']}: {v['message']}" for v in verdicts],
         stopped_early=bool(rows[-1].get("stop", False)), resumed_at_steps=list(resumes), recipe=config.recipe,
+        keep_best_by=config.keep_best_by, selection=selection,
+        scores=[{"step": step, **summary} for step, summary in scores.items()],
         settings=config.settings(), config=config.model_dump(mode="json"))
+    write_run_report(res, out_dir / "report.md")
     (out_dir / REPORT).write_text(json.dumps(asdict(res), indent=2, ensure_ascii=False, default=float))
     if not local:
         fs, root = pafs.FileSystem.from_uri(storage)
         pafs.copy_files(str(out_dir), f"{root}/{config.run_name}/voicefleet", destination_filesystem=fs)
-    logger.info("run %s finished at step %d; best val_recon %.4g at step %d; exported %s", config.run_name,
-                res.steps, res.best_val_recon, res.best_step, exported)
+    logger.info("run %s finished at step %d; exported step %d (%s): %s", config.run_name, res.steps, res.best_step,
+                selection, exported)
     return res
 
 
-# What GPT-SoVITS's own SynthesizerTrn builds whatever its config says (GPT_SoVITS/module/models.py,
-# mrte_model.py): the text encoder's MRTE() takes its default widths (192 in and out, 512 hidden,
-# 4 heads) and adds the 512-wide style vector to its hidden state; HuBERT width, codebook, style
-# encoder input and flow sizes are constants. A voice of other sizes loads here but never there.
-OFFICIAL_FIXED_SOVITS_SIZES = {"hidden_channels": 192, "mrte_hidden": 512, "mrte_heads": 4, "gin_channels": 512,
-                               "ssl_dim": 768, "codebook_size": 1024, "style_input_channels": 704,
-                               "flow_layers": 4, "flow_wavenet_layers": 4, "wavenet_kernel_size": 5}
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def official_size_mismatches(sovits_config) -> list[str]:
-    """The sizes of a `SoVITSConfig` that GPT-SoVITS's own code cannot build, as "name=ours (official N)";
-    empty when its WebUI and api_v2.py can load the voice."""
-    return [f"{name}={getattr(sovits_config, name)} (official {value})"
-            for name, value in OFFICIAL_FIXED_SOVITS_SIZES.items() if getattr(sovits_config, name) != value]
+def choose_checkpoint(config: TrainConfig, kept: list[tuple[Any, dict[str, Any]]],
+                      rows: list[dict[str, Any]]) -> tuple[Any, dict[str, Any], str]:
+    """(checkpoint, its metrics, why) of the checkpoint to export, by `config.keep_best_by`.
+
+    `kept` is Ray Train's kept checkpoints with their metrics (eval-list scores merged in by the
+    scoring task); `rows` the run's evaluations. A score-based choice that finds no scored
+    checkpoint (every scoring failed) falls back to the lowest val_recon and says so.
+    """
+    by_recon = min(kept, key=lambda cm: cm[1].get("val_recon", math.inf))
+    recon_line = f"lowest val_recon ({by_recon[1]['val_recon']:.4g}) of the {len(kept)} kept checkpoints"
+    if config.keep_best_by == "val_recon":
+        return by_recon[0], by_recon[1], recon_line
+    key = config.keep_best_by
+    scored = [cm for cm in kept if _finite(cm[1].get(key))]
+    if not scored:
+        return by_recon[0], by_recon[1], f"no kept checkpoint has a {key} score, so the {recon_line}"
+    checkpoint, metrics = max(scored, key=lambda cm: (cm[1][key], -cm[1]["step"]))
+    why = (f"highest {key} ({metrics[key]:.4g}) of the {len(scored)} kept scored checkpoints, on "
+           f"{int(metrics.get('eval_n', 0))} lines of {Path(config.eval_list or '').name}")
+    recon_rows = [r for r in rows if _finite(r.get("val_recon"))]
+    if recon_rows:
+        lowest = min(recon_rows, key=lambda r: r["val_recon"])
+        if int(lowest["step"]) != int(metrics["step"]):
+            why += f"; the lowest val_recon was at step {int(lowest['step'])} ({lowest['val_recon']:.4g})"
+    return checkpoint, metrics, why
 
 
-def warn_if_not_official_size(sovits_config, path: Path | str) -> None:
-    """Log a warning when a SoVITS export at `path` has sizes GPT-SoVITS's own loader cannot build."""
-    mismatches = official_size_mismatches(sovits_config)
-    if mismatches:
-        logger.warning("%s is in the official format but not of official size (%s): voicefleet loads it, GPT-SoVITS's "
-                       "WebUI and api_v2.py cannot (they build the text encoder's MRTE at fixed widths)",
-                       path, ", ".join(mismatches))
-
-
-def export_best(config: TrainConfig, checkpoint, paths, out_dir: Path) -> Path:
-    """The best checkpoint's weights in the official export format."""
-    from voicefleet.models.checkpoint.gpt_io import load_gpt, save_gpt
-    from voicefleet.models.checkpoint.sovits_io import load_sovits, save_sovits_export
-    from voicefleet.models.pretrained import official_s1_config
-
-    state = load_state(checkpoint)
-    epoch, step = state["epoch"], state["step"]
-    if config.stage == "sovits":
-        loaded = load_sovits(paths.sovits_g)
-        loaded.model.load_state_dict(state["models"]["generator"])
-        hparams = loaded.hparams
-        if hparams is not None:
-            hparams = {**hparams, "train": {**hparams.get("train", {}), "learning_rate": config.sovits_lr,
-                                            "text_low_lr_rate": config.text_low_lr_rate,
-                                            "batch_size": config.batch_size, "epochs": config.epochs},
-                       "name": config.run_name}
-        exported = save_sovits_export(loaded.model, out_dir / f"{config.run_name}.pth", hparams=hparams,
-                                      info=f"{epoch}epoch_{step}iteration", name=config.run_name, overwrite=True)
-        warn_if_not_official_size(loaded.config, exported)
-        return exported
-    model, gpt_cfg, info = load_gpt(paths.gpt)
-    model.load_state_dict(state["models"]["gpt"])
-    official = info.config if isinstance(info.config, dict) and "model" in info.config else official_s1_config(gpt_cfg)
-    official = {**official, "train": {**official.get("train", {}), "exp_name": config.run_name,
-                                      "epochs": config.epochs, "batch_size": config.batch_size}}
-    return save_gpt(model, official, out_dir / f"{config.run_name}.ckpt", info=f"GPT-e{epoch}", overwrite=True)
+def write_run_report(result: TrainResult, path: Path) -> None:
+    """report.md: what was trained, which checkpoint was exported and why, the scores, the curves."""
+    lines = [f"# Run {result.run_name} ({result.stage}, recipe {result.recipe})", "",
+             f"{result.steps} optimizer steps{' (stopped early)' if result.stopped_early else ''}.", "",
+             f"**Exported:** step {result.best_step}, kept by `{result.keep_best_by}`: {result.selection}.", "",
+             "![curves](curves.png)", ""]
+    if result.scores:
+        fields = [f for f in ("speaker_similarity", "speaker_similarity_to_ref", "dnsmos_ovrl", "wer", "rtf")
+                  if any(_finite(s.get(f)) for s in result.scores)]
+        lines += ["## Scored checkpoints", "", "| step | " + " | ".join(fields) + " | report |",
+                  "|---|" + "---|" * (len(fields) + 1)]
+        for s in result.scores:
+            cells = [f"{s[f]:.3f}" if _finite(s.get(f)) else "-" for f in fields]
+            mark = " (exported)" if s["step"] == result.best_step else ""
+            lines.append(f"| {s['step']}{mark} | " + " | ".join(cells) +
+                         f" | [report]({quality.QUALITY_DIR}/{quality.step_dir(s['step'])}/report.md) |")
+        lines += ["", "Scores come from synthesising the eval list's lines with this stage's checkpoint and the "
+                  "other stage's pretrained weights (seed 0); see docs/evaluation.md for what each measures.", ""]
+    if result.verdicts:
+        lines += ["## Verdicts", ""] + [f"- {v}" for v in result.verdicts] + [""]
+    path.write_text("\n".join(lines), encoding="utf-8")
 
 
 def write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -312,28 +347,37 @@ CURVES = {
 }
 
 
-def plot_curves(rows: list[dict[str, Any]], verdicts: list[dict[str, Any]], path: Path, stage: str) -> None:
-    """One panel per quantity over steps; dashed lines mark where the monitor gave a verdict."""
+# Eval-list scores (`quality`), shown for either stage when the run scored checkpoints
+QUALITY_CURVES = [("speaker similarity (eval list)", ["eval_speaker_similarity", "eval_speaker_similarity_to_ref"]),
+                  ("DNSMOS (eval list)", ["eval_dnsmos_ovrl", "eval_dnsmos_sig"]), ("WER (eval list)", ["eval_wer"])]
+
+
+def plot_curves(rows: list[dict[str, Any]], verdicts: list[dict[str, Any]], path: Path, stage: str,
+                chosen: int | None = None) -> None:
+    """One panel per quantity over steps (the eval-list scores beside the losses when there are
+    any); dashed lines mark where the monitor gave a verdict, a green line the exported checkpoint."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = CURVES[stage]
+    panels = CURVES[stage] + [(title, keys) for title, keys in QUALITY_CURVES
+                              if any(_finite(r.get(k)) for r in rows for k in keys)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels)), sharex=True)
-    steps = [r["step"] for r in rows]
     for ax, (title, keys) in zip(axes, panels):
         for key in keys:
-            values = [r.get(key, math.nan) for r in rows]
-            if any(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-                ax.plot(steps, values, marker=".", label=key)
+            points = [(r["step"], r[key]) for r in rows if _finite(r.get(key))]
+            if points:
+                ax.plot(*zip(*points), marker=".", label=key)
         for v in verdicts:
             ax.axvline(v["step"], color="red" if v["kind"] in ("kl_rising", "disc_collapse", "early_stop",
                                                                "gen_losing") else "grey",
                        linestyle="--", linewidth=0.8)
+        if chosen is not None:
+            ax.axvline(chosen, color="green", linewidth=1.2, alpha=0.7)
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7, loc="upper right")
-    axes[-1].set_xlabel("step")
+    axes[-1].set_xlabel("step" + (f" (green: exported checkpoint, step {chosen})" if chosen is not None else ""))
     if verdicts:
         fig.text(0.01, 0.005, "; ".join(f"{v['step']}: {v['kind']}" for v in verdicts[:8]), fontsize=6)
     fig.tight_layout()

@@ -56,13 +56,14 @@ def load_state(checkpoint, map_location: str | torch.device = "cpu") -> dict[str
 
 
 def report(metrics: Mapping[str, Any], *, checkpoint_state: Callable[[], dict[str, Any]] | None = None,
-           dir_name: str | None = None) -> None:
+           dir_name: str | None = None, validation: bool = False) -> None:
     """`ray.train.report(metrics)` on every rank; with `checkpoint_state`, also a checkpoint.
 
     `checkpoint_state` builds the run state; only rank 0 calls it (the other ranks skip the
     copy), and its ``"rng"`` entry is set to every rank's RNG state. Either every rank passes it
     or none does: gathering the RNG states is a collective. `dir_name` names the checkpoint's
-    folder in the run's storage.
+    folder in the run's storage. `validation` asks Ray Train to run the trainer's validation
+    function (`voicefleet.platform.training.quality`) on the checkpoint, as a separate task.
     """
     import ray.train
 
@@ -77,8 +78,9 @@ def report(metrics: Mapping[str, Any], *, checkpoint_state: Callable[[], dict[st
     state = dict(checkpoint_state(), rng=rngs)
     with tempfile.TemporaryDirectory() as folder:
         torch.save(state, Path(folder) / STATE_FILE)
+        extra = {"validation": True} if validation else {}
         ray.train.report(dict(metrics), checkpoint=ray.train.Checkpoint.from_directory(folder),
-                         checkpoint_dir_name=dir_name)
+                         checkpoint_dir_name=dir_name, **extra)
 
 
 def resume(map_location: str | torch.device) -> dict[str, Any] | None:

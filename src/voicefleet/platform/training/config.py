@@ -37,6 +37,10 @@ OFFICIAL_SCALED_ADAM = {"betas": (0.9, 0.95), "clipping_scale": 2.0, "clipping_u
 # s2_train.py: AdamW(betas, eps from s2.json; torch's default weight decay 0.01), for G and D
 SOVITS_ADAMW = {"betas": (0.8, 0.99), "eps": 1e-9, "weight_decay": 0.01}
 GPT_ADAMW = {"betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 0.01}  # the voicefleet recipe's GPT optimizer
+# Voice-quality scores a run can keep its best checkpoint by (higher is better), each with the
+# evaluation metric (`voicefleet.platform.evaluation.metrics.METRICS`) that measures it.
+QUALITY_METRICS: dict[str, str] = {"speaker_similarity": "similarity", "dnsmos_ovrl": "dnsmos"}
+KeepBestBy = Literal["val_recon", "speaker_similarity", "dnsmos_ovrl"]
 
 
 class TrainConfig(BaseModel):
@@ -78,7 +82,19 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(20, ge=1, description="Optimizer steps between validation passes.")
     checkpoint_every: int = Field(20, ge=1,
                                   description="Optimizer steps between checkpoints (a multiple of eval_every).")
-    keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept, best by val_recon.")
+    keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept, best by keep_best_by.")
+    eval_list: str | None = Field(None, description="List file (audio|speaker|lang|text) whose lines score "
+                                  "checkpoints as they are written: speaker similarity, DNSMOS, WER.")
+    eval_lines: int = Field(8, ge=1, le=1000, description="Lines of eval_list scored per checkpoint (an even subset).")
+    eval_metrics: str | None = Field(None, description="Any of similarity,dnsmos,wer scored on eval_list "
+                                     "(default: all; WER only for lines with a recogniser).")
+    score_every: int | None = Field(None, ge=1, description="Optimizer steps between scored checkpoints, a "
+                                    "multiple of checkpoint_every (default: every checkpoint; the last is always "
+                                    "scored).")
+    # 1 CPU: scoring runs beside the workers when the cluster has a CPU to spare, else after training
+    eval_cpus: float = Field(1, ge=0, description="CPUs reserved by the scoring task (0: share the workers' CPUs).")
+    keep_best_by: KeepBestBy = Field("val_recon", description="Which checkpoint is exported and registered: lowest "
+                                     "val_recon, or the highest score on eval_list.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     max_failures: int = Field(2, ge=-1, description="Worker-group restarts from the last checkpoint (-1: no limit).")
     seed: int = Field(1234, description="Seeds data order, slices, noise and dropout on every worker "
@@ -115,7 +131,29 @@ class TrainConfig(BaseModel):
         if self.checkpoint_every % self.eval_every:
             raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of eval_every "
                              f"({self.eval_every}): checkpoints are written at evaluations")
+        if self.score_every is not None and self.score_every % self.checkpoint_every:
+            raise ValueError(f"score_every ({self.score_every}) must be a multiple of checkpoint_every "
+                             f"({self.checkpoint_every}): checkpoints are what gets scored")
+        if self.keep_best_by in QUALITY_METRICS:
+            needed = QUALITY_METRICS[self.keep_best_by]
+            if self.eval_list is None:
+                raise ValueError(f"keep_best_by {self.keep_best_by} needs an eval_list (--eval-list) to score "
+                                 f"checkpoints with")
+            if needed not in self.eval_metric_names():
+                raise ValueError(f"keep_best_by {self.keep_best_by} needs the {needed!r} metric in eval_metrics "
+                                 f"(got {self.eval_metrics!r})")
         return self
+
+    def eval_metric_names(self) -> list[str]:
+        """The metric names of `eval_metrics` (empty: all of them)."""
+        return [n.strip().lower() for n in (self.eval_metrics or "").split(",") if n.strip()] or \
+            [*QUALITY_METRICS.values(), "wer"]
+
+    def scores_at(self, step: int, total_steps: int, final: bool) -> bool:
+        """Whether the checkpoint written at `step` is scored on the eval list."""
+        if self.eval_list is None:
+            return False
+        return final or step == total_steps or step % (self.score_every or self.checkpoint_every) == 0
 
     @property
     def lr(self) -> float:

@@ -25,7 +25,7 @@ import torch
 
 from voicefleet.platform.training import checkpointing
 from voicefleet.platform.training.batches import bucketed_batches, collate_gpt, collate_sovits
-from voicefleet.platform.training.config import TrainConfig
+from voicefleet.platform.training.config import QUALITY_METRICS, TrainConfig
 from voicefleet.platform.training.monitor import ConvergenceMonitor
 from voicefleet.platform.training.scheduler import StepSchedule
 from voicefleet.platform.training.stages import GPTStage, OptimConfig, SoVITSStage, unwrap
@@ -189,13 +189,16 @@ def _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, w
                     " ".join(f"{k}={v:.4g}" for k, v in report.items() if isinstance(v, float)))
         for v in verdicts:
             logger.info("verdict at step %d: %s", v.step, v.message)
+    with_checkpoint = step % cfg.checkpoint_every == 0 or step == total_steps or monitor.stop
     _save_and_report(cfg, stage, models, schedulers, monitor, step, epoch, consumed, history, resumes, report,
-                     with_checkpoint=step % cfg.checkpoint_every == 0 or step == total_steps or monitor.stop)
+                     with_checkpoint=with_checkpoint,
+                     validation=with_checkpoint and cfg.scores_at(step, total_steps, final=bool(monitor.stop)))
 
 
 def _save_and_report(cfg, stage, models, schedulers, monitor, step, epoch, consumed, history, resumes, report, *,
-                     with_checkpoint: bool, dir_suffix: str = "") -> None:
-    """Report on every rank; with the run state as a checkpoint (written by rank 0)."""
+                     with_checkpoint: bool, dir_suffix: str = "", validation: bool = False) -> None:
+    """Report on every rank; with the run state as a checkpoint (written by rank 0), scored on the
+    eval list by a separate task when `validation` (`voicefleet.platform.training.quality`)."""
 
     def run_state() -> dict[str, Any]:
         return {"models": {n: unwrap(m).state_dict() for n, m in models.items()},
@@ -205,5 +208,9 @@ def _save_and_report(cfg, stage, models, schedulers, monitor, step, epoch, consu
                 "consumed": consumed, "config": cfg.model_dump(), "settings": cfg.settings(), "history": history,
                 "resumes": resumes}
 
+    if cfg.keep_best_by in QUALITY_METRICS:
+        # Ray Train ranks checkpoints by this key; the score arrives later from the scoring task and
+        # replaces the placeholder (an unscored checkpoint ranks below every scored one)
+        report = {**report, cfg.keep_best_by: float("nan")}
     checkpointing.report(report, checkpoint_state=run_state if with_checkpoint else None,
-                         dir_name=f"checkpoint_step{step:07d}{dir_suffix}")
+                         dir_name=f"checkpoint_step{step:07d}{dir_suffix}", validation=validation)

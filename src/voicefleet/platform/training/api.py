@@ -334,6 +334,9 @@ def write_tensorboard(rows: list[dict[str, Any]], folder: Path) -> None:
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step" \
                         and math.isfinite(value):
                     writer.add_scalar(key.replace("_", "/", 1), value, int(row["step"]))
+            verdicts = json.loads(row.get("verdicts") or "[]")
+            if verdicts:  # the monitor's verdicts, as text at their step
+                writer.add_text("verdicts", "\n\n".join(v["message"] for v in verdicts), int(row["step"]))
 
 
 CURVES = {

@@ -78,7 +78,8 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
     } for stage in STAGE_EPOCHS},
     ("tune",): {
         **{name: (_field(SweepConfig, name), None) for name in (
-            "voice", "sweep_id", "trials", "rounds", "steps_per_round", "batch_size", "seed", "recipe")},
+            "voice", "sweep_id", "trials", "rounds", "steps_per_round", "batch_size", "seed", "recipe", "metric",
+            "eval_metrics")},
         "concurrent": (_field(SweepConfig, "max_concurrent"), None),
         "workers": (_field(SweepConfig, "num_workers"), None),
         "storage": (_field(SweepConfig, "storage_path"), None),

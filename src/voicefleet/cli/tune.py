@@ -3,6 +3,7 @@
     voicefleet tune DATASET --pretrained DIR --voice alice --trials 8 --rounds 4 --steps-per-round 20
     voicefleet tune DATASET --pretrained DIR --voice alice --resume      # after an interruption
     voicefleet tune DATASET --pretrained DIR --voice alice --recipe official   # SoVITS rates only
+    voicefleet tune DATASET --pretrained DIR --voice alice --metric speaker_similarity
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def tune_cmd(
     warmup: Optional[str] = typer.Option(None, "--warmup", help="Warm-up fraction range LOW:HIGH "
                                          f"(default {_SPACE.warmup_fraction.flag()})."),
     min_warmup_steps: Optional[int] = field_option(SearchSpace, "min_warmup_steps", "--min-warmup-steps", default=None),
+    metric: str = field_option(SweepConfig, "metric"),
+    eval_metrics: Optional[str] = field_option(SweepConfig, "eval_metrics"),
     storage: str = field_option(SweepConfig, "storage_path", "--storage"),
     seed: int = field_option(SweepConfig, "seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep of the same id."),
@@ -84,7 +87,8 @@ def tune_cmd(
     config = SweepConfig(
         voice=voice, sweep_id=sweep_id, storage_path=storage, trials=trials, max_concurrent=concurrent, rounds=rounds,
         steps_per_round=steps_per_round, num_workers=workers, use_gpu=gpus_per_worker > 0,
-        gpus_per_worker=gpus_per_worker or 1.0, batch_size=batch_size, seed=seed, recipe=recipe,
+        gpus_per_worker=gpus_per_worker or 1.0, batch_size=batch_size, seed=seed, recipe=recipe, metric=metric,
+        eval_metrics=eval_metrics,
         space=_space(space, sovits_lr, gpt_lr_ratio, warmup, min_warmup_steps))
     if address:  # join that cluster; without it the library starts the local Ray after its own checks
         ensure_ray(address)
@@ -92,7 +96,7 @@ def tune_cmd(
     out = Console()
     table = Table(title=f"sweep {result.sweep_id}")
     dims = list(config.space.dimensions())
-    for col in ["trial", "status", *dims, "rounds", "best objective", "error"]:
+    for col in ["trial", "status", *dims, "rounds", f"best {result.metric}", "error"]:
         table.add_column(col)
     for t in result.trials:
         best = t["best_objective"]
@@ -102,7 +106,7 @@ def tune_cmd(
     out.print(table)
     if result.importances:
         out.print("parameter importances: " + ", ".join(f"{k} {v:.2f}" for k, v in result.importances.items()))
-    out.print(f"best: trial {result.best_trial}, round {result.best_round}, val_objective "
+    out.print(f"best: trial {result.best_trial}, round {result.best_round}, {result.metric} "
               f"{result.best_objective:.4f}")
     out.print(f"registered voice [bold]{result.voice}[/bold] (version {result.voice_version}); "
               f"report {result.report}")

@@ -3,13 +3,22 @@ the command line and the end-to-end recipe read its defaults without importing R
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from voicefleet.platform.fields import same_field
 from voicefleet.platform.registry import check_voice_id
-from voicefleet.platform.training.config import RUN_NAME, Placement, TrainConfig
+from voicefleet.platform.training.config import QUALITY_METRICS, RUN_NAME, Placement, TrainConfig
 from voicefleet.platform.training.schedules import Recipe, ScheduleConfig
 from voicefleet.tuning.space import SearchSpace
+
+# What a sweep can rank trials by, and which way is better. val_objective: held-out text through GPT
+# and SoVITS, DTW-aligned log-mel L1; val_recon: SoVITS teacher-forced mel L1; the scores: the
+# evaluation instruments on the same syntheses as val_objective.
+SWEEP_METRICS: dict[str, str] = {"val_objective": "min", "val_recon": "min",
+                                 **{name: "max" for name in QUALITY_METRICS}}
+SweepMetric = Literal["val_objective", "val_recon", "speaker_similarity", "dnsmos_ovrl"]
 
 
 class SweepConfig(BaseModel):
@@ -42,6 +51,10 @@ class SweepConfig(BaseModel):
     objective_clips: int = Field(4, ge=1, le=64, description="Held-out clips synthesised for the objective.")
     max_tokens: int = Field(500, ge=8, description="Most semantic tokens the GPT may decode per held-out clip.")
     max_failures: int = Field(1, ge=0, description="Restarts of a trial's worker group from its last round.")
+    metric: SweepMetric = Field("val_objective", description="What ranks trials, stops weak ones (ASHA) and picks "
+                                "the promoted round: a loss (lower is better) or a score (higher is better).")
+    eval_metrics: str | None = Field(None, description="Any of similarity,dnsmos, scored every round on the held-out "
+                                     "clips the objective synthesises (default: what --metric needs, else none).")
 
     @field_validator("voice")
     @classmethod
@@ -55,7 +68,26 @@ class SweepConfig(BaseModel):
         if not RUN_NAME.match(self.sweep_id):
             raise ValueError(f"sweep id {self.sweep_id!r} must be 1-128 characters of letters, digits, '_', '.', '-'")
         self.space = self.space.for_recipe(self.recipe)
+        names = self.quality_metrics()
+        unknown = [n for n in names if n not in QUALITY_METRICS.values()]
+        if unknown:
+            raise ValueError(f"eval metric {unknown[0]!r} is not scored in sweeps; choose any of "
+                             f"{','.join(QUALITY_METRICS.values())} (held-out clips carry phonemes, not text, so no WER)")
+        needed = QUALITY_METRICS.get(self.metric)
+        if needed is not None and needed not in names:
+            if self.eval_metrics is not None:
+                raise ValueError(f"metric {self.metric} needs {needed!r} among eval_metrics (got {self.eval_metrics!r})")
+            self.eval_metrics = needed
         return self
+
+    @property
+    def mode(self) -> str:
+        """"min" or "max": which way `metric` is better."""
+        return SWEEP_METRICS[self.metric]
+
+    def quality_metrics(self) -> list[str]:
+        """The evaluation metrics scored every round (names of `voicefleet.platform.evaluation.METRICS`)."""
+        return [n.strip().lower() for n in (self.eval_metrics or "").split(",") if n.strip()]
 
     def base_train_config(self) -> TrainConfig:
         """Every trial's run config before its sampled values (`finetune.stage_configs`) are applied."""

@@ -5,7 +5,8 @@ train SoVITS to the end and then the GPT. `VoiceFinetune` holds both stages (bui
 the single-stage runs build them, from the pretrained files) and advances them in rounds:
 `train("sovits", n)`, `train("gpt", n)`, then `evaluate()` synthesises the held-out clips
 with the current GPT and SoVITS (`objective.voice_reconstruction_loss`) beside each stage's own
-teacher-forced validation loss. It is plain PyTorch; `trial.py` runs it on Ray Train workers.
+teacher-forced validation loss, and optionally scores the same syntheses with the evaluation
+instruments (speaker similarity, DNSMOS: `objective.quality_scores`). It is plain PyTorch; `trial.py` runs it on Ray Train workers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from voicefleet.platform.training.scheduler import StepSchedule
 from voicefleet.platform.training.schedules import ScheduleConfig
 from voicefleet.platform.training.stages import unwrap
 from voicefleet.platform.training.worker import build_stage, seed_everything
-from voicefleet.tuning.objective import HeldOut, voice_reconstruction_loss
+from voicefleet.tuning.objective import HeldOut, quality_scores, reconstruction_loss, synthesize_held_out
 
 STAGES = ("sovits", "gpt")
 # A voice that says nothing for some held-out clip scores this instead of infinity, so that the
@@ -141,27 +142,30 @@ class VoiceFinetune:
                 s.epoch, s.consumed = s.epoch + 1, 0
         return {f"train_{stage}_{k}": float(np.nanmean(v)) for k, v in seen.items() if v}
 
-    def evaluate(self, *, max_tokens: int = 500) -> dict[str, float]:
+    def evaluate(self, *, max_tokens: int = 500, quality: Sequence[str] = ()) -> dict[str, float]:
         """Both stages' teacher-forced validation losses and the full-path objective.
 
         val_recon: SoVITS mel L1 of held-out clips decoded from their own codes; val_ce / val_top1:
         GPT token cross-entropy and accuracy; val_objective: held-out text -> GPT -> SoVITS ->
-        log-mel, DTW-aligned L1 to the recording. Computed on rank 0 and shared with every rank.
+        log-mel, DTW-aligned L1 to the recording; with `quality` (evaluation metric names, e.g.
+        "similarity", "dnsmos"), their scores of the same syntheses (`speaker_similarity`,
+        `dnsmos_ovrl`, ...). Computed on rank 0 and shared with every rank.
         """
         metrics = {}
         sovits = self.stages["sovits"]
         metrics.update(sovits.stage.evaluate(sovits.val_batches))
         gpt_metrics = self.stages["gpt"].stage.evaluate(self.stages["gpt"].val_batches)
         metrics.update(val_ce=gpt_metrics["val_ce"], val_top1=gpt_metrics["val_top1"])
-        objective = [math.nan]
+        shared: list[dict[str, float] | None] = [None]
         if self.rank == 0:
-            value = voice_reconstruction_loss(unwrap(self.stages["gpt"].models["gpt"]),
-                                              unwrap(sovits.models["generator"]), self.held_out,
-                                              max_tokens=max_tokens)
-            objective = [min(value, SILENT_SCORE) if math.isfinite(value) else SILENT_SCORE]
+            waves = synthesize_held_out(unwrap(self.stages["gpt"].models["gpt"]), unwrap(sovits.models["generator"]),
+                                        self.held_out, max_tokens=max_tokens)
+            value = reconstruction_loss(self.held_out, waves)
+            shared = [{"val_objective": min(value, SILENT_SCORE) if math.isfinite(value) else SILENT_SCORE,
+                       **(quality_scores(self.held_out, waves, quality) if quality else {})}]
         if self.world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast_object_list(objective, src=0)
-        metrics["val_objective"] = float(objective[0])
+            torch.distributed.broadcast_object_list(shared, src=0)
+        metrics.update({k: float(v) for k, v in (shared[0] or {}).items()})
         return metrics
 
     def state_dict(self) -> dict[str, Any]:

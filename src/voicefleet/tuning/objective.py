@@ -19,6 +19,7 @@ import torch
 
 from voicefleet.inference.generation import GREEDY, TokenGenerator
 from voicefleet.models.audio import linear_spectrogram, mel_spectrogram
+from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.models.gpt import GPT
 from voicefleet.models.sovits import SoVITS
 from voicefleet.platform.training.batches import Example
@@ -42,8 +43,9 @@ class HeldOut:
 
 
 @torch.no_grad()
-def voice_reconstruction_loss(gpt: GPT, sovits: SoVITS, held_out: HeldOut, *, max_tokens: int = 500) -> float:
-    """Mean DTW-aligned log-mel L1 of the held-out clips synthesised through GPT and SoVITS."""
+def synthesize_held_out(gpt: GPT, sovits: SoVITS, held_out: HeldOut, *, max_tokens: int = 500
+                        ) -> list[np.ndarray | None]:
+    """Each held-out clip's text said by the voice (32 kHz float32), None where the GPT gave no token."""
     gpt.eval()
     sovits.eval()
     device = next(gpt.parameters()).device
@@ -58,7 +60,7 @@ def voice_reconstruction_loss(gpt: GPT, sovits: SoVITS, held_out: HeldOut, *, ma
             return torch.zeros(dim, len(ex.phone_ids))
         return torch.from_numpy(np.asarray(ex.bert, dtype=np.float32))
 
-    losses = []
+    waves: list[np.ndarray | None] = []
     for clip in held_out.clips:
         phones = torch.as_tensor(list(ref.phone_ids) + list(clip.phone_ids), dtype=torch.long, device=device)
         bert = torch.cat([bert_of(ref), bert_of(clip)], dim=1).to(device)
@@ -67,11 +69,56 @@ def voice_reconstruction_loss(gpt: GPT, sovits: SoVITS, held_out: HeldOut, *, ma
         out = TokenGenerator(gpt).generate(phones, bert, prompt_tokens, sampling=GREEDY, max_steps=steps)
         tokens = out.new_tokens(0)
         if tokens.numel() == 0:
-            losses.append(float("inf"))
+            waves.append(None)
             continue
         wave = sovits.decode(tokens.view(1, 1, -1), torch.as_tensor([list(clip.phone_ids)], device=device),
                              [ref_spec], noise_scale=0.0)
-        hyp = mel_spectrogram(wave[:, 0].float().cpu())[0].numpy()
+        waves.append(wave[0, 0].float().cpu().numpy())
+    return waves
+
+
+def reconstruction_loss(held_out: HeldOut, waves: Sequence[np.ndarray | None]) -> float:
+    """Mean DTW-aligned log-mel L1 of the syntheses against the recorded clips (inf if any is missing)."""
+    losses = []
+    for clip, wave in zip(held_out.clips, waves):
+        if wave is None:
+            losses.append(float("inf"))
+            continue
+        hyp = mel_spectrogram(torch.from_numpy(wave).unsqueeze(0))[0].numpy()
         target = mel_spectrogram(torch.from_numpy(np.asarray(clip.wav32k, dtype=np.float32)).unsqueeze(0))[0]
         losses.append(dtw_mel_l1(target.numpy(), hyp))
     return float(np.mean(losses)) if losses else float("inf")
+
+
+def voice_reconstruction_loss(gpt: GPT, sovits: SoVITS, held_out: HeldOut, *, max_tokens: int = 500) -> float:
+    """Mean DTW-aligned log-mel L1 of the held-out clips synthesised through GPT and SoVITS."""
+    return reconstruction_loss(held_out, synthesize_held_out(gpt, sovits, held_out, max_tokens=max_tokens))
+
+
+# The score a missing synthesis counts as (the scale's worst), so a trial that says nothing ranks last
+WORST_SCORE = {"speaker_similarity": -1.0, "speaker_similarity_to_ref": -1.0, "dnsmos_sig": 1.0, "dnsmos_bak": 1.0,
+               "dnsmos_ovrl": 1.0}
+
+
+def quality_scores(held_out: HeldOut, waves: Sequence[np.ndarray | None], metrics: Sequence[str]) -> dict[str, float]:
+    """The evaluation instruments on the syntheses: speaker similarity to each recorded clip and to the
+    prompt clip, DNSMOS; each the mean over the held-out clips, a missing synthesis at `WORST_SCORE`."""
+    from voicefleet.platform.evaluation.metrics import (Clip, Reference, ScoringOptions, output_fields,
+                                                        setup_scorers, to_scoring_rate)
+    from voicefleet.platform.evaluation.instruments import SCORING_SR
+
+    scorers = setup_scorers(list(metrics), ScoringOptions())
+    prompt = Clip(to_scoring_rate(np.asarray(held_out.reference.wav32k, dtype=np.float32), SAMPLE_RATE))
+    fields = output_fields(list(metrics))[0]
+    values: dict[str, list[float]] = {f: [] for f in fields}
+    for clip, wave in zip(held_out.clips, waves):
+        row: dict = {}
+        if wave is not None:
+            real = Clip(to_scoring_rate(np.asarray(clip.wav32k, dtype=np.float32), SAMPLE_RATE))
+            audio = to_scoring_rate(wave, SAMPLE_RATE)
+            for scorer in scorers.values():
+                row.update(scorer(audio, Reference(real, prompt), SCORING_SR))
+        for f in fields:
+            value = row.get(f)
+            values[f].append(float(value) if value is not None and np.isfinite(value) else WORST_SCORE[f])
+    return {f: float(np.mean(v)) for f, v in values.items() if v}

@@ -18,11 +18,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from voicefleet.tuning.config import SWEEP_METRICS
+
 logger = logging.getLogger(__name__)
 
 # a trial's folder: <trainable>_<trial id>_<index>_<params>_<date>
 TRIAL_DIR = re.compile(r"_([0-9a-f]{5,12}(?:_\d{5})?)_(\d+)_")
 SHOWN_METRICS = ("val_objective", "val_recon", "val_ce", "val_top1")
+# Evaluation scores of the held-out syntheses, when the sweep measured them (extra columns)
+SCORE_COLUMNS = ("speaker_similarity", "speaker_similarity_to_ref", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+METRIC_TEXT = {
+    "val_objective": "held-out text -> GPT -> SoVITS, DTW-aligned log-mel L1 (lower is better)",
+    "val_recon": "SoVITS mel L1 of held-out clips decoded from their own tokens (lower is better)",
+    "speaker_similarity": "speaker similarity (cosine of speaker embeddings) of the held-out syntheses to "
+                          "their recordings (higher is better)",
+    "dnsmos_ovrl": "DNSMOS P.835 overall quality of the held-out syntheses, 1..5 (higher is better)",
+}
 
 
 @dataclass
@@ -32,7 +43,7 @@ class TrialRow:
     status: str  # finished | stopped early | error
     params: dict[str, float]
     rounds: int
-    objectives: list[float] = field(default_factory=list)  # val_objective after each round
+    objectives: list[float] = field(default_factory=list)  # the sweep's metric after each round
     best_objective: float | None = None
     best_round: int = 0
     best_metrics: dict[str, float] = field(default_factory=dict)
@@ -58,25 +69,28 @@ def _first_line(error: BaseException) -> str:
     return failure_reason(error)
 
 
-def trial_rows(grid, rounds: int) -> list[TrialRow]:
-    """One row per trial of a Tune `ResultGrid`, in trial order."""
+def trial_rows(grid, rounds: int, metric: str = "val_objective", mode: str = "min") -> list[TrialRow]:
+    """One row per trial of a Tune `ResultGrid`, in trial order; `objectives` and `best_objective`
+    are the values of `metric` (best: the lowest with mode "min", the highest with "max")."""
     rows = []
+    sign = 1 if mode == "min" else -1
     for result in grid:
         df = result.metrics_dataframe
-        records = [] if df is None or "val_objective" not in getattr(df, "columns", []) else df.to_dict("records")
-        records = [r for r in records if r.get("val_objective") is not None and not _nan(r["val_objective"])]
+        records = [] if df is None or metric not in getattr(df, "columns", []) else df.to_dict("records")
+        records = [r for r in records if r.get(metric) is not None and not _nan(r[metric])]
         # a restored trial may report a round again: keep the last report of each round
         by_round = {int(r["round"]): r for r in records}
         ordered = [by_round[k] for k in sorted(by_round)]
         trial_id, index = _trial_id(result)
         row = TrialRow(trial_id=trial_id, index=index, status="finished",
                        params={k: float(v) for k, v in (result.config or {}).items() if isinstance(v, (int, float))},
-                       rounds=len(ordered), objectives=[float(r["val_objective"]) for r in ordered])
+                       rounds=len(ordered), objectives=[float(r[metric]) for r in ordered])
         with_ckpt = [r for r in ordered if isinstance(r.get("checkpoint_path"), str)]
         if with_ckpt:
-            best = min(with_ckpt, key=lambda r: (float(r["val_objective"]), int(r["round"])))
-            row.best_objective, row.best_round = float(best["val_objective"]), int(best["round"])
-            row.best_metrics = {k: float(best[k]) for k in best if k.startswith(("val_", "train_")) and
+            best = min(with_ckpt, key=lambda r: (sign * float(r[metric]), int(r["round"])))
+            row.best_objective, row.best_round = float(best[metric]), int(best["round"])
+            row.best_metrics = {k: float(best[k]) for k in best if (k.startswith(("val_", "train_")) or
+                                                                    k in SCORE_COLUMNS) and
                                 isinstance(best[k], (int, float)) and not _nan(best[k])}
             row.best_checkpoint = best["checkpoint_path"]
         if result.error is not None:
@@ -91,7 +105,7 @@ def _nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def importances(rows: Sequence[TrialRow], space) -> dict[str, float]:
+def importances(rows: Sequence[TrialRow], space, mode: str = "min") -> dict[str, float]:
     """fANOVA importance of each dimension for the trials' best objective ({} with < 3 scored trials)."""
     import optuna
 
@@ -106,7 +120,7 @@ def importances(rows: Sequence[TrialRow], space) -> dict[str, float]:
         trials.append(optuna.trial.create_trial(params=params, distributions=distributions, value=row.best_objective))
     if len(trials) < 3 or len({t.value for t in trials}) < 2:
         return {}
-    study = optuna.create_study(direction="minimize")
+    study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
     study.add_trials(trials)
     values = optuna.importance.get_param_importances(
         study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
@@ -116,36 +130,46 @@ def importances(rows: Sequence[TrialRow], space) -> dict[str, float]:
 def write_report(config, rows: Sequence[TrialRow], out_dir: Path, best: TrialRow | None) -> dict[str, float]:
     """trials.csv, importances.json, the plots and report.md; returns the importances."""
     dims = list(config.space.dimensions())
+    metric = getattr(config, "metric", "val_objective")
+    mode = getattr(config, "mode", "min")
+    # the best round's other losses, and its scores when the sweep measured any
+    extra = ["val_objective", "val_recon", "val_ce"] + [c for c in SCORE_COLUMNS
+                                                        if any(c in r.best_metrics for r in rows)]
+    extra = [c for c in extra if c != metric]
     with open(out_dir / "trials.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["index", "trial_id", "status", *dims, "rounds", "best_objective", "best_round", "last_objective",
-                         "val_recon", "val_ce", "error"])
+        writer.writerow(["index", "trial_id", "status", *dims, "rounds", "metric", "best_objective", "best_round",
+                         "last_objective", *extra, "error"])
         for r in rows:
-            writer.writerow([r.index, r.trial_id, r.status, *[r.params.get(d, "") for d in dims], r.rounds,
+            writer.writerow([r.index, r.trial_id, r.status, *[r.params.get(d, "") for d in dims], r.rounds, metric,
                              _fmt(r.best_objective), r.best_round, _fmt(r.objectives[-1] if r.objectives else None),
-                             _fmt(r.best_metrics.get("val_recon")), _fmt(r.best_metrics.get("val_ce")), r.error or ""])
+                             *[_fmt(r.best_metrics.get(c)) for c in extra], r.error or ""])
     try:
-        imp = importances(rows, config.space)
+        imp = importances(rows, config.space, mode)
     except Exception as exc:  # importances are a nicety; never lose the sweep over them
         logger.warning("parameter importances could not be computed: %s", exc)
         imp = {}
     (out_dir / "importances.json").write_text(json.dumps(imp, indent=2))
-    plot_objectives(rows, out_dir / "objective_per_trial.png", best)
-    plot_ratio_vs_warmup(rows, out_dir / "ratio_vs_warmup.png")
+    plot_objectives(rows, out_dir / "objective_per_trial.png", best, metric)
+    plot_ratio_vs_warmup(rows, out_dir / "ratio_vs_warmup.png", metric)
     lines = [f"# Sweep {config.sweep_id} (voice {config.voice})", "",
              f"{len(rows)} trials, {config.rounds} rounds of {config.steps_per_round} steps per stage; objective "
-             "`val_objective`: held-out text -> GPT -> SoVITS, DTW-aligned log-mel L1 (lower is better).", ""]
+             f"`{metric}`: {METRIC_TEXT.get(metric, metric)}.", ""]
+    if any(c in SCORE_COLUMNS for c in extra):
+        lines += ["Scores (speaker similarity, DNSMOS) are measured each round on the same held-out syntheses as "
+                  "val_objective (see docs/evaluation.md); the columns show the best round's.", ""]
     if best is not None:
-        lines += [f"**Best:** trial `{best.trial_id}`, round {best.best_round}, val_objective "
+        lines += [f"**Best:** trial `{best.trial_id}`, round {best.best_round}, {metric} "
                   f"{best.best_objective:.4f}, with " + ", ".join(f"{k}={v:.4g}" for k, v in best.params.items()), ""]
     counts = {s: sum(r.status == s for r in rows) for s in ("finished", "stopped early", "error")}
     lines += [", ".join(f"{n} {s}" for s, n in counts.items()), "",
-              "| # | trial | status | " + " | ".join(dims) + " | rounds | best objective | val_recon | val_ce | error |",
-              "|" + "---|" * (len(dims) + 8)]
+              "| # | trial | status | " + " | ".join(dims) + f" | rounds | best {metric} | " + " | ".join(extra) +
+              " | error |", "|" + "---|" * (len(dims) + 6 + len(extra))]
     for r in rows:
         lines.append(f"| {r.index} | {r.trial_id} | {r.status} | " + " | ".join(_fmt(r.params.get(d)) for d in dims) +
-                     f" | {r.rounds} | {_fmt(r.best_objective)} | {_fmt(r.best_metrics.get('val_recon'))} | "
-                     f"{_fmt(r.best_metrics.get('val_ce'))} | {(r.error or '').replace('|', '/')} |")
+                     f" | {r.rounds} | {_fmt(r.best_objective)} | " +
+                     " | ".join(_fmt(r.best_metrics.get(c)) for c in extra) +
+                     f" | {(r.error or '').replace('|', '/')} |")
     lines += ["", "## Parameter importances (fANOVA, Optuna)", ""]
     lines += [f"- {k}: {v:.3f}" for k, v in imp.items()] or ["- not enough scored trials (needs 3 with different "
                                                               "objectives)"]
@@ -172,7 +196,8 @@ def _pyplot():
     return plt
 
 
-def plot_objectives(rows: Sequence[TrialRow], path: Path, best: TrialRow | None) -> None:
+def plot_objectives(rows: Sequence[TrialRow], path: Path, best: TrialRow | None, metric: str = "val_objective"
+                    ) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for r in rows:
@@ -187,7 +212,7 @@ def plot_objectives(rows: Sequence[TrialRow], path: Path, best: TrialRow | None)
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
-    ax.set_ylabel("val_objective (lower is better)")
+    ax.set_ylabel(f"{metric} ({'lower' if SWEEP_METRICS.get(metric) == 'min' else 'higher'} is better)")
     ax.set_title("objective per trial" + (f"; failed: {', '.join(failed)}" if failed else ""), fontsize=10)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -195,15 +220,16 @@ def plot_objectives(rows: Sequence[TrialRow], path: Path, best: TrialRow | None)
     plt.close(fig)
 
 
-def plot_ratio_vs_warmup(rows: Sequence[TrialRow], path: Path) -> None:
+def plot_ratio_vs_warmup(rows: Sequence[TrialRow], path: Path, metric: str = "val_objective") -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     scored = [r for r in rows if r.best_objective is not None and "gpt_lr_ratio" in r.params
               and "warmup_fraction" in r.params]
     if scored:
         points = ax.scatter([r.params["gpt_lr_ratio"] for r in scored], [r.params["warmup_fraction"] for r in scored],
-                            c=[r.best_objective for r in scored], cmap="viridis_r", s=60, edgecolors="black")
-        fig.colorbar(points, ax=ax, label="best val_objective")
+                            c=[r.best_objective for r in scored], cmap="viridis_r" if SWEEP_METRICS.get(metric) == "min"
+                            else "viridis", s=60, edgecolors="black")
+        fig.colorbar(points, ax=ax, label=f"best {metric}")
     failed = [r for r in rows if r.status == "error" and "gpt_lr_ratio" in r.params and "warmup_fraction" in r.params]
     if failed:
         ax.scatter([r.params["gpt_lr_ratio"] for r in failed], [r.params["warmup_fraction"] for r in failed],

@@ -6,15 +6,17 @@ Optuna's TPE sampler (seeded) proposes the SoVITS learning rate, the GPT:SoVITS 
 warm-up (optionally T_0 and `text_low_lr_rate`); the first trial tries the official defaults.
 Every trial (`trial.voice_trial`) fine-tunes both stages in rounds on its own Ray Train run and
 reports `val_objective` (held-out text through GPT and SoVITS, DTW-aligned log-mel L1) after
-each round; ASHA stops trials that trail the others at the same round. A trial that fails is
+each round, with speaker similarity and DNSMOS of the same syntheses when asked (`eval_metrics`);
+ASHA stops trials that trail the others at the same round on the sweep's `metric` (default
+`val_objective`; `speaker_similarity` or `dnsmos_ovrl` rank by a score, higher is better). A trial that fails is
 recorded with its error and the sweep goes on. An interrupted sweep resumes with
 `resume=True` (`Tuner.restore`): finished trials are kept, unfinished ones continue from their
 last round's checkpoint, and the searcher's state carries over, so nothing is lost or repeated.
 
 At the end the best round of the best trial is exported in the official formats
 (`best/<sweep>-<trial>.pth`, `.ckpt`) and registered as the voice, with the sweep and trial as
-its lineage; `report.md`, `trials.csv`, `importances.json` and two PNG plots are written into
-`<storage>/sweeps/<sweep_id>/`.
+its lineage; `report.md`, `trials.csv`, `importances.json`, two PNG plots and every trial's
+TensorBoard files (`trials/<trial id>/tb`) are written into `<storage>/sweeps/<sweep_id>/`.
 """
 
 from __future__ import annotations
@@ -36,15 +38,18 @@ from voicefleet.platform.training.config import TrainConfig
 from voicefleet.platform.training.schedules import ScheduleConfig
 from voicefleet.tuning.finetune import STAGES, stage_configs
 from voicefleet.tuning.config import SweepConfig  # noqa: F401 - importable from here too
+from voicefleet.tuning.objective import WORST_SCORE
 from voicefleet.tuning.report import TrialRow, trial_rows, write_report
 from voicefleet.tuning.space import SearchSpace
-from voicefleet.tuning.trial import PlacementGroupReaper, trial_run_name, voice_trial
+from voicefleet.tuning.trial import PlacementGroupReaper, TrialTensorBoard, trial_run_name, voice_trial
 
 logger = logging.getLogger(__name__)
 
-METRIC, MODE = "val_objective", "min"
 RESULT = "sweep.json"
+TRIALS_DIR = "trials"  # <sweep>/trials/<trial id>/tb: each trial's TensorBoard files
 TRIAL_MEMORY = 256 * 1024 * 1024  # bytes reserved by each trial's driver process
+# What the registry records of the promoted round (metrics, and in its lineage): the losses and any score
+PROMOTED_METRICS = ("val_objective", "val_recon", "val_ce", "val_top1", *WORST_SCORE)
 # The official fine-tuning values (the training defaults): the sweep's first trial, so it never does worse.
 OFFICIAL_POINT = {"sovits_lr": TrainConfig.model_fields["sovits_lr"].default,
                   "gpt_lr_ratio": TrainConfig.model_fields["gpt_lr_ratio"].default,
@@ -71,6 +76,7 @@ class SweepResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
     importances: dict[str, float] = field(default_factory=dict)
     report: str = ""
+    metric: str = "val_objective"  # what best_objective measures
 
     @classmethod
     def load(cls, path: str | Path) -> "SweepResult":
@@ -108,6 +114,7 @@ def _trainable(config: SweepConfig, storage: str, dataset: Path, paths) -> Any:
         "steps_per_round": config.steps_per_round, "min_warmup_steps": config.space.min_warmup_steps,
         "objective_clips": config.objective_clips, "max_tokens": config.max_tokens,
         "max_failures": config.max_failures, "base": config.base_train_config().model_dump(),
+        "metric": config.metric, "mode": config.mode, "quality_metrics": config.quality_metrics(),
         "pretrained": {"gpt": str(paths.gpt), "sovits_g": str(paths.sovits_g), "sovits_d": str(paths.sovits_d)},
         "train_storage": f"{storage}/sweeps/{config.sweep_id}/train",
         "scaling": {"num_workers": config.num_workers, "use_gpu": config.use_gpu,
@@ -154,8 +161,9 @@ def run_sweep(config: SweepConfig, dataset: str | Path, pretrained: str | Path, 
         official = _official_point(config.space) if config.try_official_first else None
         if official is not None:
             points.insert(0, official)
-        searcher = OptunaSearch(metric=METRIC, mode=MODE, seed=config.seed, points_to_evaluate=points or None)
-        scheduler = ASHAScheduler(time_attr="round", metric=METRIC, mode=MODE, max_t=config.rounds,
+        searcher = OptunaSearch(metric=config.metric, mode=config.mode, seed=config.seed,
+                                points_to_evaluate=points or None)
+        scheduler = ASHAScheduler(time_attr="round", metric=config.metric, mode=config.mode, max_t=config.rounds,
                                   grace_period=min(config.grace_rounds, config.rounds),
                                   reduction_factor=config.reduction_factor)
         tuner = tune.Tuner(
@@ -164,13 +172,14 @@ def run_sweep(config: SweepConfig, dataset: str | Path, pretrained: str | Path, 
                                         max_concurrent_trials=config.max_concurrent or _max_concurrent(config)),
             run_config=tune.RunConfig(name=config.sweep_id, storage_path=f"{storage}/sweeps",
                                       failure_config=tune.FailureConfig(max_failures=0),
-                                      callbacks=[PlacementGroupReaper()]),
+                                      callbacks=[PlacementGroupReaper(),
+                                                 TrialTensorBoard(str(out_dir / TRIALS_DIR))]),
         )
         if local:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / "sweep_config.json").write_text(config.model_dump_json(indent=2))
     grid = tuner.fit()
-    rows = trial_rows(grid, config.rounds)
+    rows = trial_rows(grid, config.rounds, config.metric, config.mode)
     return finish_sweep(config, rows, dataset, paths, pretrained, out_dir, sweep_uri if not local else None)
 
 
@@ -188,7 +197,8 @@ def finish_sweep(config: SweepConfig, rows: list[TrialRow], dataset: Path, paths
         errors = "; ".join(f"{r.trial_id}: {r.error}" for r in rows if r.error) or "no trial reported a result"
         write_report(config, rows, out_dir, best=None)
         raise SweepError(f"sweep {config.sweep_id} has no usable trial ({errors})")
-    best = min(scored, key=lambda r: (r.best_objective, r.trial_id))
+    sign = 1 if config.mode == "min" else -1
+    best = min(scored, key=lambda r: (sign * r.best_objective, r.trial_id))
     # Tune reports checkpoint paths without their scheme: on object storage, pair it with the filesystem
     filesystem = pafs.FileSystem.from_uri(upload_to)[0] if upload_to else None
     checkpoint = ray.train.Checkpoint(best.best_checkpoint, filesystem=filesystem)
@@ -200,21 +210,22 @@ def finish_sweep(config: SweepConfig, rows: list[TrialRow], dataset: Path, paths
     export_dir.mkdir(exist_ok=True)
     exported = {stage: str(export_best(configs[stage], checkpoint, paths, export_dir)) for stage in STAGES}
     importances = write_report(config, rows, out_dir, best=best)
-    metrics = {"val_objective": best.best_objective, **{k: v for k, v in best.best_metrics.items()
-                                                       if k in ("val_recon", "val_ce", "val_top1")}}
+    metrics = {k: v for k, v in best.best_metrics.items() if k in PROMOTED_METRICS}
     record = register_trained_voice(
         config.voice, config.storage_path, dataset, pretrained, sovits=exported["sovits"], gpt=exported["gpt"],
         metrics=metrics, lineage={"sweep": config.sweep_id, "trial": best.trial_id, "round": best.best_round,
-                                  "config": best.params, "sovits_run": run_name, "gpt_run": run_name})
+                                  "config": best.params, "sovits_run": run_name, "gpt_run": run_name,
+                                  "metric": config.metric, "metrics": metrics})
     result = SweepResult(
         sweep_id=config.sweep_id, voice=config.voice, sweep_dir=str(upload_to or out_dir), best_trial=best.trial_id,
         best_round=best.best_round, best_objective=best.best_objective, best_config=best.params,
         best_metrics=best.best_metrics, exported=exported, voice_version=record.version,
-        trials=[r.to_dict() for r in rows], importances=importances, report=str(out_dir / "report.md"))
+        trials=[r.to_dict() for r in rows], importances=importances, report=str(out_dir / "report.md"),
+        metric=config.metric)
     (out_dir / RESULT).write_text(json.dumps(asdict(result), indent=2, ensure_ascii=False, default=float))
     if upload_to:
         fs, root = pafs.FileSystem.from_uri(upload_to)
         pafs.copy_files(str(out_dir), root, destination_filesystem=fs)
-    logger.info("sweep %s: best trial %s (round %d, val_objective %.4f) registered as voice %s v%d",
-                config.sweep_id, best.trial_id, best.best_round, best.best_objective, config.voice, record.version)
+    logger.info("sweep %s: best trial %s (round %d, %s %.4f) registered as voice %s v%d", config.sweep_id,
+                best.trial_id, best.best_round, config.metric, best.best_objective, config.voice, record.version)
     return result

@@ -65,14 +65,16 @@ def finetune_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics: dict[str, Any] = {}
         for stage in STAGES:
             metrics.update(tuner.train(stage, per_round))
-        metrics.update(tuner.evaluate(max_tokens=int(loop_config["max_tokens"])))
+        metrics.update(tuner.evaluate(max_tokens=int(loop_config["max_tokens"]),
+                                      quality=loop_config.get("quality_metrics") or ()))
         metrics.update(round=round_index + 1, sovits_steps=tuner.steps("sovits"), gpt_steps=tuner.steps("gpt"),
                        sovits_lr=tuner.learning_rate("sovits"), gpt_lr=tuner.learning_rate("gpt"))
         history.append(dict(metrics))
         metrics[PLACEMENT_GROUP_KEY] = ray.get_runtime_context().get_placement_group_id() or ""
         if rank == 0:
-            logger.info("round %d/%d: val_objective %.4f val_recon %.4f val_ce %.4f", round_index + 1, rounds,
-                        metrics["val_objective"], metrics["val_recon"], metrics["val_ce"])
+            logger.info("round %d/%d: %s", round_index + 1, rounds, " ".join(
+                f"{k} {metrics[k]:.4f}" for k in ("val_objective", "val_recon", "val_ce", "speaker_similarity",
+                                                  "dnsmos_ovrl") if k in metrics))
 
         def run_state(round_done: int = round_index + 1) -> dict[str, Any]:
             finetune = tuner.state_dict()
@@ -115,7 +117,7 @@ def voice_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
         train_loop_config={"configs": {k: c.model_dump() for k, c in configs.items()}, "dataset": setup["dataset"],
                            "pretrained": setup["pretrained"], "rounds": setup["rounds"],
                            "steps_per_round": setup["steps_per_round"], "objective_clips": setup["objective_clips"],
-                           "max_tokens": setup["max_tokens"]},
+                           "max_tokens": setup["max_tokens"], "quality_metrics": setup.get("quality_metrics", [])},
         scaling_config=ScalingConfig(num_workers=scaling["num_workers"], use_gpu=scaling["use_gpu"],
                                      resources_per_worker=scaling["resources_per_worker"],
                                      placement_strategy=scaling["placement_strategy"]),
@@ -123,8 +125,9 @@ def voice_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
             name=name, storage_path=setup["train_storage"], callbacks=[TuneReportCallback()],
             failure_config=FailureConfig(max_failures=int(setup["max_failures"])),
             # the best round is what the sweep exports; the newest is what a restart resumes from
-            checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="val_objective",
-                                               checkpoint_score_order="min")),
+            checkpoint_config=CheckpointConfig(num_to_keep=2,
+                                               checkpoint_score_attribute=setup.get("metric", "val_objective"),
+                                               checkpoint_score_order=setup.get("mode", "min"))),
     )
     trainer.fit()
 
@@ -167,3 +170,67 @@ class PlacementGroupReaper(Callback):
                 logger.info("released the placement group of ended trial %s", trial.trial_id)
         except Exception as e:  # already gone, or the cluster is shutting down
             logger.debug("placement group %s of trial %s: %s", group, trial.trial_id, e)
+
+
+# What a trial's TensorBoard files hold of each round's report: the losses by stage, the
+# validation losses, the learning rates and the held-out scores (Tune's own keys are left out)
+TB_KEYS = ("train_", "val_", "sovits_lr", "gpt_lr")
+TB_SCORES = ("speaker_similarity", "speaker_similarity_to_ref", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+
+
+def tensorboard_scalars(result: dict[str, Any]) -> dict[str, float]:
+    """A round's report as TensorBoard tags (`train/sovits_mel`, `val/objective`, `eval/dnsmos_ovrl`, ...):
+    the tags single-stage training writes for the same quantities."""
+    import math
+
+    out = {}
+    for key, value in result.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            continue
+        if key in TB_SCORES:
+            key = f"eval_{key}"
+        elif not key.startswith(TB_KEYS):
+            continue
+        out[key.replace("_", "/", 1)] = float(value)
+    return out
+
+
+class TrialTensorBoard(Callback):
+    """A Tune callback that writes every trial's rounds as TensorBoard event files, in
+    `<folder>/<trial id>/tb`, on the sweep's driver (so the files land beside the sweep's report
+    wherever the workers ran); the step axis is the optimizer steps per stage."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self._writers: dict[str, Any] = {}
+
+    def __getstate__(self):  # Tune saves its callbacks with the experiment; open files stay behind
+        return {"folder": self.folder}
+
+    def __setstate__(self, state):
+        self.folder, self._writers = state["folder"], {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from pathlib import Path
+
+        from tensorboardX import SummaryWriter
+
+        writer = self._writers.get(trial.trial_id)
+        if writer is None:
+            writer = self._writers[trial.trial_id] = SummaryWriter(str(Path(self.folder) / trial.trial_id / "tb"))
+        step = int(result.get("sovits_steps") or result.get("round") or 0)
+        for tag, value in tensorboard_scalars(result).items():
+            writer.add_scalar(tag, value, step)
+        writer.flush()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._close(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial)
+
+    def _close(self, trial) -> None:
+        writer = self._writers.pop(trial.trial_id, None)
+        if writer is not None:
+            writer.close()
+

@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from voicefleet.models.checkpoint.files import atomic_file
 from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.cluster import ensure_ray
 from voicefleet.platform.training.config import TrainConfig
@@ -217,7 +218,10 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
         verdicts=[f"step {v['step']}: {v['message']}" for v in verdicts],
         stopped_early=bool(rows[-1].get("stop", False)), resumed_at_steps=list(resumes), recipe=config.recipe,
         settings=config.settings(), config=config.model_dump(mode="json"))
-    (out_dir / REPORT).write_text(json.dumps(asdict(res), indent=2, ensure_ascii=False, default=float))
+    # written last and in one rename: its presence means "finished", so a driver killed while
+    # writing it must leave none (a re-run then resumes) rather than a torn one
+    with atomic_file(out_dir / REPORT) as tmp:
+        tmp.write_text(json.dumps(asdict(res), indent=2, ensure_ascii=False, default=float))
     if not local:
         fs, root = pafs.FileSystem.from_uri(storage)
         pafs.copy_files(str(out_dir), f"{root}/{config.run_name}/voicefleet", destination_filesystem=fs)

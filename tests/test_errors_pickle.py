@@ -18,7 +18,7 @@ from voicefleet.inference.pipeline import SynthesisError
 from voicefleet.models.pretrained import PretrainedError
 from voicefleet.text.frontend import TextFrontendError
 from voicefleet.platform.data.listfile import ListFileError
-from voicefleet.platform.registry import RegistryError, VoiceExists, VoiceNotFound
+from voicefleet.platform.registry import RegistryError, StorageFull, VoiceDamaged, VoiceExists, VoiceNotFound
 from voicefleet.platform.training.api import TrainingError
 from voicefleet.serve.errors import RequestFailed
 
@@ -33,6 +33,8 @@ ERRORS = [
     RegistryError("invalid voice id 'A'"),
     VoiceNotFound("alice", "s3://bucket/registry"),
     VoiceExists("alice", "/srv/registry"),
+    VoiceDamaged("alice", "/srv/registry"),
+    StorageFull("alice"),
     TrainingError("run r1 failed: ValueError: no training clips"),
     RequestFailed(404, "not_found", "voice 'alice' not found"),
 ]

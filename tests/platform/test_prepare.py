@@ -303,3 +303,61 @@ def test_config_is_bounded_and_strict():
     assert config.audio_stage.concurrency == config.text_stage.concurrency == 3
     assert config.output_settings() == PrepareConfig().output_settings()  # resources never change the data
     assert "audio_stage" not in config.output_settings()
+
+
+@pytest.mark.slow
+def test_a_run_stopped_mid_dataset_resumes_without_recomputing_finished_clips(prepared, tiny_pretrained, tmp_path):
+    import pyarrow.parquet as pq
+
+    config = PrepareConfig(cpu_batch_size=2)
+    out, journal = tmp_path / "dataset", tmp_path / ".dataset.journal"
+    blocks = []
+
+    def stop_mid_dataset(done: int, total: int) -> None:
+        blocks.append(done)
+        if len(blocks) == 4:  # three blocks finished (the first call is 0 of N): the driver stops here
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(prepared.corpus.list_path, tiny_pretrained.root, out, config=config,
+                        progress=stop_mid_dataset)
+    assert not out.exists()  # no dataset until it is complete
+    journaled = sum(pq.read_metadata(p).num_rows for p in journal.glob("*-*.parquet"))
+    assert journaled >= 2
+    full = json.loads((prepared.out / "manifest.json").read_text())["counts"]["processed"]
+    assert journaled < full
+
+    result = prepare_dataset(prepared.corpus.list_path, tiny_pretrained.root, out, config=config)
+    assert result.processed == full - journaled  # the finished clips were not computed again
+    assert result.reused == journaled
+    # the same dataset as one uninterrupted run
+    assert read_dataset(out).equals(read_dataset(prepared.out))
+    assert read_rejects(out).equals(read_rejects(prepared.out))
+    assert result.dataset_version == json.loads((prepared.out / "manifest.json").read_text())["dataset_version"]
+    assert not journal.exists()  # the journal goes once the dataset is in place
+    assert tree_digest(prepared.corpus.root) == prepared.input_digest
+
+
+def test_a_journal_keeps_whole_blocks_only_and_only_for_the_same_processing(tmp_path):
+    import pyarrow.parquet as pq
+
+    from voicefleet.platform.data.store import Journal
+
+    schema = dataset_schema("int16")
+    rows = schema.empty_table()
+    out = tmp_path / "dataset"
+    reject = {"clip_id": "wavs/a.wav", "line": 3, "speaker": "alice", "lang_code": "zh", "text": "你好。",
+              "reason": "silent", "detail": "", "duration_s": 2.0, "source": "/in/wavs/a.wav", "audio_sha256": "ab",
+              "row_key": "k1"}
+    Journal(out, "key-a", schema).add(rows.drop_columns(["split"]), [reject])
+    Journal(out, "key-a", schema).add(rows.drop_columns(["split"]), [dict(reject, row_key="k2")])
+    folder = tmp_path / ".dataset.journal"
+    half = next(p for p in folder.glob("rejects-*.parquet") if pq.read_table(p).column("row_key")[0].as_py() == "k2")
+    half.unlink()  # killed between a block's two files: that block does not count
+    kept, rejects = Journal(out, "key-a", schema).load()
+    assert kept.num_rows == 0 and kept.schema.names == [n for n in schema.names if n != "split"]
+    assert set(rejects) == {"k1"} and rejects["k1"]["reason"] == "silent"
+    assert pq.read_table(sorted(folder.glob("kept-*.parquet"))[0]).schema.names == kept.schema.names
+    # rows made with other settings are never reused: the journal is discarded
+    assert Journal(out, "key-b", schema).load() == (None, {})
+    assert not folder.exists()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 import pyarrow.fs as pafs
 import pytest
 
-from voicefleet.platform.registry import RegistryError, VoiceNotFound, VoiceRegistry
+from voicefleet.platform.registry import RegistryError, StorageFull, VoiceDamaged, VoiceNotFound, VoiceRegistry
 
 
 @pytest.fixture
@@ -135,3 +138,80 @@ def test_cache_never_replaces_a_foreign_folder(tmp_path, voice_files):
     with pytest.raises(FileExistsError, match="already exists"):
         reg.local_files("erin", tmp_path / "cache")
     assert [p.name for p in target.iterdir()] == ["notes.txt"]
+
+
+# --- faults: a full disk, a killed writer, damaged files ----------------------------------------------
+
+def _copy_then_fill_the_disk(real_copy, failing_kind: str):
+    """A `pafs.copy_files` that writes half of the `failing_kind` file, then fails as a full disk does."""
+
+    def copy(source, destination, **kw):
+        if destination.rsplit("/", 1)[1].startswith(failing_kind):
+            data = open(source, "rb").read()
+            with open(destination, "wb") as f:
+                f.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(source, destination, **kw)
+
+    return copy
+
+
+def _files(reg, voice_id):
+    return sorted(p.name for p in (Path(reg.root) / "voices" / voice_id).iterdir())
+
+
+def test_a_full_disk_registers_nothing_and_leaves_no_half_written_voice(tmp_path, voice_files, monkeypatch):
+    reg = VoiceRegistry(tmp_path / "store")
+    monkeypatch.setattr(pafs, "copy_files", _copy_then_fill_the_disk(pafs.copy_files, "sovits"))
+    with pytest.raises(StorageFull, match="no space left") as raised:
+        _register(reg, "frank", voice_files)
+    assert "frank" in raised.value.client_message and str(tmp_path) not in raised.value.client_message
+    assert not reg.exists("frank") and reg.list() == []
+    assert not (Path(reg.root) / "voices" / "frank").exists()  # no partial files either
+    monkeypatch.undo()
+    assert _register(reg, "frank", voice_files).version == 1  # nothing stale is in the way
+
+
+def test_a_full_disk_during_an_overwrite_keeps_the_current_version_whole(tmp_path, voice_files):
+    reg = VoiceRegistry(tmp_path / "store")
+    _register(reg, "grace", voice_files, metrics={"val_recon": 0.5})
+    before = _files(reg, "grace")
+    newer = dict(voice_files, gpt=tmp_path / "newer.bin")
+    newer["gpt"].write_bytes(b"newer-gpt-weights")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pafs, "copy_files", _copy_then_fill_the_disk(pafs.copy_files, "reference"))
+        with pytest.raises(StorageFull):
+            _register(reg, "grace", newer, overwrite=True)
+    record = reg.get("grace")
+    assert record.version == 1 and record.metrics == {"val_recon": 0.5}
+    assert reg.local_files("grace")["gpt"].read_bytes() == b"gpt-weights"  # the old weights, whole
+    assert _files(reg, "grace") == before  # the new version's partial files are gone
+    assert _register(reg, "grace", newer, overwrite=True).version == 2
+    assert reg.local_files("grace")["gpt"].read_bytes() == b"newer-gpt-weights"
+    assert _files(reg, "grace") == sorted(["gpt.v2.ckpt", "sovits.v2.pth", "reference.v2.wav", "voice.json"])
+
+
+def test_files_of_a_killed_overwrite_are_ignored_then_removed(tmp_path, voice_files):
+    reg = VoiceRegistry(tmp_path / "store")
+    _register(reg, "heidi", voice_files)
+    folder = Path(reg.root) / "voices" / "heidi"
+    (folder / "gpt.v2.ckpt").write_bytes(b"half")  # a writer killed before the record
+    (folder / ".voice.json.tmp").write_bytes(b'{"voice_id": "he')
+    assert reg.get("heidi").version == 1 and reg.local_files("heidi")["gpt"].read_bytes() == b"gpt-weights"
+    assert _register(reg, "heidi", voice_files, overwrite=True).version == 2
+    assert reg.local_files("heidi")["gpt"].read_bytes() == b"gpt-weights"
+    assert _files(reg, "heidi") == sorted(["gpt.v2.ckpt", "sovits.v2.pth", "reference.v2.wav", "voice.json"])
+
+
+@pytest.mark.parametrize("damage", [b"", b"{not json", b'{"voice_id": "ivan"}', b"\xff\xfe\x00"])
+def test_a_damaged_record_fails_for_its_voice_only(tmp_path, voice_files, damage):
+    reg = VoiceRegistry(tmp_path / "store")
+    _register(reg, "ivan", voice_files)
+    _register(reg, "judy", voice_files)
+    (Path(reg.root) / "voices" / "ivan" / "voice.json").write_bytes(damage)
+    with pytest.raises(VoiceDamaged, match="ivan") as raised:
+        reg.get("ivan")
+    assert raised.value.client_message == "voice 'ivan' is damaged on the server and cannot be used; register it again"
+    assert [r.voice_id for r in reg.list()] == ["judy"]  # the others are still listed
+    reg.delete("ivan")  # and the damaged one can be removed
+    assert not (Path(reg.root) / "voices" / "ivan").exists()

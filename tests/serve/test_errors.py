@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from voicefleet.inference.pipeline import SynthesisError
-from voicefleet.platform.registry import RegistryError, VoiceExists, VoiceNotFound
+from voicefleet.platform.registry import RegistryError, StorageFull, VoiceDamaged, VoiceExists, VoiceNotFound
 from voicefleet.serve.errors import (
     ERRORS,
     BadRequest,
@@ -102,7 +102,7 @@ def apps(serve_settings):
                "bare": TestClient(create_app(serve_settings)),
                # server faults are re-raised to the server after the 500 is sent; a client sees the 500
                "faulty": TestClient(create_app(serve_settings, fault), raise_server_exceptions=False)}
-    yield SimpleNamespace(**clients)
+    yield SimpleNamespace(**clients, settings=serve_settings)
     for client in clients.values():
         client.close()
 
@@ -126,6 +126,32 @@ def _tts(client, headers: dict | None = None, **body):
 
 def _speech(client, **body):
     return client.post("/v1/audio/speech", json={"model": "tts-1", "voice": "alpha", "input": TEXT, **body})
+
+
+def _damaged_voice(a):
+    """A request for a voice whose record on disk was damaged (the voice is removed afterwards)."""
+    from voicefleet.platform.registry import VoiceRegistry
+
+    registry = VoiceRegistry(a.settings.registry_root)
+    registry.register("omega", **{k: v for k, v in registry.local_files("alpha").items()}, prompt_text=TEXT,
+                      prompt_lang="zh")
+    folder = Path(registry.root) / "voices" / "omega"
+    (folder / "voice.json").write_bytes(b"{damaged")
+    try:
+        return _tts(a.open, voice="omega")
+    finally:
+        registry.delete("omega")
+
+
+def _upload_on_a_full_disk(a):
+    import errno
+    from unittest import mock
+
+    def full(*_, **__):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with mock.patch("voicefleet.platform.registry.pafs.copy_files", full):
+        return _upload(a.open, "epsilon", _clip(4.0))
 
 
 ALPHA_KEY = {"Authorization": "Bearer alpha-key"}
@@ -167,6 +193,8 @@ CASES = [
     (TextFrontendError, "auto finds Japanese", lambda a: _tts(a.open, text="こんにちは、元気ですか。", lang="auto")),
     (Unavailable, "readiness without synthesis", lambda a: a.bare.get("/readyz")),
     (Unavailable, "tts without synthesis", lambda a: _tts(a.bare)),
+    (VoiceDamaged, "voice damaged on disk", _damaged_voice),
+    (StorageFull, "upload on a full disk", _upload_on_a_full_disk),
 ]
 
 

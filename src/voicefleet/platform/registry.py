@@ -9,12 +9,20 @@ Layout (`root` is a folder or any URI pyarrow's filesystems accept, e.g. s3://bu
 
 `voice.json` is written last: a voice exists once its record exists, so readers never see a
 half-registered voice, on object stores too. Records are immutable; registering an existing id
-needs `overwrite=True` and writes a new version.
+needs `overwrite=True` and writes a new version, whose files get their own names
+(`gpt.v2.ckpt`, ...): the previous version stays whole and servable until the new record replaces
+it, and its files are removed only then. A registration that fails (the storage full, the writer
+killed) leaves the voice as it was: the files it wrote are removed when it can, and any left by a
+killed writer are ignored by readers and removed by the next registration.
+
+A record or file that cannot be read (damaged on disk) raises `VoiceDamaged` for that voice only;
+`list` leaves such a voice out, so every other voice stays listed and servable.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import logging
 import re
@@ -88,6 +96,46 @@ class VoiceExists(_VoiceAtLocation):
         return f"voice {self.voice_id!r} already exists"
 
 
+class VoiceDamaged(_VoiceAtLocation):
+    """A voice whose record or files cannot be read or loaded (damaged or removed on disk)."""
+
+    def _describe(self, location: str) -> str:
+        return (f"voice {self.voice_id!r} in {location} is damaged: its files cannot be read; register it "
+                "again or delete it")
+
+    @property
+    def client_message(self) -> str:
+        return f"voice {self.voice_id!r} is damaged on the server and cannot be used; register it again"
+
+
+class StorageFull(RegistryError):
+    """The registry's storage has no room left (ENOSPC, or a quota): nothing was registered."""
+
+    def __init__(self, voice_id: str):
+        self.voice_id = voice_id
+        super().__init__(f"no space left in the voice registry's storage: voice {voice_id!r} was not registered "
+                         "(free some space, then try again)")
+
+    def __reduce__(self):
+        return type(self), (self.voice_id,), self.__dict__
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_storage_full(error: BaseException) -> bool:
+    """Whether an OSError (also pyarrow's, which carries only the message) says the disk is full."""
+    return isinstance(error, OSError) and (error.errno in NO_SPACE or "No space left on device" in str(error)
+                                           or "Disk quota exceeded" in str(error))
+
+
+def file_names(version: int) -> dict[str, str]:
+    """The registry's file names of one version of a voice: version 1 keeps the plain names."""
+    if version <= 1:
+        return dict(FILES)
+    return {kind: f"{Path(name).stem}.v{version}{Path(name).suffix}" for kind, name in FILES.items()}
+
+
 def check_voice_id(voice_id: str) -> str:
     if not isinstance(voice_id, str) or not VOICE_ID.match(voice_id):
         raise RegistryError(f"invalid voice id {voice_id!r}: use 1-64 characters of a-z, 0-9, '_' and '-', "
@@ -134,10 +182,15 @@ class VoiceRegistry:
         return self.fs.get_file_info(f"{self._dir(voice_id)}/{RECORD}").type == pafs.FileType.File
 
     def get(self, voice_id: str) -> VoiceRecord:
+        """The voice's record; `VoiceDamaged` when it exists but cannot be read."""
         path = f"{self._dir(voice_id)}/{RECORD}"
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             raise VoiceNotFound(voice_id, self.uri)
-        return VoiceRecord(**self._read_json(path))
+        try:
+            return VoiceRecord(**self._read_json(path))
+        except (OSError, ValueError, TypeError) as e:  # unreadable, not JSON, or not a record
+            logger.error("voice %s: its record %s cannot be read: %s", voice_id, path, e)
+            raise VoiceDamaged(voice_id, self.uri) from None
 
     def list(self) -> list[VoiceRecord]:
         base = f"{self.root}/voices"
@@ -146,7 +199,10 @@ class VoiceRegistry:
         records = []
         for info in self.fs.get_file_info(pafs.FileSelector(base)):
             if info.type == pafs.FileType.Directory and VOICE_ID.match(info.base_name) and self.exists(info.base_name):
-                records.append(self.get(info.base_name))
+                try:
+                    records.append(self.get(info.base_name))
+                except VoiceDamaged:  # logged by get; the other voices are still listed
+                    continue
         return sorted(records, key=lambda r: r.voice_id)
 
     def register(self, voice_id: str, *, gpt: str | Path, sovits: str | Path, reference: str | Path,
@@ -165,20 +221,50 @@ class VoiceRegistry:
             if not src.is_file():
                 raise RegistryError(f"cannot register voice {voice_id!r}: {kind} file {src} does not exist")
         folder = self._dir(voice_id)
-        self.fs.create_dir(folder, recursive=True)
-        record_path = f"{folder}/{RECORD}"
-        if self.exists(voice_id):
-            self.fs.delete_file(record_path)  # the voice disappears while its files are replaced
-        for kind, src in sources.items():
-            pafs.copy_files(str(src), f"{folder}/{FILES[kind]}", source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=self.fs)
+        names = file_names(version)
         record = VoiceRecord(voice_id=voice_id, prompt_text=prompt_text, prompt_lang=prompt_lang,
                              language=language or prompt_lang, metrics=dict(metrics or {}),
-                             lineage=dict(lineage or {}), version=version,
+                             lineage=dict(lineage or {}), version=version, files=names,
                              created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-        self._write_record(record)
+        new_folder = version == 1
+        try:
+            self.fs.create_dir(folder, recursive=True)
+            # the new version's files under their own names: the current version stays servable
+            for kind, src in sources.items():
+                pafs.copy_files(str(src), f"{folder}/{names[kind]}", source_filesystem=pafs.LocalFileSystem(),
+                                destination_filesystem=self.fs)
+            self._write_record(record)  # the new version exists from here on
+        except BaseException as e:
+            self._discard(folder, [*names.values(), f".{RECORD}.tmp"], whole=new_folder)
+            if is_storage_full(e):
+                logger.error("registering voice %s in %s failed: %s", voice_id, self.uri, e)
+                raise StorageFull(voice_id) from None
+            raise
+        self._remove_unlisted(folder, record)
         logger.info("registered voice %s (version %d) in %s", voice_id, version, self.uri)
         return record
+
+    def _discard(self, folder: str, names: list[str], *, whole: bool) -> None:
+        """Remove what a failed registration wrote (best effort: the disk may still be full)."""
+        try:
+            if whole and not self.exists(folder.rsplit("/", 1)[1]):
+                self.fs.delete_dir(folder)
+                return
+            for name in names:
+                if self.fs.get_file_info(f"{folder}/{name}").type == pafs.FileType.File:
+                    self.fs.delete_file(f"{folder}/{name}")
+        except OSError as e:
+            logger.warning("could not remove the partial files of a failed registration in %s: %s", folder, e)
+
+    def _remove_unlisted(self, folder: str, record: VoiceRecord) -> None:
+        """Delete the files of earlier versions (and of killed registrations) the record does not name."""
+        keep = {*record.files.values(), RECORD}
+        for info in self.fs.get_file_info(pafs.FileSelector(folder)):
+            if info.type == pafs.FileType.File and info.base_name not in keep:
+                try:
+                    self.fs.delete_file(info.path)
+                except OSError as e:  # a leftover costs space, nothing else
+                    logger.warning("could not remove %s: %s", info.path, e)
 
     def _write_record(self, record: VoiceRecord) -> None:
         # `self.fs` may be an object store, where `atomic_file` (local paths) does not apply

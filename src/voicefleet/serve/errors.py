@@ -21,7 +21,7 @@ from ray.exceptions import RayTaskError
 from starlette.exceptions import HTTPException
 
 from voicefleet.inference.pipeline import SynthesisError
-from voicefleet.platform.registry import RegistryError, VoiceExists, VoiceNotFound
+from voicefleet.platform.registry import RegistryError, StorageFull, VoiceDamaged, VoiceExists, VoiceNotFound
 from voicefleet.serve.schemas import ErrorResponse
 from voicefleet.text.frontend import TextFrontendError
 
@@ -146,6 +146,10 @@ ERRORS: dict[type[Exception], Row] = {
     SynthesisError: Row(422, "invalid_request_error"),  # e.g. text with nothing to say
     TextFrontendError: Row(422, "invalid_request_error"),  # e.g. a language detected but not supported
     Unavailable: Row(503, "unavailable"),
+    # Not the client's doing, but each says what happened to the one voice or upload it concerns
+    # (a bare 500 would not): a voice damaged on disk, and a registry whose storage is full.
+    VoiceDamaged: Row(500, "voice_damaged", _registry_message),
+    StorageFull: Row(507, "insufficient_storage", _registry_message),
 }
 # Types of the framework's own HTTP errors (unknown route, wrong method, malformed multipart body).
 HTTP_TYPES = {400: "invalid_request_error", 404: "not_found", 405: "method_not_allowed",

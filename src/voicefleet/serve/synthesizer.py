@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pickle
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from ray import serve
 from voicefleet.inference.audio_io import encode_audio
 from voicefleet.inference.pipeline import Synthesizer, Voice
 from voicefleet.models.pretrained import find_pretrained
-from voicefleet.platform.registry import VoiceRegistry, check_voice_id
+from voicefleet.platform.registry import VoiceDamaged, VoiceRegistry, check_voice_id
 from voicefleet.serve.batching import compat_key, synthesize_group, synthesize_one
 from voicefleet.serve.errors import RequestFailed, client_error
 from voicefleet.serve.schemas import SynthesisJob
@@ -174,8 +175,17 @@ class VoiceSynthesizer:
             files = self.registry.local_files(voice_id)
             if record.version != version:
                 logger.info("voice %s: asked for version %d, registry has %d", voice_id, version, record.version)
-            voice = self.synth.load_voice(key, files["gpt"], files["sovits"], files["reference"],
-                                          record.prompt_text, record.prompt_lang)
+            try:
+                voice = self.synth.load_voice(key, files["gpt"], files["sovits"], files["reference"],
+                                              record.prompt_text, record.prompt_lang)
+            except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
+                if client_error(e) is not None:  # e.g. a reference clip that is silent: the voice's own fault
+                    raise
+                # the voice's files cannot be read or are not weights any more (damaged on disk): this
+                # voice fails with a message saying so, the replica and every other voice go on
+                logger.error("voice %s: its files cannot be loaded (%s: %s)", key, type(e).__name__,
+                             " ".join(str(e).split())[:300])
+                raise VoiceDamaged(voice_id, self.registry.uri) from None
         except Exception as e:  # noqa: BLE001 - user errors become 4xx, the rest propagate
             mapped = client_error(e)
             if mapped is None:

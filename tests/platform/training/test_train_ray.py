@@ -114,14 +114,29 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_session, dataset, tiny_
 
 
 def test_run_killed_after_its_last_checkpoint_resumes_without_training_again(ray_session, dataset, tiny_pretrained,
-                                                                              tmp_path):
-    # a driver that dies after the last checkpoint but before the result is written: the re-run
-    # resumes at the final step, trains nothing, records the resume and keeps the history whole
+                                                                              tmp_path, monkeypatch):
+    # a driver that fails after the last checkpoint while writing the result (the disk fills half
+    # way through report.json): no torn report is left, and the re-run resumes at the final step,
+    # trains nothing, records the resume and keeps the history whole
+    import errno
+
     cfg = _config(tmp_path, "sovits", num_workers=1, max_steps=4, eval_every=2, checkpoint_every=2)
-    first = train_stage(cfg, dataset, tiny_pretrained.root)
-    first_rows = _metrics(first)
-    assert first.resumed_at_steps == [] and first.steps == 4
-    (Path(first.output_dir) / "report.json").unlink()
+    out_dir = Path(cfg.storage_path) / cfg.run_name / "voicefleet"
+    write_text = Path.write_text
+
+    def disk_fills_during_the_report(self, data, *args, **kwargs):
+        if self.name.startswith((".report.json", "report.json")):
+            write_text(self, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_text(self, data, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "write_text", disk_fills_during_the_report)
+        with pytest.raises(OSError, match="No space left"):
+            train_stage(cfg, dataset, tiny_pretrained.root)
+    assert not (out_dir / "report.json").exists()
+    with open(out_dir / "metrics.csv") as f:
+        first_rows = list(csv.DictReader(f))
     again = train_stage(cfg, dataset, tiny_pretrained.root)
     assert again.resumed_at_steps == [4] and again.steps == 4
     rows = _metrics(again)
@@ -224,3 +239,68 @@ def test_early_stopping_and_verdicts_in_a_real_run(ray_session, dataset, tiny_pr
     assert any("stopping early" in v for v in result.verdicts)
     report = (Path(result.output_dir) / "report.json").read_text()
     assert "stopping early" in report
+
+
+def _checkpoint_steps(run_dir: Path) -> tuple[int | None, int | None]:
+    """(step of the checkpoint Ray Train has recorded, step of the newest checkpoint folder on disk)."""
+    import re
+
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    recorded = None
+    try:
+        latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+        steps = re.findall(r"checkpoint_step(\d{7})", json.dumps(latest)) if latest else []
+        recorded = int(steps[0]) if steps else None
+    except (OSError, ValueError):  # not written yet, or being written
+        pass
+    on_disk = [int(p.name[len("checkpoint_step"):][:7]) for p in run_dir.glob("checkpoint_step*")]
+    return recorded, max(on_disk, default=None)
+
+
+def test_driver_killed_during_a_checkpoint_write_resumes_and_registers_the_voice_once(
+        ray_session, dataset_with_reference, tiny_pretrained, tmp_path):
+    import subprocess
+    import sys
+
+    from voicefleet.platform.voices import registry_for
+
+    storage, every = tmp_path / "runs", 2
+    args = ["train", "sovits", str(dataset_with_reference), "--pretrained", str(tiny_pretrained.root), "--run-name",
+            "torn", "--storage", str(storage), "--workers", "1", "--batch-size", "2", "--max-steps", "12",
+            "--eval-every", str(every), "--checkpoint-every", str(every), "--voice", "torn-voice",
+            "--address", ray_session.get_runtime_context().gcs_address]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, "-c", "from voicefleet.cli import main; main()", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    run_dir = storage / "torn"
+    deadline, killed = time.time() + 300, None
+    while time.time() < deadline and proc.poll() is None:
+        recorded, newest = _checkpoint_steps(run_dir)
+        # a newer checkpoint is on disk than the one Ray Train has recorded: it is being written
+        if recorded is not None and newest is not None and newest > recorded:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole driver, without any chance to clean up
+            killed = (recorded, newest)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed, "the driver was not caught writing a checkpoint"
+    recorded, newest = killed
+    torn = run_dir / f"checkpoint_step{newest:07d}" / "state.pt"
+    if torn.exists():  # make the interrupted write a torn one, whatever the kill left
+        torn.write_bytes(torn.read_bytes()[: torn.stat().st_size // 2])
+    assert not (run_dir / "voicefleet" / "report.json").exists()
+    assert not registry_for(str(storage)).exists("torn-voice")
+
+    result = _cli(*args[:-2])  # the same command again
+    assert result.exit_code == 0, result.output
+    report = json.loads((run_dir / "voicefleet" / "report.json").read_text())
+    assert report["steps"] == 12 and len(report["resumed_at_steps"]) == 1
+    resumed = report["resumed_at_steps"][0]
+    assert recorded <= resumed and newest - resumed <= every  # at most one checkpoint interval lost
+    steps = [int(r["step"]) for r in csv.DictReader(open(run_dir / "voicefleet" / "metrics.csv"))]
+    assert steps == list(range(every, 13, every))  # the history is whole, each step once
+    assert load_sovits(report["exported"]).info.endswith("iteration")  # the final weights load
+    registry = registry_for(str(storage))
+    record = registry.get("torn-voice")
+    assert record.version == 1 and record.lineage["sovits_run"] == "torn"
+    assert load_sovits(registry.local_files("torn-voice")["sovits"]).model is not None

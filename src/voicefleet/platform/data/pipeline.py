@@ -17,7 +17,9 @@ Steps (the driver does the bookkeeping, Ray Data the work):
 4. Assign train/validation (`split`), sort by clip id, and write ``data/part-*.parquet``,
    ``rejects.parquet`` and ``manifest.json`` into a temporary folder beside the destination;
    move it into place only when complete (the previous version is removed after the swap).
-   Reading and writing the dataset folder, and finding reusable rows, live in `store`.
+   Reading and writing the dataset folder, and finding reusable rows, live in `store`. Each
+   finished block is also kept in a journal beside the destination (`store.Journal`): a run that
+   was killed and is started again does not compute those rows again.
 5. Optionally write the official GPT-SoVITS experiment layout (`official_export`).
 
 The user's files are only read. The destination may not contain any input file, because it is
@@ -151,24 +153,42 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
             rejects.append({**old, "line": row["line"], "source": row["source"]})  # the list may have moved
     reused_reject_keys = {r["row_key"] for r in todo if r["row_key"] in reusable["rejects"]}
     run_rows = [r for r in todo if r["row_key"] not in reuse_kept and r["row_key"] not in reused_reject_keys]
-    logger.info("%d list rows: %d rejected before decoding, %d reused, %d to process", len(listing.entries),
-                len(listing.entries) - len(todo), len(reuse_kept) + len(reused_reject_keys), len(run_rows))
-
+    schema = dataset_schema(config.audio_dtype)
+    # rows an interrupted run of the same processing already finished are taken from its journal
+    journal = store.Journal(out_dir, processing, schema)
+    journal_kept, journal_rejects = journal.load()
+    wanted = {r["row_key"]: r for r in run_rows}
     new_kept: list[pa.Table] = []
+    if journal_kept is not None:
+        journal_kept = journal_kept.filter(pc.is_in(journal_kept.column("row_key"),
+                                                    value_set=pa.array(sorted(wanted), pa.string())))
+        sources = pa.array([wanted[k]["source"] for k in journal_kept.column("row_key").to_pylist()], pa.string())
+        new_kept.append(journal_kept.set_column(journal_kept.schema.get_field_index("source"), "source", sources))
+    from_journal = set(journal_kept.column("row_key").to_pylist()) if journal_kept is not None else set()
+    for key, old in journal_rejects.items():
+        if key in wanted and key not in from_journal:
+            rejects.append({**old, "line": wanted[key]["line"], "source": wanted[key]["source"]})
+            from_journal.add(key)
+    run_rows = [r for r in run_rows if r["row_key"] not in from_journal]
+    logger.info("%d list rows: %d rejected before decoding, %d reused, %d from an interrupted run, %d to process",
+                len(listing.entries), len(listing.entries) - len(todo), len(reuse_kept) + len(reused_reject_keys),
+                len(from_journal), len(run_rows))
+
     if run_rows:
         for batch_kept, batch_rejects in _run_pipeline(run_rows, config, paths, progress):
+            journal.add(batch_kept, batch_rejects)
             new_kept.append(batch_kept)
             rejects.extend(batch_rejects)
-    schema = dataset_schema(config.audio_dtype)
     reused_sources = {r["row_key"]: r["source"] for r in todo if r["row_key"] in reuse_kept}
     kept = store.assemble(new_kept, store.read_reused(out_dir, previous, reused_sources, schema), schema,
                           config.val_fraction)
     rejects_table = store.rejects_table(rejects)
     manifest = store.build_manifest(
         listing=listing, fingerprint=fingerprint, processing=processing, config=config, hashes=hashes, kept=kept,
-        rejects=rejects_table, processed=len(run_rows), reused=len(reuse_kept) + len(reused_reject_keys),
-        audio_dir=audio_dir)
+        rejects=rejects_table, processed=len(run_rows),
+        reused=len(reuse_kept) + len(reused_reject_keys) + len(from_journal), audio_dir=audio_dir)
     store.write_dataset(out_dir, kept, rejects_table, manifest)
+    journal.remove()
     logger.info("dataset %s written to %s: %d kept, %d rejected", manifest["dataset_version"], out_dir,
                 kept.num_rows, rejects_table.num_rows)
     if export_dir is not None:

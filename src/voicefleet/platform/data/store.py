@@ -9,11 +9,21 @@ Layout::
 
 A dataset is written into a staging folder beside its destination and replaces the previous
 version in one rename (`atomic_folder`), so readers see either the old dataset or the new one.
+
+While a run is under way, every finished block of rows is also kept in a journal beside the
+destination (`Journal`, ``.<dataset>.journal/``), one file per block renamed into place when
+complete. A run that is killed and started again takes those rows from the journal instead of
+computing them again (when they were made the same way: same processing key); the journal is
+removed once the dataset is in place.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import logging
+import shutil
+import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -21,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from voicefleet.models.checkpoint.files import atomic_folder
+from voicefleet.models.checkpoint.files import atomic_file, atomic_folder
 from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.platform.data import manifest as mf
 from voicefleet.platform.data import uris
@@ -30,6 +40,8 @@ from voicefleet.platform.data.listfile import ListEntry, ListFile
 from voicefleet.platform.data.quality import RejectReason
 from voicefleet.platform.data.schema import REJECTS_SCHEMA, dataset_schema
 from voicefleet.platform.data.split import VAL, assign_splits
+
+logger = logging.getLogger(__name__)
 
 DATA_DIR = "data"
 REJECTS_FILE = "rejects.parquet"
@@ -178,3 +190,59 @@ def build_manifest(*, listing: ListFile, fingerprint: str, processing: str, conf
         "schema": {"audio_dtype": config.audio_dtype, "sample_rate": SAMPLE_RATE, "hubert_frame_rate_hz": 50,
                    "semantic_frame_rate_hz": 25},
     }
+
+
+class Journal:
+    """The finished blocks of an unfinished run, kept beside the destination (``.<name>.journal/``).
+
+    ``journal.json`` names the processing key the rows were made with; each block is a pair of
+    files, ``kept-<id>.parquet`` (dataset rows without their split) and ``rejects-<id>.parquet``,
+    each renamed into place when complete, so a killed run leaves whole blocks or none. A journal
+    of another processing key is discarded.
+    """
+
+    def __init__(self, out_dir: Path, processing: str, schema: pa.Schema):
+        self.folder = out_dir.parent / f".{out_dir.name}.journal"
+        self.processing = processing
+        self.schema = pa.schema([f for f in schema if f.name != "split"])
+
+    def load(self) -> tuple[pa.Table | None, dict[str, dict]]:
+        """The journal's kept rows (one table) and pipeline rejects by row key; nothing when it is
+        absent or of another processing key (then it is removed)."""
+        meta = self.folder / "journal.json"
+        try:
+            same = json.loads(meta.read_text()).get("processing_key") == self.processing
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            if self.folder.exists():
+                logger.info("discarding the journal %s: made with other settings or unreadable", self.folder)
+                shutil.rmtree(self.folder, ignore_errors=True)
+            return None, {}
+        kept, rejects = [], {}
+        for path in sorted(self.folder.glob("kept-*.parquet")):
+            partner = path.with_name("rejects-" + path.name[len("kept-"):])
+            if not partner.is_file():  # killed between the two files of a block: the block is redone
+                continue
+            kept.append(pq.read_table(path).cast(self.schema))
+            rejects.update({r["row_key"]: r for r in pq.read_table(partner).to_pylist()})
+        table = pa.concat_tables(kept) if kept else None
+        if table is not None or rejects:
+            logger.info("journal %s: %d rows already done by an interrupted run", self.folder,
+                        (table.num_rows if table is not None else 0) + len(rejects))
+        return table, rejects
+
+    def add(self, kept: pa.Table, rejects: list[dict]) -> None:
+        """Keep one finished block (its rejects file last: a block counts once both are in place)."""
+        if not self.folder.is_dir():
+            self.folder.mkdir(parents=True)
+            with atomic_file(self.folder / "journal.json") as tmp:
+                tmp.write_text(json.dumps({"processing_key": self.processing}))
+        block = uuid.uuid4().hex[:16]
+        with atomic_file(self.folder / f"kept-{block}.parquet") as tmp:
+            pq.write_table(kept.select(self.schema.names).cast(self.schema), tmp)
+        with atomic_file(self.folder / f"rejects-{block}.parquet") as tmp:
+            pq.write_table(rejects_table(rejects), tmp)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

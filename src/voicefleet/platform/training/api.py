@@ -32,6 +32,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from voicefleet.models.checkpoint.files import atomic_file
 from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.cluster import ensure_ray
 from voicefleet.platform.training.config import TrainConfig
@@ -252,7 +253,10 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
         scores=[{"step": step, **summary} for step, summary in scores.items()],
         settings=config.settings(), config=config.model_dump(mode="json"))
     write_run_report(res, out_dir / "report.md")
-    (out_dir / REPORT).write_text(json.dumps(asdict(res), indent=2, ensure_ascii=False, default=float))
+    # written last and in one rename: its presence means "finished", so a driver killed while
+    # writing it must leave none (a re-run then resumes) rather than a torn one
+    with atomic_file(out_dir / REPORT) as tmp:
+        tmp.write_text(json.dumps(asdict(res), indent=2, ensure_ascii=False, default=float))
     if not local:
         fs, root = pafs.FileSystem.from_uri(storage)
         pafs.copy_files(str(out_dir), f"{root}/{config.run_name}/voicefleet", destination_filesystem=fs)

@@ -22,7 +22,7 @@ from voicefleet.serve.schemas import VOICE_ID_PATTERN, VoiceInfo, VoiceList
 # Registry errors (VoiceExists -> 409, VoiceNotFound -> 404, an invalid id -> 422) propagate to
 # the app's handlers, which answer them from the table in serve/errors.py.
 router = APIRouter(prefix="/v1/voices", tags=["voices"])
-ERRORS = openapi_errors(400, 401, 403, 404, 409, 413, 422)
+ERRORS = openapi_errors(400, 401, 403, 404, 409, 413, 422, 507)
 
 
 def _info(record: VoiceRecord) -> VoiceInfo:

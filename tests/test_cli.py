@@ -116,9 +116,10 @@ def _synth_text(pretrained, ref, out, text, lang, *extra):
                "--text", text, "--lang", lang, "--max-tokens", "20", "-o", out, *extra)
 
 
-def test_synthesize_text_zh_en_and_mixed(tiny_pretrained, reference_wav, tmp_path):
+def test_synthesize_text_in_every_language(tiny_pretrained, reference_wav, tmp_path):
     for i, (text, lang) in enumerate([("今天天气很好，我们去散步吧。", "zh"), ("Hello there, how are you?", "en"),
-                                      ("我们用 Python 写代码。", "zh")]):
+                                      ("我们用 Python 写代码。", "zh"), ("今日はいい天気ですね。", "ja"),
+                                      ("안녕하세요, 만나서 반갑습니다.", "ko"), ("我哋今日去飲茶。", "yue")]):
         out = tmp_path / f"t{i}.wav"
         result = _synth_text(tiny_pretrained, reference_wav, out, text, lang, "--seed", "1", "--batch-size", "2")
         assert result.exit_code == 0, result.output
@@ -129,7 +130,9 @@ def test_synthesize_text_zh_en_and_mixed(tiny_pretrained, reference_wav, tmp_pat
 def test_text_errors_are_one_line(tiny_pretrained, reference_wav, tmp_path):
     out = tmp_path / "o.wav"
     _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "   ", "zh"), "--text is empty")
-    _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "こんにちは", "ja"), "unsupported language 'ja'")
+    _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "こんにちは", "jp"), "--lang", "'jp'", "all_ja")
+    _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "안녕하세요.", "all_yue"),
+                    "no phonemes in '안녕하세요.' with language 'all_yue'")
     _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "你好", "zh", "--phonemes", "a1"),
                     "exactly one of --text or --phonemes")
     _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "你好啊朋友们。", "zh",

@@ -103,12 +103,14 @@ def test_japanese_korean_cantonese_text(synth, voice, text, lang):
 @pytest.mark.parametrize("text,lang,message", [
     ("", "zh", "nothing to synthesise"),
     ("。。。！", "zh", "nothing to synthesise"),
-    ("안녕하세요", "all_yue", "nothing to synthesise"),  # the Cantonese cleaner drops Hangul
+    ("안녕하세요", "all_yue", "no phonemes in '안녕하세요' with language 'all_yue'"),  # Cantonese drops Hangul
     ("こんにちは", "jp", "unsupported language 'jp': use one of"),
 ])
 def test_bad_text_fails_clearly(synth, voice, text, lang, message):
     with pytest.raises((SynthesisError, TextFrontendError), match=message):
         synth.synthesize(voice, text, lang, SynthesisParams(**FAST))
+    with pytest.raises((SynthesisError, TextFrontendError), match=message):
+        synth.stream(voice, text, lang, SynthesisParams(**FAST))
 
 
 def test_fast_precision_voice_synthesises(tiny_pretrained, reference_wav):

@@ -41,7 +41,7 @@ from voicefleet.models.features import BertFeatures, HubertFeatures, pad_referen
 from voicefleet.models.gpt import GPT
 from voicefleet.models.pretrained import PretrainedPaths
 from voicefleet.models.sovits import SoVITS
-from voicefleet.text.frontend import has_speech_ids
+from voicefleet.text.frontend import has_speech_ids, require_speech
 from voicefleet.text.splitting import SENTENCE_MARKS, length_buckets, split_text
 
 logger = logging.getLogger(__name__)
@@ -222,10 +222,12 @@ class Synthesizer:
         pieces = split_text(text, method, lang)
         units = [self.text_unit(p, lang, bert_dim) for p in pieces]
         units = [u for u in units if u.phone_ids]
+        if not units:
+            raise SynthesisError("nothing to synthesise: the text has no speakable content")
         # Fragments of marks only are kept, as officially, but not a text of nothing else
         # (e.g. Hangul under a Cantonese mode, whose cleaner drops it).
         if not any(has_speech_ids(u.phone_ids) for u in units):
-            raise SynthesisError("nothing to synthesise: the text has no speakable content")
+            require_speech([], text, lang)
         return units
 
     # ---- voices ---------------------------------------------------------------------------
@@ -433,11 +435,15 @@ class Synthesizer:
         fragment's text features are computed before its audio, the others' while it plays."""
         dim = voice.gpt.config.bert_dim
         pieces = iter(split_text(text, params.text_split_method, lang))
+        spoke_nothing = False
         for piece in pieces:  # leading fragments with nothing to say are skipped
             first = self.text_unit(piece, lang, dim)
             if has_speech_ids(first.phone_ids):
                 break
+            spoke_nothing = spoke_nothing or bool(first.phone_ids)
         else:
+            if spoke_nothing:
+                require_speech([], text, lang)
             raise SynthesisError("nothing to synthesise: the text has no speakable content")
 
         def later() -> list[TextUnit]:

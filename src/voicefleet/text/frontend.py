@@ -75,6 +75,14 @@ def _unsupported(code: str, allowed_codes) -> TextFrontendError:
     return TextFrontendError(f"unsupported language {code!r}: use one of {allowed}")
 
 
+def check_mode(mode: str) -> str:
+    """``mode`` lower-cased if it is one of `MODES`, else `TextFrontendError` listing them."""
+    key = str(mode).lower()
+    if key not in MODES:
+        raise _unsupported(str(mode), MODES)
+    return key
+
+
 def _check_text(text: str) -> None:
     if not isinstance(text, str) or not text.strip():
         raise TextFrontendError("empty text: give some text to speak")
@@ -147,7 +155,7 @@ def require_speech(phones: Sequence[str], text: str, mode: str) -> None:
         shown = text if len(text) <= 60 else text[:57] + "..."
         raise TextFrontendError(
             f"no phonemes in {shown!r} with language {mode!r}: nothing in it can be read in that language "
-            "(check --lang: characters of another script are dropped)")
+            "(check the language: characters of another script are dropped)")
 
 
 def phones_and_bert_segments(text: str, mode: str) -> list[Segment]:
@@ -159,9 +167,7 @@ def phones_and_bert_segments(text: str, mode: str) -> list[Segment]:
     texts start with the ".").
     """
     _check_text(text)
-    key = str(mode).lower()
-    if key not in MODES:
-        raise _unsupported(str(mode), MODES)
+    key = check_mode(mode)
     text = re.sub(r" {2,}", " ", text)  # official: runs of spaces collapse first (also before the retry)
     segments = _segments_once(text, key)
     if sum(len(s.phones) for s in segments) < MIN_PHONES:

@@ -41,7 +41,8 @@ from voicefleet.models.features import BertFeatures, HubertFeatures, pad_referen
 from voicefleet.models.gpt import GPT
 from voicefleet.models.pretrained import PretrainedPaths
 from voicefleet.models.sovits import SoVITS
-from voicefleet.text.frontend import has_speech_ids, require_speech
+from voicefleet.text.frontend import Segment, has_speech_ids, require_speech
+from voicefleet.text.phonemes import text_fragments
 from voicefleet.text.splitting import SENTENCE_MARKS, length_buckets, split_text
 
 logger = logging.getLogger(__name__)
@@ -196,10 +197,14 @@ class Synthesizer:
         """Text (one fragment) -> phonemes and BERT features, official language handling."""
         from voicefleet.text.frontend import phones_and_bert_segments
 
+        return self.segments_unit(phones_and_bert_segments(text, lang), bert_dim)
+
+    def segments_unit(self, segments: Sequence[Segment], bert_dim: int) -> TextUnit:
+        """A fragment's language pieces -> its phoneme ids and BERT features (zeros outside Chinese)."""
         ids: list[int] = []
         berts: list[torch.Tensor] = []
         norm = []
-        for seg in phones_and_bert_segments(text, lang):
+        for seg in segments:
             ids.extend(seg.phone_ids)
             norm.append(seg.norm_text)
             if seg.lang == "zh" and self.bert is not None and seg.word2ph:
@@ -219,9 +224,9 @@ class Synthesizer:
         return self.text_unit(prompt_text, prompt_lang, bert_dim)
 
     def fragments(self, text: str, lang: str, method: str, bert_dim: int) -> list[TextUnit]:
-        pieces = split_text(text, method, lang)
-        units = [self.text_unit(p, lang, bert_dim) for p in pieces]
-        units = [u for u in units if u.phone_ids]
+        """The text's fragments (`voicefleet.text.phonemes.text_fragments`, what `voicefleet
+        phonemes` shows) with their BERT features."""
+        units = [self.segments_unit(f.segments, bert_dim) for f in text_fragments(text, lang, method)]
         if not units:
             raise SynthesisError("nothing to synthesise: the text has no speakable content")
         # Fragments of marks only are kept, as officially, but not a text of nothing else

@@ -116,9 +116,10 @@ def _synth_text(pretrained, ref, out, text, lang, *extra):
                "--text", text, "--lang", lang, "--max-tokens", "20", "-o", out, *extra)
 
 
-def test_synthesize_text_zh_en_and_mixed(tiny_pretrained, reference_wav, tmp_path):
+def test_synthesize_text_in_every_language(tiny_pretrained, reference_wav, tmp_path):
     for i, (text, lang) in enumerate([("今天天气很好，我们去散步吧。", "zh"), ("Hello there, how are you?", "en"),
-                                      ("我们用 Python 写代码。", "zh")]):
+                                      ("我们用 Python 写代码。", "zh"), ("今日はいい天気ですね。", "ja"),
+                                      ("안녕하세요, 만나서 반갑습니다.", "ko"), ("我哋今日去飲茶。", "yue")]):
         out = tmp_path / f"t{i}.wav"
         result = _synth_text(tiny_pretrained, reference_wav, out, text, lang, "--seed", "1", "--batch-size", "2")
         assert result.exit_code == 0, result.output
@@ -129,7 +130,9 @@ def test_synthesize_text_zh_en_and_mixed(tiny_pretrained, reference_wav, tmp_pat
 def test_text_errors_are_one_line(tiny_pretrained, reference_wav, tmp_path):
     out = tmp_path / "o.wav"
     _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "   ", "zh"), "--text is empty")
-    _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "こんにちは", "ja"), "unsupported language 'ja'")
+    _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "こんにちは", "jp"), "--lang", "'jp'", "all_ja")
+    _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "안녕하세요.", "all_yue"),
+                    "no phonemes in '안녕하세요.' with language 'all_yue'")
     _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "你好", "zh", "--phonemes", "a1"),
                     "exactly one of --text or --phonemes")
     _one_line_error(_synth_text(tiny_pretrained, reference_wav, out, "你好啊朋友们。", "zh",
@@ -149,3 +152,45 @@ def test_the_command_line_loads_without_torch_or_ray():
     code = "import sys, voicefleet.cli; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", f"importing voicefleet.cli imported {out.strip()}"
+
+
+def test_phonemes_prints_what_synthesis_reads(tiny_pretrained):
+    import json
+
+    from voicefleet.inference.pipeline import Synthesizer
+
+    text = "今日はいい天気ですね。Hello there!"
+    result = run("phonemes", text, "--lang", "ja")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["lang"] == "ja" and report["text"] == text and len(report["phones"]) == len(report["phone_ids"])
+    units = Synthesizer.from_pretrained(tiny_pretrained).fragments(text, "ja", "cut5", 1024)
+    assert report["phone_ids"] == [i for u in units for i in u.phone_ids]  # exactly what is decoded
+    assert [f["norm_text"] for f in report["fragments"]] == [u.norm_text for u in units]
+
+
+def test_phonemes_batch_writes_one_object_per_line(tmp_path):
+    import json
+
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text('{"text": "你好，世界。"}\n\n{"text": "안녕하세요.", "lang": "ko"}\n'
+                     '{"text": "我哋去飲茶。", "lang": "yue"}\n{"text": "Good morning.", "lang": "en"}\n', encoding="utf-8")
+    result = run("phonemes", "--batch", lines, "--lang", "zh")
+    assert result.exit_code == 0, result.output
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(o["line"], o["lang"]) for o in objects] == [(1, "zh"), (3, "ko"), (4, "yue"), (5, "en")]
+    assert all(o["phone_ids"] for o in objects)
+    lines.write_text('{"text": "你好。"}\nnot json\n{"text": "Hi there.", "lang": "fr"}\n', encoding="utf-8")
+    result = run("phonemes", "--batch", lines)
+    objects = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [o["line"] for o in objects] == [1, 2, 3] and "phones" in objects[0]
+    assert "not a JSON line" in objects[1]["error"] and "unsupported language 'fr'" in objects[2]["error"]
+    _one_line_error(result, "2 of 3 lines")
+
+
+def test_phonemes_errors_are_one_line(tmp_path):
+    _one_line_error(run("phonemes"), "exactly one of TEXT or --batch")
+    _one_line_error(run("phonemes", "你好", "--lang", "jp"), "--lang", "'jp'", "all_yue")
+    _one_line_error(run("phonemes", "안녕하세요.", "--lang", "all_yue"), "no phonemes in")
+    _one_line_error(run("phonemes", "--batch", tmp_path / "missing.jsonl"), "missing.jsonl")
+    _one_line_error(run("phonemes", "你好", "--g2pw-model", tmp_path), "--pretrained")

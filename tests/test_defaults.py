@@ -256,7 +256,7 @@ def test_synthesize_refuses_exactly_what_the_python_api_refuses(tmp_path, option
      "placement_strategy"),
     (("train", "gpt", "ds", "--pretrained", "p", "--run-name", "r", "--lr", "0"), "sovits_lr"),
     (("serve", "--precision", "fp8"), "precision"),
-    (("run", "list.txt", "--voice", "alice", "--say-lang", "ja"), "say_lang"),
+    (("run", "list.txt", "--voice", "alice", "--say-lang", "jp"), "say_lang"),
 ])
 def test_values_left_to_the_model_are_refused_in_one_line(args, field):
     result = _invoke(*args)

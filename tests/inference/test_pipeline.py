@@ -89,14 +89,28 @@ def test_english_and_mixed_text(synth, voice):
     assert len(synth.synthesize(voice, "我们用 Python 写代码。", "zh", params)) > 0
 
 
+@pytest.mark.parametrize(("text", "lang"), [
+    ("こんにちは、今日はいい天気ですね。", "ja"), ("今日はiPhoneで写真を撮りました。", "all_ja"),
+    ("안녕하세요, 만나서 반갑습니다.", "ko"), ("我哋今日去飲茶。", "yue"), ("我哋今日去飲茶, OK?", "auto_yue"),
+])
+def test_japanese_korean_cantonese_text(synth, voice, text, lang):
+    units = synth.fragments(text, lang, "cut5", voice.gpt.config.bert_dim)
+    assert all(u.bert.abs().sum() == 0 for u in units)  # zeros for every non-Chinese piece, as officially
+    audio = synth.synthesize(voice, text, lang, SynthesisParams(**FAST))
+    assert np.isfinite(audio).all() and len(audio) > 0
+
+
 @pytest.mark.parametrize("text,lang,message", [
     ("", "zh", "nothing to synthesise"),
     ("。。。！", "zh", "nothing to synthesise"),
-    ("こんにちは", "ja", "unsupported language"),
+    ("안녕하세요", "all_yue", "no phonemes in '안녕하세요' with language 'all_yue'"),  # Cantonese drops Hangul
+    ("こんにちは", "jp", "unsupported language 'jp': use one of"),
 ])
 def test_bad_text_fails_clearly(synth, voice, text, lang, message):
     with pytest.raises((SynthesisError, TextFrontendError), match=message):
         synth.synthesize(voice, text, lang, SynthesisParams(**FAST))
+    with pytest.raises((SynthesisError, TextFrontendError), match=message):
+        synth.stream(voice, text, lang, SynthesisParams(**FAST))
 
 
 def test_fast_precision_voice_synthesises(tiny_pretrained, reference_wav):

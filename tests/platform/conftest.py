@@ -22,6 +22,8 @@ ZH_TEXTS = ("你好，今天天气很好。", "我们一起去公园散步吧。
             "明天早上八点见。", "我喜欢用Python写代码。")
 EN_TEXTS = ("Hello there, how are you today?", "The quick brown fox jumps over the lazy dog.",
             "Please call me back tomorrow.", "This voice sounds quite natural.")
+# (list-file code, transcript) for the languages besides zh and en, one clip each
+OTHER_TEXTS = (("JA", "今日はいい天気ですね。"), ("ko", "안녕하세요, 만나서 반갑습니다."), ("yue", "我哋今日去飲茶。"))
 
 
 @dataclass
@@ -58,7 +60,8 @@ def make_corpus(root: Path, *, n_good: int = 6, bad: bool = True, seed: int = 0)
     Good clips: `n_good` clips of 1.5-3.5 s for speakers alice (zh) and bob (en), one of them
     8 kHz stereo and one 44.1 kHz FLAC. Bad entries (with `bad`): corrupt, truncated, silent,
     clipped (float peak 3.0, and hard-clipped 16-bit), too short, noisy (0 dB SNR), missing,
-    empty transcript, unsupported language, and a duplicate row.
+    empty transcript, unsupported language, and a duplicate row; with them, carol's three good clips
+    in Japanese, Korean and Cantonese (`OTHER_TEXTS`).
     """
     rng = np.random.default_rng(seed)
     corpus = Corpus(root, root / "voice.list")
@@ -101,8 +104,12 @@ def make_corpus(root: Path, *, n_good: int = 6, bad: bool = True, seed: int = 0)
     corpus.add("wavs/missing.wav", "alice", "zh", ZH_TEXTS[4], "missing_file")
     write_wav(wavs / "untranscribed.wav", good)
     corpus.add("wavs/untranscribed.wav", "alice", "zh", "", "empty_transcript")
-    write_wav(wavs / "japanese.wav", good)
-    corpus.add("wavs/japanese.wav", "alice", "JA", "こんにちは", "unsupported_language")
+    for i, (code, text) in enumerate(OTHER_TEXTS):  # carol speaks Japanese, Korean and Cantonese
+        name = f"wavs/carol_{i:02d}.wav"
+        write_wav(root / name, voice_like(float(rng.uniform(1.5, 3.5)), 32000, seed=seed * 1000 + 50 + i))
+        corpus.add(name, "carol", code, text, None)
+    write_wav(wavs / "french.wav", good)
+    corpus.add("wavs/french.wav", "alice", "FR", "Bonjour.", "unsupported_language")
     first = next(c for c, r in corpus.expected.items() if r is None)
     corpus.lines.append(f"{first}|alice|zh|{ZH_TEXTS[5]}")  # a second row for the same file
     corpus.write_list()

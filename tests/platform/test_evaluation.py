@@ -228,8 +228,8 @@ def test_resynthesis_keeps_each_clip_length(tiny_voice, corpus):
 
 def test_voice_mode_refuses_lines_it_cannot_synthesise(tiny_voice, corpus):
     synth, voice = tiny_voice
-    with pytest.raises(EvaluationError, match="line 1: language 'ja' cannot be synthesised"):
-        evaluate_voice(synth, voice, corpus.lines("low", lang="ja", count=1))
+    with pytest.raises(EvaluationError, match="line 1: language 'fr' cannot be synthesised"):
+        evaluate_voice(synth, voice, corpus.lines("low", lang="fr", count=1))
     with pytest.raises(EvaluationError, match="line 1: no text to synthesise"):
         evaluate_voice(synth, voice, corpus.lines("low", texts=("",), count=1))
 

@@ -28,8 +28,9 @@ def test_rows_resolve_against_the_list_folder(tmp_path):
 
 
 @pytest.mark.parametrize("code, lang", [("zh", "zh"), ("ZH", "zh"), ("all_zh", "zh"), ("EN", "en"), ("en", "en"),
-                                        ("ja", None), ("JP", None), ("ko", None), ("yue", None), ("auto", None),
-                                        ("fr", None)])
+                                        ("ja", "ja"), ("JP", "ja"), ("all_ja", "ja"), ("ko", "ko"), ("KO", "ko"),
+                                        ("all_ko", "ko"), ("yue", "yue"), ("YUE", "yue"), ("all_yue", "yue"),
+                                        ("auto", None), ("auto_yue", None), ("fr", None)])
 def test_language_codes(code, lang):
     (entry,) = parse_list_text(f"a.wav|s|{code}|text", base="/data")
     assert entry.lang == lang and entry.lang_code == code  # unsupported codes stay rows (rejected later)

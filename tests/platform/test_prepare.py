@@ -27,6 +27,7 @@ from voicefleet.platform.data.schema import (clip_arrays, dataset_schema, from_f
 from voicefleet.platform.data.split import assign_splits
 from voicefleet.platform.data.synthetic import voice_like
 from voicefleet.platform.data.transcripts import transcribe
+from voicefleet.text.frontend import TextFrontendError
 
 from .conftest import Corpus, cli_app, make_corpus, tree_digest, write_wav
 
@@ -71,7 +72,10 @@ def test_keeps_every_good_clip_and_rejects_every_bad_one_with_its_reason(prepare
     assert all(r["detail"] for r in rejects)
     # the summary table: kept count, every reason, minutes per speaker
     out = prepared.output
-    assert "kept" in out and "minutes" in out and "alice" in out and "bob" in out
+    assert "kept" in out and "minutes" in out and "alice" in out and "bob" in out and "carol" in out
+    # Japanese, Korean and Cantonese transcripts are cleaned by their own front ends
+    langs = dict(zip(table.column("clip_id").to_pylist(), table.column("lang").to_pylist()))
+    assert sorted(langs[c] for c in corpus.kept if c.startswith("wavs/carol")) == ["ja", "ko", "yue"]
     for reason in set(corpus.expected.values()) - {None}:
         assert f"rejected: {reason}" in out
 
@@ -91,9 +95,12 @@ def test_dataset_schema_and_shapes(prepared):
         assert len(row["phone_ids"]) == len(row["phones"]) > 0
         if row["lang"] == "zh":
             assert arrays.bert.shape == (1024, len(row["phones"]))
+        else:  # BERT features are zeros outside Chinese, as officially: none are stored
+            assert arrays.bert is None
+        if row["lang"] in ("zh", "yue"):
             assert sum(row["word2ph"]) == len(row["phones"]) and len(row["word2ph"]) == len(row["norm_text"])
         else:
-            assert arrays.bert is None and row["word2ph"] is None
+            assert row["word2ph"] is None
     counts = manifest["counts"]
     assert counts["kept"] == table.num_rows and counts["rejected"] == len(read_rejects(prepared.out))
     for speaker, summary in manifest["speakers"].items():
@@ -285,6 +292,21 @@ def test_mixed_chinese_transcript_and_its_bert_features(tiny_pretrained):
     assert np.abs(features[:, covered]).min(axis=0).max() >= 0 and np.abs(features[:, covered]).sum() > 0
     plain = transcribe("你好，世界。", "zh")
     assert plain.bert_pieces[0].phone_start == 0 and plain.bert_pieces[0].norm_text == plain.norm_text
+
+
+def test_japanese_korean_cantonese_transcripts():
+    from voicefleet.text.frontend import clean_text
+
+    for text, lang in (("今日はいい天気ですね。", "ja"), ("안녕하세요.", "ko"), ("我哋去飲茶。", "yue")):
+        result = transcribe(text, lang)
+        official = clean_text(text, lang)  # one language per clip, as 1-get-text.py
+        assert (result.phones, result.word2ph, result.bert_pieces) == (official.phones, official.word2ph, [])
+    # Latin letters in Cantonese keep their phones (read as English), as in the UI's "yue" mode
+    mixed = transcribe("我哋用Python写代码。", "yue")
+    assert "Python" in mixed.norm_text and any(p.isupper() for p in mixed.phones) and mixed.bert_pieces == []
+    assert sum(mixed.word2ph) == len(mixed.phones) and len(mixed.word2ph) == len(mixed.norm_text)
+    with pytest.raises(TextFrontendError, match="gives no phones in 'yue'"):
+        transcribe("안녕하세요.", "yue")
 
 
 def test_official_names_fall_back_to_the_clip_id_on_collisions():

@@ -126,5 +126,5 @@ def test_slice_cli_writes_a_skeleton_that_prepare_rejects_as_untranscribed(recor
 def test_slice_refuses_an_output_folder_holding_the_input(recording):
     with pytest.raises(FileExistsError, match="contains the input"):
         slice_recordings([recording], recording.parent.parent, method="energy", overwrite=True)
-    with pytest.raises(ValueError, match="language"):
-        slice_recordings([recording], recording.parent.parent / "x", lang="ja")
+    with pytest.raises(ValueError, match="language .fr. is not one voicefleet prepares"):
+        slice_recordings([recording], recording.parent.parent / "x", lang="fr")

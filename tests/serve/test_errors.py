@@ -179,7 +179,7 @@ CASES = [
     (TooLarge, "body over max_upload_bytes", lambda a: _upload(a.open, "big", b"\0" * (3 * 1024 * 1024))),
     (RequestValidationError, "top_k out of range", lambda a: _tts(a.open, top_k=0)),
     (RequestValidationError, "tts, mp3", lambda a: _tts(a.open, format="mp3")),
-    (RequestValidationError, "unsupported lang", lambda a: _tts(a.open, lang="ja")),
+    (RequestValidationError, "unsupported lang", lambda a: _tts(a.open, lang="jp")),
     (RequestValidationError, "unknown field", lambda a: _tts(a.open, ref_audio_path="/etc/passwd")),
     (RequestValidationError, "not JSON", lambda a: a.open.post(
         "/v1/tts", content=b"{not json", headers={"content-type": "application/json"})),
@@ -190,7 +190,7 @@ CASES = [
     (RegistryError, "OpenAI route, invalid voice id", lambda a: _speech(a.open, voice="Not A Voice")),
     (RegistryError, "delete an invalid voice id", lambda a: a.open.delete("/v1/voices/Bad!Id")),
     (SynthesisError, "text with nothing to say", lambda a: _tts(a.open, text="。。。")),
-    (TextFrontendError, "auto finds Japanese", lambda a: _tts(a.open, text="こんにちは、元気ですか。", lang="auto")),
+    (TextFrontendError, "nothing in the language", lambda a: _tts(a.open, text="안녕하세요.", lang="all_yue")),
     (Unavailable, "readiness without synthesis", lambda a: a.bare.get("/readyz")),
     (Unavailable, "tts without synthesis", lambda a: _tts(a.bare)),
     (VoiceDamaged, "voice damaged on disk", _damaged_voice),
@@ -269,6 +269,28 @@ def test_unmapped_library_error_from_a_replica_is_unwrapped(serve_settings):
 def test_synthesis_still_works(apps):
     response = _tts(apps.open)
     assert response.status_code == 200 and response.content[:4] == b"RIFF"
+
+
+@pytest.mark.parametrize(("text", "lang"), [("今日はいい天気ですね。", "ja"), ("안녕하세요.", "ko"),
+                                          ("我哋去飲茶。", "yue"), ("我哋去飲茶。", "auto_yue")])
+def test_japanese_korean_cantonese_over_http(apps, text, lang):
+    response = _tts(apps.open, text=text, lang=lang)
+    assert response.status_code == 200 and response.content[:4] == b"RIFF", response.text
+
+
+def test_openai_route_reads_the_configured_language(serve_settings):
+    from fastapi.testclient import TestClient
+
+    from voicefleet.serve.asgi import create_app
+
+    assert serve_settings.openai_lang == "zh"  # the official default mode
+    japanese = serve_settings.model_copy(update={"openai_lang": "all_yue"})
+    handle = LocalHandle(japanese)
+    with TestClient(create_app(japanese, handle)) as client:
+        # Hangul has no phonemes in Cantonese: the error proves the route used the setting
+        error = _speech(client, input="안녕하세요.").json()["error"]
+        assert error["message"].startswith("no phonemes in '안녕하세요.' with language 'all_yue'"), error
+        assert _speech(client, input="我哋去飲茶。").content[:4] == b"RIFF"
 
 
 def test_client_error_hides_the_registry_location():

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from voicefleet import __version__
-from voicefleet.cli import data, eval as eval_cmds, export, models, run, serve, synthesize, train, tune
+from voicefleet.cli import data, eval as eval_cmds, export, models, run, serve, synthesize, text, train, tune
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="GPT-SoVITS v2 voice cloning at cluster scale on Ray.")
@@ -31,6 +31,7 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 app.command("init-pretrained")(models.init_pretrained_cmd)
 app.command("inspect")(models.inspect_cmd)
 app.command("synthesize")(synthesize.synthesize_cmd)
+app.command("phonemes")(text.phonemes_cmd)
 app.command("slice")(data.slice_cmd)
 app.command("prepare")(data.prepare_cmd)
 app.add_typer(train.train_app, name="train")

@@ -141,7 +141,7 @@ def slice_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the clips and slices.list (must be new or empty)."),
     method: str = typer.Option("vad", "--method", help="vad (silero-vad; energy if unavailable) or energy."),
     speaker: Optional[str] = typer.Option(None, "--speaker", help="Speaker name in the list (default: file name)."),
-    lang: str = typer.Option("zh", "--lang", help="Language code for the list lines: zh, all_zh or en."),
+    lang: str = typer.Option("zh", "--lang", help="Language code for the list lines: zh, en, ja, ko or yue (or all_zh, all_ja, all_ko, all_yue)."),
     # SliceSettings checks MIN_DURATION_S <= min_s < max_s <= MAX_DURATION_S (the official clip limits)
     min_s: float = typer.Option(_SLICE.min_s, "--min-s", min=MIN_DURATION_S, max=MAX_DURATION_S,
                                 help="Shortest clip in seconds."),

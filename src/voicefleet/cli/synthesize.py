@@ -65,6 +65,14 @@ def synthesize_cmd(
         raise UserError("nothing to synthesise: --phonemes is empty")
     if text is not None and not text.strip():
         raise UserError("nothing to synthesise: --text is empty")
+    from voicefleet.text.frontend import check_mode
+
+    for option, mode in (("--lang", lang), ("--prompt-lang", prompt_lang)):
+        if mode is not None:
+            try:
+                check_mode(mode)  # before any model loads
+            except ValueError as exc:
+                raise UserError(f"{option}: {exc}") from None
     params = SynthesisParams(top_k=top_k, top_p=top_p, temperature=temperature,
                              repetition_penalty=repetition_penalty, speed=speed, noise_scale=noise_scale, seed=seed,
                              max_tokens=max_tokens, text_split_method=text_split_method, batch_size=batch_size,

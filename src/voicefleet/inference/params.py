@@ -17,14 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 if TYPE_CHECKING:
     from voicefleet.inference.generation import SamplingParams
 
-Lang = Literal["zh", "all_zh", "en", "auto"]  # the text front end's modes (`text.frontend.MODES`)
+# The text front end's modes (`text.frontend.MODES`), the official UI's language choices.
+Lang = Literal["zh", "all_zh", "en", "auto", "all_ja", "ja", "all_ko", "ko", "all_yue", "yue", "auto_yue"]
 SplitMethod = Literal["cut0", "cut1", "cut2", "cut3", "cut4", "cut5"]  # `text.splitting.METHODS`
 Precision = Literal["fp32", "fast"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 DEFAULT_LANG: Lang = "zh"  # the official UI's default (中英混合: Chinese, English words read as English)
-LangField = Annotated[Lang, Field(description="Language of the text: zh (Chinese with English words), all_zh, "
-                                              "en, or auto (detected per piece).")]
+LangField = Annotated[Lang, Field(description="Language of the text: zh (Chinese with English words), all_zh "
+                                              "(Chinese only), en, ja / all_ja (Japanese), ko / all_ko (Korean), "
+                                              "yue / all_yue (Cantonese), auto (detected per piece) or auto_yue "
+                                              "(detected, Chinese read as Cantonese).")]
 DEFAULT_PRECISION: Precision = "fp32"
 PrecisionField = Annotated[Precision, Field(description="fp32: official numerics; fast: int8 GPT, bf16 BERT "
                                                         "linears and HiFi-GAN on CPUs with AVX512-BF16/AMX "

@@ -41,6 +41,8 @@ from voicefleet.models.features import BertFeatures, HubertFeatures, pad_referen
 from voicefleet.models.gpt import GPT
 from voicefleet.models.pretrained import PretrainedPaths
 from voicefleet.models.sovits import SoVITS
+from voicefleet.text.frontend import Segment, has_speech_ids, require_speech
+from voicefleet.text.phonemes import text_fragments
 from voicefleet.text.splitting import SENTENCE_MARKS, length_buckets, split_text
 
 logger = logging.getLogger(__name__)
@@ -195,10 +197,14 @@ class Synthesizer:
         """Text (one fragment) -> phonemes and BERT features, official language handling."""
         from voicefleet.text.frontend import phones_and_bert_segments
 
+        return self.segments_unit(phones_and_bert_segments(text, lang), bert_dim)
+
+    def segments_unit(self, segments: Sequence[Segment], bert_dim: int) -> TextUnit:
+        """A fragment's language pieces -> its phoneme ids and BERT features (zeros outside Chinese)."""
         ids: list[int] = []
         berts: list[torch.Tensor] = []
         norm = []
-        for seg in phones_and_bert_segments(text, lang):
+        for seg in segments:
             ids.extend(seg.phone_ids)
             norm.append(seg.norm_text)
             if seg.lang == "zh" and self.bert is not None and seg.word2ph:
@@ -218,11 +224,15 @@ class Synthesizer:
         return self.text_unit(prompt_text, prompt_lang, bert_dim)
 
     def fragments(self, text: str, lang: str, method: str, bert_dim: int) -> list[TextUnit]:
-        pieces = split_text(text, method, lang)
-        units = [self.text_unit(p, lang, bert_dim) for p in pieces]
-        units = [u for u in units if u.phone_ids]
+        """The text's fragments (`voicefleet.text.phonemes.text_fragments`, what `voicefleet
+        phonemes` shows) with their BERT features."""
+        units = [self.segments_unit(f.segments, bert_dim) for f in text_fragments(text, lang, method)]
         if not units:
             raise SynthesisError("nothing to synthesise: the text has no speakable content")
+        # Fragments of marks only are kept, as officially, but not a text of nothing else
+        # (e.g. Hangul under a Cantonese mode, whose cleaner drops it).
+        if not any(has_speech_ids(u.phone_ids) for u in units):
+            require_speech([], text, lang)
         return units
 
     # ---- voices ---------------------------------------------------------------------------
@@ -430,11 +440,15 @@ class Synthesizer:
         fragment's text features are computed before its audio, the others' while it plays."""
         dim = voice.gpt.config.bert_dim
         pieces = iter(split_text(text, params.text_split_method, lang))
-        for piece in pieces:
+        spoke_nothing = False
+        for piece in pieces:  # leading fragments with nothing to say are skipped
             first = self.text_unit(piece, lang, dim)
-            if first.phone_ids:
+            if has_speech_ids(first.phone_ids):
                 break
+            spoke_nothing = spoke_nothing or bool(first.phone_ids)
         else:
+            if spoke_nothing:
+                require_speech([], text, lang)
             raise SynthesisError("nothing to synthesise: the text has no speakable content")
 
         def later() -> list[TextUnit]:

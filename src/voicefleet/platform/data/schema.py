@@ -7,12 +7,12 @@ column              type                    meaning
 ==================  ======================  =====================================================
 clip_id             string                  the audio path as written in the list file
 speaker             string
-lang                string                  "zh" or "en"
+lang                string                  "zh", "en", "ja", "ko" or "yue"
 text                string                  transcript as listed
 norm_text           string                  normalised text (official ``norm_text``)
 phones              list<string>            v2 phone symbols
 phone_ids           list<int32>             ids in the v2 symbol table
-word2ph             list<int32>, nullable   phones per character of norm_text; null for en
+word2ph             list<int32>, nullable   phones per character of norm_text; null for en, ja, ko
 duration_s          float32                 length of the 32 kHz audio
 spectral_entropy    float32                 the noise measure (`quality.spectral_entropy`)
 audio_32k           list<int16|float32>     normalised audio, 32 kHz mono (`PrepareConfig.audio_dtype`;

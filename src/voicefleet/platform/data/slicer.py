@@ -37,7 +37,7 @@ import soxr
 from voicefleet.models.checkpoint.files import atomic_folder
 from voicefleet.models.config import SAMPLE_RATE, SSL_SAMPLE_RATE
 
-from voicefleet.platform.data.listfile import format_list_line, normalize_language
+from voicefleet.platform.data.listfile import SUPPORTED_LANGUAGES, format_list_line, normalize_language
 from voicefleet.platform.data.quality import MAX_DURATION_S, MIN_DURATION_S
 
 logger = logging.getLogger(__name__)
@@ -230,12 +230,13 @@ def slice_recordings(inputs: Sequence[str | Path], out_dir: str | Path, *, metho
         out_dir: destination folder; must be new or empty unless `overwrite`.
         method: "vad" (silero-vad, energy fallback) or "energy".
         speaker: speaker name for every line (default: each recording's file stem).
-        lang: language code for the list lines (zh, all_zh or en).
+        lang: language code for the list lines (one `listfile.SUPPORTED_LANGUAGES` code: zh, en, ja, ko,
+            yue, ...).
     """
     if method not in ("vad", "energy"):
         raise ValueError(f"method must be 'vad' or 'energy', got {method!r}")
     if normalize_language(lang) is None:
-        raise ValueError(f"language {lang!r} is not one voicefleet prepares (zh, all_zh, en)")
+        raise ValueError(f"language {lang!r} is not one voicefleet prepares ({', '.join(SUPPORTED_LANGUAGES)})")
     sources = [Path(p) for p in inputs]
     if not sources:
         raise ValueError("give at least one recording to slice")

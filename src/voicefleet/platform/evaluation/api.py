@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from voicefleet.inference.pipeline import SynthesisParams, Synthesizer, Voice
 from voicefleet.models.pretrained import find_pretrained
-from voicefleet.platform.data.listfile import normalize_language, read_list_file
+from voicefleet.platform.data.listfile import SUPPORTED_LANGUAGES, normalize_language, read_list_file
 from voicefleet.platform.evaluation.instruments import EvaluationError
 from voicefleet.platform.evaluation.report import check_out_dir, write_evaluation
 from voicefleet.platform.evaluation.runner import (Evaluation, Progress, evaluate_audio, evaluate_voice,
@@ -66,7 +66,7 @@ def open_voice(synth: Synthesizer, source: VoiceSource, pretrained: str | Path
     if not Path(ref).is_file():
         raise EvaluationError(f"reference clip {ref} not found")
     if normalize_language(lang) is None:
-        raise EvaluationError(f"reference language {lang!r} is not supported (zh, all_zh, en)")
+        raise EvaluationError(f"reference language {lang!r} is not supported ({', '.join(SUPPORTED_LANGUAGES)})")
     voice = synth.load_voice(source.voice_id or "files", gpt, sovits, ref, text, lang)
     described.update(reference=str(ref), prompt_text=text, prompt_lang=lang)
     return voice, Path(ref), described

@@ -100,8 +100,8 @@ async def tts(req: TTSRequest, services: Services = Depends(get_services), calle
 async def speech(req: SpeechRequest, services: Services = Depends(get_services),
                  caller: Caller = Depends(get_caller)):
     """OpenAI's `audio.speech.create`: `voice` is a registered voice id, `model` is ignored,
-    text read in `zh` mode (Chinese, with English words read as English -- the official
-    default; `auto` would misdetect short Chinese phrases as Japanese). Formats: wav (default), flac, pcm (32 kHz, not
+    text read in the server's `openai_lang` mode (default `zh`: Chinese, with English words read
+    as English -- the official default; `auto` would misdetect short Chinese phrases as Japanese). Formats: wav (default), flac, pcm (32 kHz, not
     OpenAI's 24 kHz), opus/ogg (Ogg Vorbis); mp3 and aac are refused with 400."""
     fmt = OPENAI_FORMATS.get(req.response_format.lower())
     if fmt is None:
@@ -111,4 +111,5 @@ async def speech(req: SpeechRequest, services: Services = Depends(get_services),
         raise BadRequest("stream_format 'sse' is not supported; use 'audio'")
     check_voice_id(req.voice)  # OpenAI's schema has no pattern for it; RegistryError -> 422
     fields = SamplingFields(speed=req.speed)
-    return await synthesize(services, caller, req.voice, req.input, "zh", fmt, fields, stream=False)
+    return await synthesize(services, caller, req.voice, req.input, services.settings.openai_lang, fmt, fields,
+                            stream=False)

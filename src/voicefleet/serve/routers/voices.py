@@ -5,13 +5,13 @@ from __future__ import annotations
 import io
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import soundfile as sf
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from voicefleet.inference.params import DEFAULT_LANG, Lang
 from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.registry import VoiceRecord
 from voicefleet.serve.dependencies import Caller, Services, get_caller, get_services
@@ -67,7 +67,7 @@ async def create_voice(
         voice_id: str = Form(..., pattern=VOICE_ID_PATTERN, description="New voice id (a-z, 0-9, '_', '-')."),
         reference: UploadFile = File(..., description="Reference clip, 3-10 s (wav, flac or ogg)."),
         prompt_text: str = Form("", max_length=500, description="Transcript of the reference clip (recommended)."),
-        prompt_lang: Literal["zh", "all_zh", "en", "auto"] = Form("zh", description="Language of the transcript."),
+        prompt_lang: Lang = Form(DEFAULT_LANG, description="Language of the transcript."),
         services: Services = Depends(get_services), caller: Caller = Depends(get_caller)) -> VoiceInfo:
     """Register a voice that uses the pretrained GPT/SoVITS weights with an uploaded reference clip."""
     caller.require_admin()

@@ -150,7 +150,7 @@ async function loadSchema() {
     if (prop.description) input.title = prop.description;
   }
   const langProp = ttsSchema.lang || {};
-  const langs = langProp.enum || ["zh", "all_zh", "en", "auto"];
+  const langs = langProp.enum || ["zh"];
   for (const select of [$("lang"), $("prompt-lang")]) {
     select.replaceChildren(...langs.map((code) => new Option(code, code)));
     select.value = langProp.default || langs[0];

@@ -149,6 +149,10 @@ def _config_from_file(path: Path, raw: Any, weight: Mapping[str, torch.Tensor]) 
         to_mrte = weight.get("ge_to512.weight")
         if to_mrte is not None and to_mrte.shape[0] != cfg.mrte_hidden:
             cfg = dataclasses.replace(cfg, mrte_hidden_channels=int(to_mrte.shape[0]))
+        # and the embedding width by `sv_emb` (20480 officially; narrower in tiny random folders)
+        projection = weight.get("sv_emb.weight")
+        if projection is not None and projection.shape[-1] != cfg.sv_embedding_dim:
+            cfg = dataclasses.replace(cfg, sv_embedding_dim=int(projection.shape[-1]))
     return cfg, plain
 
 

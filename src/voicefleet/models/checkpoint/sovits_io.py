@@ -27,7 +27,7 @@ from voicefleet.models.sovits import SoVITS
 from voicefleet.models.checkpoint.errors import CheckpointError
 from voicefleet.models.checkpoint.keymap import KeyMap, check_state_dict
 from voicefleet.models.checkpoint.pickle_io import HParams, load_official_file, save_official_file, to_plain
-from voicefleet.models.checkpoint.versions import VERSION_HEADS, same_family, sovits_version
+from voicefleet.models.checkpoint.versions import VERSION_HEADS, header_version, same_family, sovits_version
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +154,20 @@ def _config_from_file(path: Path, raw: Any, weight: Mapping[str, torch.Tensor]) 
         if projection is not None and projection.shape[-1] != cfg.sv_embedding_dim:
             cfg = dataclasses.replace(cfg, sv_embedding_dim=int(projection.shape[-1]))
     return cfg, plain
+
+
+def sovits_file_version(path: str | Path) -> str:
+    """"v2", "v2Pro" or "v2ProPlus" of a SoVITS generator file, by the official rules (a tagged
+    file is answered from its first bytes; a `PK` file is read for its keys and config)."""
+    path = Path(path)
+    tagged = header_version(path)
+    if tagged in V2PRO_MODEL:
+        return tagged
+    raw = load_official_file(path)
+    weight = raw.get("weight") if isinstance(raw, Mapping) else None
+    if not isinstance(weight, Mapping) or _describe_foreign(weight):
+        raise CheckpointError(path, "is not a SoVITS generator file")
+    return _config_from_file(path, raw, weight)[0].version
 
 
 @dataclass

@@ -92,6 +92,15 @@ def tiny_pretrained(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_pretrained_v2proplus(tmp_path_factory):
+    """A random tiny v2ProPlus pretrained folder (official layout: v2Pro/, sv/, s1v3.ckpt), once per session."""
+    from voicefleet.models.pretrained import init_pretrained
+
+    return init_pretrained(tmp_path_factory.mktemp("pretrained") / "tiny-v2proplus", "tiny", seed=0,
+                           version="v2ProPlus")
+
+
+@pytest.fixture(scope="session")
 def reference_wav(tmp_path_factory) -> Path:
     """A 4 s voice-like 32 kHz clip (gliding harmonic tone)."""
     import soundfile as sf

@@ -19,13 +19,13 @@ from voicefleet.cli.common import user_facing
 def export_cmd(
     voice: str = typer.Argument(..., help="Registered voice id."),
     to: Path = typer.Option(..., "--to", help="A GPT-SoVITS checkout (or any folder): files go into its "
-                                              "SoVITS_weights_v2/ and GPT_weights_v2/."),
+                                              "SoVITS_weights_<model>/ and GPT_weights_<model>/ (v2, v2Pro, ..)."),
     storage: str = typer.Option("runs", help="Storage path; the voice is read from <storage>/registry."),
     version: Optional[int] = typer.Option(None, "--version", help="The voice's version (default: its current one, "
                                                                   "the only one the registry keeps)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files of the same name."),
 ) -> None:
-    """Write VOICE as <voice>_v<version>.pth / .ckpt in GPT-SoVITS's v2 weights folders."""
+    """Write VOICE as <voice>_v<version>.pth / .ckpt in GPT-SoVITS's weights folders of its model version."""
     from voicefleet.platform.voices import export_voice
 
     exported = export_voice(voice, storage, to, version=version, overwrite=overwrite)

@@ -10,6 +10,11 @@ The official inference path, step by step:
 4. SoVITS decodes each fragment's tokens against its phonemes and the reference style; each
    fragment is followed by a short silence.
 
+v2Pro / v2ProPlus voices also need the reference's speaker-verification embedding: the same
+32 kHz reference tensor is resampled to 16 kHz, turned into Kaldi fbank features and run through
+ERes2NetV2 (`feature_map_embedding`), once per voice, as the official inference does. The network
+is loaded from the pretrained folder's `sv/` file the first time such a voice is loaded.
+
 Shared feature extractors (HuBERT, BERT) are loaded once and serve every voice: a voice is its
 GPT + SoVITS weights plus a reference clip and transcript (`Voice`). No state is kept between
 calls: every request draws from its own random generators, so a seed reproduces the same audio
@@ -39,8 +44,10 @@ from voicefleet.models.checkpoint.sovits_io import load_sovits
 from voicefleet.models.config import SAMPLE_RATE, SSL_SAMPLE_RATE
 from voicefleet.models.features import BertFeatures, HubertFeatures, pad_reference_16k
 from voicefleet.models.gpt import GPT
-from voicefleet.models.pretrained import PretrainedPaths
+from voicefleet.models.pretrained import SV_FILE, PretrainedPaths
 from voicefleet.models.sovits import SoVITS
+from voicefleet.models.speaker import ERes2NetV2
+from voicefleet.models.speaker_frontend import speaker_features
 from voicefleet.text.frontend import Segment, has_speech_ids, require_speech
 from voicefleet.text.phonemes import text_fragments
 from voicefleet.text.splitting import SENTENCE_MARKS, length_buckets, split_text
@@ -58,11 +65,13 @@ FIRST_CHUNK_FADE_S = 0.01
 
 @dataclass
 class Reference:
-    """What the models need from a reference clip: prompt tokens (n,) and a spectrogram (1, 1025, t)."""
+    """What the models need from a reference clip: prompt tokens (n,), a spectrogram (1, 1025, t)
+    and, for v2Pro voices, the speaker-verification embedding (1, sv_dim)."""
 
     prompt_tokens: torch.Tensor
     spec: torch.Tensor
     duration_s: float
+    sv: torch.Tensor | None = None
 
 
 @dataclass
@@ -113,7 +122,8 @@ def _silence(params: SynthesisParams) -> np.ndarray:
 class Synthesizer:
     """Shared feature extractors plus the synthesis steps; safe to call from several threads."""
 
-    def __init__(self, hubert: HubertFeatures, bert: BertFeatures | None = None, *, precision: str = "fp32"):
+    def __init__(self, hubert: HubertFeatures, bert: BertFeatures | None = None, *, precision: str = "fp32",
+                 speaker_verifier: ERes2NetV2 | str | Path | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.hubert = hubert.eval()
@@ -124,11 +134,38 @@ class Synthesizer:
         self.bert = bert
         self.precision = precision
         self._stage_threads = threading.local()
+        # the network itself, or the file to load it from when the first v2Pro voice arrives
+        self._speaker_verifier = speaker_verifier
+        self._speaker_lock = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, paths: PretrainedPaths, *, precision: str = "fp32") -> "Synthesizer":
+        sv = paths.sv or paths.root / SV_FILE  # a v2 folder may hold it too, for v2Pro voices
         return cls(HubertFeatures.from_pretrained(paths.hubert), BertFeatures.from_pretrained(paths.bert),
-                   precision=precision)
+                   precision=precision, speaker_verifier=sv if sv.is_file() else None)
+
+    def speaker_verifier(self) -> ERes2NetV2:
+        """The speaker-verification network of v2Pro voices (loaded on first use)."""
+        with self._speaker_lock:
+            if self._speaker_verifier is None:
+                raise SynthesisError(f"v2Pro/v2ProPlus voices need the speaker-verification network "
+                                     f"({SV_FILE} in the pretrained folder), and there is none")
+            if not isinstance(self._speaker_verifier, ERes2NetV2):
+                from voicefleet.models.checkpoint.speaker_io import load_speaker_verifier
+
+                self._speaker_verifier = load_speaker_verifier(self._speaker_verifier)
+            return self._speaker_verifier
+
+    @torch.inference_mode()
+    def speaker_embedding(self, wave32: torch.Tensor, sovits: SoVITS) -> torch.Tensor:
+        """(1, samples) reference at 32 kHz -> speaker-verification embedding (1, sv_dim) for `sovits`."""
+        verifier = self.speaker_verifier()
+        emb = verifier.feature_map_embedding(speaker_features(wave32.float(), SAMPLE_RATE))
+        if emb.shape[-1] != sovits.config.sv_embedding_dim:
+            raise SynthesisError(f"the speaker-verification network gives {emb.shape[-1]}-wide embeddings but this "
+                                 f"{sovits.config.version} voice takes {sovits.config.sv_embedding_dim}; use the "
+                                 f"network of the voice's pretrained folder")
+        return emb
 
     # ---- threads ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -252,14 +289,19 @@ class Synthesizer:
         peak = float(wave32.abs().max())
         if peak > 1:
             wave32 = wave32 / min(2.0, peak)
-        return Reference(tokens, linear_spectrogram(wave32), duration)
+        sv = self.speaker_embedding(wave32, sovits) if sovits.config.is_pro else None
+        return Reference(tokens, linear_spectrogram(wave32), duration, sv)
 
     def load_voice(self, name: str, gpt_path: str | Path, sovits_path: str | Path, ref_audio: str | Path | bytes,
                    prompt_text: str = "", prompt_lang: str = "zh") -> Voice:
         """Load a voice's weights and reference; the prompt transcript is optional (as officially)."""
         gpt, _, _ = load_gpt(gpt_path)
         gpt = gpt.eval()
-        sovits = load_sovits(sovits_path).model
+        loaded = load_sovits(sovits_path)
+        sovits = loaded.model
+        if loaded.config.is_pro:
+            self.speaker_verifier()  # fail before any other work when the network is missing
+        logger.info("voice %s: SoVITS %s", name, loaded.version)
         if self.precision == "fast":
             from voicefleet.inference.fast import optimize_for_cpu_inference
 
@@ -339,8 +381,9 @@ class Synthesizer:
         frames = sovits.prior_frames(tokens.numel(), params.speed)
         noise = torch.randn(frames, sovits.config.inter_channels,
                             generator=fragment_generator(params.seed, index, "sovits")).T.unsqueeze(0)
+        sv = None if voice.reference.sv is None else [voice.reference.sv]
         wave = sovits.decode(tokens.view(1, 1, -1), torch.tensor([unit.phone_ids]), [voice.reference.spec],
-                             noise_scale=params.noise_scale, speed=params.speed, noise=noise)[0, 0]
+                             noise_scale=params.noise_scale, speed=params.speed, noise=noise, sv=sv)[0, 0]
         peak = float(wave.abs().max())
         wave = wave / peak if peak > 1 else wave
         return wave.numpy().astype(np.float32)

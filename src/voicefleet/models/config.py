@@ -1,5 +1,9 @@
 """Typed model configs whose defaults are the official GPT-SoVITS v2 values.
 
+SoVITS configs also describe the v2Pro and v2ProPlus generators (`version`), whose official
+numbers differ from v2 in a few fields (`V2PRO_MODEL`); the speaker-verification network they
+condition on is `SpeakerVerifierConfig`.
+
 Field names follow the official config files (`s2.json`'s `model`/`data` sections and
 `s1longer-v2.yaml`'s `model` section), because those dicts travel inside every official
 checkpoint; `from_official` reads them and rejects keys it does not know.
@@ -20,6 +24,19 @@ N_MELS = 128
 SSL_SAMPLE_RATE = 16000  # HuBERT input rate
 SSL_DIM = 768  # chinese-hubert-base hidden size, hard-coded in the official SoVITS
 BERT_DIM = 1024  # chinese-roberta-wwm-ext-large hidden size, hard-coded in the official GPT
+
+
+# SoVITS model versions voicefleet builds; v2Pro/v2ProPlus add the speaker-verification input.
+SOVITS_VERSIONS = ("v2", "v2Pro", "v2ProPlus")
+PRO_VERSIONS = ("v2Pro", "v2ProPlus")
+SV_EMBEDDING_DIM = 20480  # ERes2NetV2 feature-map embedding width, hard-coded in the official v2Pro SoVITS
+PRO_MRTE_HIDDEN = 512  # official v2Pro: the MRTE keeps its default width; `ge_to512` maps the style to it
+# official s2v2Pro.json / s2v2ProPlus.json `model` values that differ from s2.json
+V2PRO_MODEL = {
+    "v2Pro": {"gin_channels": 1024, "p_dropout": 0.0},
+    "v2ProPlus": {"gin_channels": 1024, "p_dropout": 0.0, "upsample_initial_channel": 768,
+                  "upsample_kernel_sizes": (20, 16, 8, 2, 2)},
+}
 
 
 class ConfigError(ValueError):
@@ -59,8 +76,13 @@ class SoVITSConfig:
     """SoVITS v2 generator (`SynthesizerTrn`) hyper-parameters, official `s2.json` `model`.
 
     `mrte_hidden_channels` and `mrte_heads` are fixed in the official constructor (512 and 4);
-    they are exposed so reduced models can be built. `None` derives the official rule:
-    MRTE hidden width = `gin_channels` (the style vector is added to it).
+    they are exposed so reduced models can be built. `None` derives the official rule: in v2 the
+    MRTE hidden width = `gin_channels` (the style vector is added to it); in v2Pro/v2ProPlus it
+    is 512 whatever `gin_channels` is, and the style reaches it through `ge_to512`.
+
+    v2Pro/v2ProPlus (`version`) add the speaker-verification projection `sv_emb`
+    (`sv_embedding_dim` -> gin), a per-channel PReLU and `ge_to512`; their official sizes are the
+    v2 defaults updated with `V2PRO_MODEL[version]`.
     """
 
     inter_channels: int = 192
@@ -95,10 +117,12 @@ class SoVITSConfig:
     flow_layers: int = 4  # coupling layers in the flow (each followed by a flip)
     flow_wavenet_layers: int = 4
     wavenet_kernel_size: int = 5
+    sv_embedding_dim: int = SV_EMBEDDING_DIM  # v2Pro only
 
     def __post_init__(self) -> None:
-        if self.version != "v2":
-            raise ConfigError(f"SoVITS version {self.version!r} is not supported; voicefleet builds v2 models")
+        if self.version not in SOVITS_VERSIONS:
+            raise ConfigError(f"SoVITS version {self.version!r} is not supported; voicefleet builds "
+                              f"{', '.join(SOVITS_VERSIONS)} models")
         if self.semantic_frame_rate != "25hz":
             raise ConfigError(f"semantic_frame_rate must be '25hz' for v2, got {self.semantic_frame_rate!r}")
         if self.resblock != "1":
@@ -114,8 +138,15 @@ class SoVITSConfig:
             raise ConfigError(f"the product of upsample_rates ({hop}) must equal hop_length ({self.audio.hop_length})")
 
     @property
+    def is_pro(self) -> bool:
+        """v2Pro or v2ProPlus: the style vector mixes in a speaker-verification embedding."""
+        return self.version in PRO_VERSIONS
+
+    @property
     def mrte_hidden(self) -> int:
-        return self.mrte_hidden_channels if self.mrte_hidden_channels is not None else self.gin_channels
+        if self.mrte_hidden_channels is not None:
+            return self.mrte_hidden_channels
+        return PRO_MRTE_HIDDEN if self.is_pro else self.gin_channels
 
     @property
     def segment_frames(self) -> int:
@@ -173,6 +204,31 @@ _OFFICIAL_MODEL_ORDER = [
 
 
 @dataclass(frozen=True)
+class SpeakerVerifierConfig:
+    """ERes2NetV2 sizes; defaults = the official `pretrained_eres2netv2w24s4ep4.ckpt`
+    (`ERes2NetV2(baseWidth=24, scale=4, expansion=4)`, other arguments at their defaults)."""
+
+    base_width: int = 24
+    scale: int = 4
+    expansion: int = 4
+    m_channels: int = 64
+    num_blocks: tuple[int, int, int, int] = (3, 4, 6, 3)
+    feat_dim: int = 80  # fbank bins
+    embedding_size: int = 192  # the speaker-embedding head (unused by GPT-SoVITS)
+
+    def __post_init__(self) -> None:
+        if len(self.num_blocks) != 4 or min(self.num_blocks) < 1:
+            raise ConfigError(f"num_blocks needs 4 positive stage depths, got {list(self.num_blocks)}")
+        if self.feat_dim % 8:
+            raise ConfigError(f"feat_dim must be divisible by 8 (three stride-2 stages), got {self.feat_dim}")
+
+    @property
+    def stats_dim(self) -> int:
+        """Channels x frequency rows of the fused map = the width of `feature_map_embedding`."""
+        return (self.feat_dim // 8) * self.m_channels * 8 * self.expansion
+
+
+@dataclass(frozen=True)
 class DiscriminatorConfig:
     """Multi-period discriminator (official `MultiPeriodDiscriminator`, v2 periods).
 
@@ -180,7 +236,7 @@ class DiscriminatorConfig:
     discriminators can be built. The defaults are the official widths.
     """
 
-    periods: tuple[int, ...] = (2, 3, 5, 7, 11)
+    periods: tuple[int, ...] = (2, 3, 5, 7, 11)  # v2Pro/v2ProPlus: + 17, 23 (PRO_PERIODS)
     # outputs of DiscriminatorS conv0..conv5 (conv_post maps the last to 1)
     s_channels: tuple[int, ...] = (16, 64, 256, 1024, 1024, 1024)
     # outputs of DiscriminatorP conv0..conv4
@@ -197,6 +253,9 @@ class DiscriminatorConfig:
             cin, cout = self.s_channels[i - 1], self.s_channels[i]
             if cin % groups or cout % groups:
                 raise ConfigError(f"s_channels[{i - 1}]={cin} and s_channels[{i}]={cout} must be divisible by {groups}")
+
+
+PRO_PERIODS = (2, 3, 5, 7, 11, 17, 23)
 
 
 @dataclass(frozen=True)

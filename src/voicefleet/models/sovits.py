@@ -6,6 +6,11 @@ vector added) -> prior mean/log-std -> sample -> inverse flow -> HiFi-GAN -> 32 
 The style vector `ge` comes from the mel style encoder over the reference spectrogram's lowest
 704 bins.
 
+v2Pro / v2ProPlus (`config.is_pro`) mix a speaker-verification embedding into it:
+ge = PReLU(style(spec) + speaker_projection(sv)), sv (b, 20480) from ERes2NetV2 (`models.speaker`);
+the MRTE receives `style_to_mrte(ge)` (512 wide officially), everything else `ge`. With several
+references, each one's ge is computed (PReLU included) and the results are averaged.
+
 Training adds the posterior encoder over the target linear spectrogram, the forward flow for
 the KL term and a random decoder slice (`segment_size` samples).
 """
@@ -152,7 +157,7 @@ class SoVITSTrainOutput:
 
 
 class SoVITS(nn.Module):
-    """The SoVITS v2 generator (official `SynthesizerTrn`, version v2)."""
+    """The SoVITS generator (official `SynthesizerTrn`, versions v2, v2Pro and v2ProPlus)."""
 
     def __init__(self, config: SoVITSConfig | None = None, n_symbols: int = N_SYMBOLS_V2):
         super().__init__()
@@ -169,6 +174,10 @@ class SoVITS(nn.Module):
         self.style_encoder = MelStyleEncoder(cfg.style_input_channels, cfg.gin_channels)
         self.ssl_proj = nn.Conv1d(cfg.ssl_dim, cfg.ssl_dim, 2, stride=2)  # 50 Hz -> 25 Hz
         self.quantizer = VectorQuantizer(cfg.ssl_dim, cfg.codebook_size)
+        if cfg.is_pro:  # created last, as officially, so the state dict keeps the official order
+            self.speaker_projection = nn.Linear(cfg.sv_embedding_dim, cfg.gin_channels)
+            self.style_to_mrte = nn.Linear(cfg.gin_channels, cfg.mrte_hidden)
+            self.style_activation = nn.PReLU(cfg.gin_channels)
 
     # ---- pieces -------------------------------------------------------------------------
     def style(self, spec: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -177,11 +186,43 @@ class SoVITS(nn.Module):
             mask = spec.new_ones(spec.size(0), 1, spec.size(2))
         return self.style_encoder(spec[:, : self.config.style_input_channels] * mask, mask)
 
-    def reference_style(self, refer: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-        """Style of one reference spectrogram, or the mean style of several (each (1, spec, t))."""
+    def global_style(self, spec: torch.Tensor, mask: torch.Tensor | None = None,
+                     sv: torch.Tensor | None = None) -> torch.Tensor:
+        """The style vector every part but the MRTE uses (b, gin, 1).
+
+        v2: `style(spec)`. v2Pro: PReLU(style(spec) + speaker_projection(sv)), sv (b, sv_dim).
+        """
+        ge = self.style(spec, mask)
+        if not self.config.is_pro:
+            return ge
+        if sv is None:
+            raise ValueError(f"a {self.config.version} SoVITS needs the reference's speaker-verification "
+                             "embedding (sv_emb); none was given")
+        return self.style_activation(ge + self.speaker_projection(sv).unsqueeze(-1))
+
+    def mrte_style(self, ge: torch.Tensor) -> torch.Tensor:
+        """The style the MRTE adds: `style_to_mrte(ge)` (b, mrte_hidden, 1) for v2Pro, `ge` for v2."""
+        if not self.config.is_pro:
+            return ge
+        return self.style_to_mrte(ge.transpose(1, 2)).transpose(1, 2)
+
+    def reference_style(self, refer: torch.Tensor | Sequence[torch.Tensor],
+                        sv: torch.Tensor | Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Style of one reference spectrogram, or the mean style of several (each (1, spec, t)).
+
+        v2Pro: `sv` is the matching speaker-verification embedding (1, sv_dim), or one per
+        reference; each reference's style is finished (PReLU) before averaging, as officially.
+        """
         if isinstance(refer, torch.Tensor):
-            return self.style(refer)
-        return torch.stack([self.style(r) for r in refer], 0).mean(0)
+            return self.global_style(refer, sv=sv)
+        if sv is None:
+            svs: Sequence[torch.Tensor | None] = [None] * len(refer)
+        else:
+            svs = list(sv)
+            if len(svs) != len(refer):
+                raise ValueError(f"{len(refer)} reference spectrograms but {len(svs)} speaker embeddings")
+            svs = [s.reshape(1, -1) for s in svs]
+        return torch.stack([self.global_style(r, sv=s) for r, s in zip(refer, svs)], 0).mean(0)
 
     def extract_latent(self, ssl: torch.Tensor) -> torch.Tensor:
         """HuBERT features (b, ssl_dim, t@50Hz) -> semantic codes (1, b, t/2) at 25 Hz."""
@@ -199,19 +240,21 @@ class SoVITS(nn.Module):
 
     # ---- training -----------------------------------------------------------------------
     def forward(self, ssl: torch.Tensor, spec: torch.Tensor, spec_lengths: torch.Tensor, text: torch.Tensor,
-                text_lengths: torch.Tensor, *, posterior_noise: torch.Tensor | None = None,
+                text_lengths: torch.Tensor, sv: torch.Tensor | None = None, *,
+                posterior_noise: torch.Tensor | None = None,
                 slice_uniform: torch.Tensor | None = None) -> SoVITSTrainOutput:
         """Teacher-forced pass for training.
 
         ssl (b, ssl_dim, t) HuBERT features padded to the spectrogram length t (even);
-        spec (b, spec_channels, t); text (b, n) phoneme ids. `posterior_noise` (b, inter, t) and
+        spec (b, spec_channels, t); text (b, n) phoneme ids; sv (b, sv_dim) the clips'
+        speaker-verification embeddings (v2Pro only). `posterior_noise` (b, inter, t) and
         `slice_uniform` (b,) inject the two random draws (otherwise the global RNG is used).
         """
         mask = length_mask(spec_lengths, spec.size(2), spec.dtype)
-        ge = self.style(spec, mask)
+        ge = self.global_style(spec, mask, sv)
         q = self._content(ssl)
         quantized = F.interpolate(q.quantized, size=q.quantized.shape[-1] * 2, mode="nearest")
-        prior = self.text_encoder(quantized, spec_lengths, text, text_lengths, ge)
+        prior = self.text_encoder(quantized, spec_lengths, text, text_lengths, self.mrte_style(ge))
         z, post_mean, post_log_std, mask = self.posterior_encoder(spec, spec_lengths, ge, noise=posterior_noise)
         z_p = self.flow(z, mask, g=ge)
         starts = random_segment_starts(spec_lengths, self.config.segment_frames, slice_uniform)
@@ -224,17 +267,19 @@ class SoVITS(nn.Module):
     def decode(self, codes: torch.Tensor, text: torch.Tensor, refer: torch.Tensor | Sequence[torch.Tensor] | None,
                noise_scale: float = 0.5, speed: float = 1.0, *, ge: torch.Tensor | None = None,
                code_lengths: torch.Tensor | None = None, text_lengths: torch.Tensor | None = None,
-               noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+               noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+               sv: torch.Tensor | Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """Semantic codes (1, b, t) + phonemes (b, n) + reference -> waveform (b, 1, 2 * t * hop / speed).
 
         refer: a reference spectrogram (1, spec_channels, t_ref) or a list of them (styles are
         averaged); or pass a precomputed style `ge` (b or 1, gin, 1). For padded batches give
         `code_lengths` / `text_lengths`; the output of row i is valid for its first
         2 * code_lengths[i] * hop samples. `noise` (b, inter, 2t) injects the prior sample's draw;
-        otherwise it comes from `generator`.
+        otherwise it comes from `generator`. v2Pro: `sv` is the reference's speaker-verification
+        embedding (1, sv_dim), or a list with one per reference (not needed with `ge`).
         """
         if ge is None:
-            ge = self.reference_style(refer) if refer is not None else None
+            ge = self.reference_style(refer, sv) if refer is not None else None
         b = codes.size(1)
         if code_lengths is None:
             code_lengths = torch.full((b,), codes.size(2), dtype=torch.long, device=codes.device)
@@ -242,7 +287,8 @@ class SoVITS(nn.Module):
             text_lengths = torch.full((b,), text.size(-1), dtype=torch.long, device=text.device)
         quantized = self.quantizer.decode(codes)
         quantized = F.interpolate(quantized, size=quantized.shape[-1] * 2, mode="nearest")
-        prior = self.text_encoder(quantized, code_lengths * 2, text, text_lengths, ge, speed)
+        mrte_ge = self.mrte_style(ge) if ge is not None else None
+        prior = self.text_encoder(quantized, code_lengths * 2, text, text_lengths, mrte_ge, speed)
         if noise is None:
             noise = torch.randn(prior.mean.shape, generator=generator, device=prior.mean.device,
                                 dtype=prior.mean.dtype)

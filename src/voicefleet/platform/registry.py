@@ -155,9 +155,23 @@ class VoiceRecord:
     created_at: str = ""
     version: int = 1
     files: dict[str, str] = field(default_factory=lambda: dict(FILES))
+    # the SoVITS model version (v2, v2Pro, v2ProPlus) read from the file at registration; None when
+    # the file could not be read as a SoVITS generator then; records from before it existed are v2
+    model_version: str | None = "v2"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def _model_version(sovits: Path) -> str | None:
+    from voicefleet.models.checkpoint.errors import CheckpointError
+    from voicefleet.models.checkpoint.sovits_io import sovits_file_version
+
+    try:
+        return sovits_file_version(sovits)
+    except CheckpointError as e:
+        logger.warning("cannot tell the model version of %s (%s); the voice is registered without it", sovits, e)
+        return None
 
 
 class VoiceRegistry:
@@ -225,7 +239,8 @@ class VoiceRegistry:
         record = VoiceRecord(voice_id=voice_id, prompt_text=prompt_text, prompt_lang=prompt_lang,
                              language=language or prompt_lang, metrics=dict(metrics or {}),
                              lineage=dict(lineage or {}), version=version, files=names,
-                             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+                             created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                             model_version=_model_version(sources["sovits"]))
         new_folder = version == 1
         try:
             self.fs.create_dir(folder, recursive=True)

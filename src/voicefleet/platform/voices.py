@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 
 REFERENCE_RANGE_S = (3.0, 10.0)
 # GPT-SoVITS's WebUI and api_v2.py list the v2 weights in these folders of its checkout
-OFFICIAL_SOVITS_FOLDER = "SoVITS_weights_v2"
-OFFICIAL_GPT_FOLDER = "GPT_weights_v2"
+OFFICIAL_SOVITS_FOLDER = "SoVITS_weights_{version}"  # the official WebUI's folders, per model version
+OFFICIAL_GPT_FOLDER = "GPT_weights_{version}"
 
 
 def registry_for(storage_path: str) -> VoiceRegistry:
@@ -92,9 +92,10 @@ def export_voice(voice_id: str, storage_path: str, to: str | Path, *, version: i
                  overwrite: bool = False) -> ExportedVoice:
     """Write a registered voice for GPT-SoVITS's weights folders, named after the voice.
 
-    Writes `<to>/SoVITS_weights_v2/<voice>_v<version>.pth` and `<to>/GPT_weights_v2/<voice>_v<version>.ckpt`
-    in the official export formats, with the voice's id as the experiment name inside (the SoVITS
-    config's `name`, the GPT config's `train.exp_name`). The registry's own `sovits.pth`/`gpt.ckpt`
+    Writes `<to>/SoVITS_weights_<model>/<voice>_v<version>.pth` and `<to>/GPT_weights_<model>/<voice>_v<version>.ckpt`
+    (`<model>`: v2, v2Pro or v2ProPlus, the voice's model version) in the official export formats,
+    with the voice's id as the experiment name inside (the SoVITS config's `name`, the GPT config's
+    `train.exp_name`). The registry's own `sovits.pth`/`gpt.ckpt`
     would collide when several voices share one folder. The registry keeps each voice's current
     version only, so `version` (default: that one) must be it. Existing files are kept unless
     `overwrite` (both are checked, and both voice files loaded, before anything is written).
@@ -112,21 +113,23 @@ def export_voice(voice_id: str, storage_path: str, to: str | Path, *, version: i
                             f"the current version, {record.version}")
     stem = f"{voice_id}_v{record.version}"
     target = Path(to).expanduser()
-    sovits_path = target / OFFICIAL_SOVITS_FOLDER / f"{stem}.pth"
-    gpt_path = target / OFFICIAL_GPT_FOLDER / f"{stem}.ckpt"
+    files = registry.local_files(voice_id)
+    # both files are loaded (every key and shape checked) before either is written
+    sovits = load_sovits(files["sovits"])
+    model_version = sovits.version
+    sovits_path = target / OFFICIAL_SOVITS_FOLDER.format(version=model_version) / f"{stem}.pth"
+    gpt_path = target / OFFICIAL_GPT_FOLDER.format(version=model_version) / f"{stem}.ckpt"
     existing = [str(p) for p in (sovits_path, gpt_path) if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{' and '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
                               f"pass --overwrite to replace")
-    files = registry.local_files(voice_id)
-
-    # both files are loaded (every key and shape checked) before either is written
-    sovits = load_sovits(files["sovits"])
     hparams = dict(sovits.hparams) if sovits.hparams is not None else official_s2_hparams(sovits.config)
     hparams["name"] = voice_id
     gpt, gpt_config, gpt_info = load_gpt(files["gpt"])
-    official = {**official_s1_config(gpt_config), **gpt_info.config}  # sections the file lacks: official defaults
+    official = {**official_s1_config(gpt_config, version=model_version), **gpt_info.config}  # sections it lacks
     official["train"] = {**official["train"], "exp_name": voice_id}
+    if model_version != "v2":
+        official["train"] = {**official["train"], "half_weights_save_dir": f"GPT_weights_{model_version}"}
 
     save_sovits_export(sovits.model, sovits_path, hparams=hparams, info=sovits.info or "0epoch_0iteration",
                        name=voice_id, overwrite=overwrite)

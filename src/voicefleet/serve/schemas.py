@@ -65,6 +65,8 @@ class VoiceInfo(BaseModel):
     prompt_text: str = Field(..., description="Transcript of the reference clip.")
     prompt_lang: str = Field(..., description="Language of the transcript.")
     version: int = Field(..., description="Registry version of the voice.")
+    model_version: str | None = Field("v2", description="GPT-SoVITS model version of its weights: v2, v2Pro or "
+                                                        "v2ProPlus (null if unknown).")
     created_at: str = Field(..., description="When this version was registered (UTC, ISO 8601).")
     kind: VoiceKind = Field("imported", description="Where the weights came from: the best trial of a sweep, a "
                                                     "training run, the pretrained weights with an uploaded clip "

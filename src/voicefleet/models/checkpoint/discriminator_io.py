@@ -21,7 +21,7 @@ from typing import Mapping
 
 import torch
 
-from voicefleet.models.config import ConfigError, DiscriminatorConfig
+from voicefleet.models.config import PRO_PERIODS, ConfigError, DiscriminatorConfig
 from voicefleet.models.discriminator import MultiPeriodDiscriminator
 from voicefleet.models.checkpoint.errors import CheckpointError
 from voicefleet.models.checkpoint.keymap import KeyMap, check_state_dict, shapes_of
@@ -47,9 +47,10 @@ _SPECTRAL_SUFFIXES = (
 )
 
 # The official code fixes the periods by model version; files only tell how many there are.
-# v1/v2 have these five; v2Pro/v2ProPlus add 17 and 23 (seven), and voicefleet reads v2 only.
+# v1/v2 have these five; v2Pro/v2ProPlus add 17 and 23 (seven).
 V2_PERIODS = DiscriminatorConfig().periods
-_LATER_VERSIONS_BY_PERIOD_COUNT = {7: "v2Pro/v2ProPlus"}
+PERIODS_BY_COUNT = {len(V2_PERIODS): V2_PERIODS, len(PRO_PERIODS): PRO_PERIODS}
+VERSIONS_BY_PERIOD_COUNT = {len(V2_PERIODS): "v2", len(PRO_PERIODS): "v2Pro/v2ProPlus"}
 
 _INDEX = re.compile(r"^discriminators\.(\d+)\.")
 
@@ -64,16 +65,14 @@ def _discriminator_count(keys, path) -> int:
     return max(indices) + 1
 
 
-def _check_v2_period_count(n_periods: int, path) -> None:
-    """Refuse a file whose number of period discriminators is not the v2 one, naming its version if known."""
-    if n_periods == len(V2_PERIODS):
-        return
-    v2 = f"voicefleet reads v2 discriminators ({len(V2_PERIODS)} periods: {', '.join(map(str, V2_PERIODS))})"
-    later = _LATER_VERSIONS_BY_PERIOD_COUNT.get(n_periods)
-    if later is not None:
-        raise CheckpointError(path, f"is a GPT-SoVITS {later} {KIND} ({n_periods} period discriminators); {v2}")
-    raise CheckpointError(path, f"{KIND}: {n_periods} period discriminators; no official version has that many; "
-                                f"{v2}")
+def _periods_for_count(n_periods: int, path) -> tuple[int, ...]:
+    """The official periods of a file with `n_periods` period discriminators (v2: 5, v2Pro: 7)."""
+    if n_periods in PERIODS_BY_COUNT:
+        return PERIODS_BY_COUNT[n_periods]
+    known = "; ".join(f"{VERSIONS_BY_PERIOD_COUNT[n]}: {n} ({', '.join(map(str, p))})"
+                      for n, p in PERIODS_BY_COUNT.items())
+    raise CheckpointError(path, f"{KIND}: {n_periods} period discriminators; no official version has that many "
+                                f"({known})")
 
 
 def discriminator_keymap(n_discriminators: int) -> KeyMap:
@@ -120,11 +119,10 @@ def config_from_state_dict(state: Mapping[str, torch.Tensor], *, path: str | Pat
     """Infer a `DiscriminatorConfig` from an official state dict's shapes.
 
     Widths are read from the biases of the scale discriminator and the first period one; the
-    periods are the v2 ones (the official code fixes them per version, and files of any other
-    version are refused). Every other tensor is checked against the result afterwards by the loader.
+    periods are the official ones of the version with that many (v2: 5, v2Pro/v2ProPlus: 7).
+    Every other tensor is checked against the result afterwards by the loader.
     """
-    _check_v2_period_count(_discriminator_count(state.keys(), path) - 1, path)
-    periods = V2_PERIODS
+    periods = _periods_for_count(_discriminator_count(state.keys(), path) - 1, path)
     s_channels = tuple(_width(state, f"discriminators.0.convs.{j}.bias", path) for j in range(6))
     p_channels = tuple(_width(state, f"discriminators.1.convs.{j}.bias", path) for j in range(5))
     spectral = any(k.endswith(".weight_orig") for k in state)
@@ -150,16 +148,19 @@ def _state_dict_from_file(obj, path: Path) -> Mapping[str, torch.Tensor]:
 def load_discriminator(path: str | Path, config: DiscriminatorConfig | None = None) -> MultiPeriodDiscriminator:
     """Build a `MultiPeriodDiscriminator` from an official discriminator file, weights as float32.
 
-    With `config=None` the widths are inferred from the file (so full-size and reduced files both
-    load) and the file must be a v2 one (v2Pro files are refused); with a config, the file must
-    match it. Every key and shape is checked before anything is copied; a mismatch raises
+    With `config=None` the widths and periods are inferred from the file (so full-size and reduced
+    files of v2 and v2Pro both load); with a config, the file must match it (a v2 file where a
+    v2Pro discriminator is expected says so, naming both versions). Every key and shape is checked before anything is copied; a mismatch raises
     `CheckpointError` naming the file and the key.
     """
     path = Path(path)
     state = _state_dict_from_file(load_official_file(path), path)
     n_periods = _discriminator_count(state.keys(), path) - 1
-    if config is None or len(config.periods) != n_periods:
-        _check_v2_period_count(n_periods, path)  # a config asking for another layout says so explicitly
+    if config is not None and len(config.periods) != n_periods:
+        found = VERSIONS_BY_PERIOD_COUNT.get(n_periods, f"a {n_periods}-period")
+        wanted = VERSIONS_BY_PERIOD_COUNT.get(len(config.periods), f"a {len(config.periods)}-period")
+        raise CheckpointError(path, f"is a GPT-SoVITS {found} {KIND} ({n_periods} period discriminators), "
+                                    f"but a {wanted} one is expected here ({len(config.periods)} periods)")
     if config is None:
         config = config_from_state_dict(state, path=path)
     model = MultiPeriodDiscriminator(config)

@@ -8,6 +8,10 @@ pickled `utils.HParams` object (GPT-SoVITS's `GPT_SoVITS/utils.py`), so
   user-given file can never run code and GPT-SoVITS need not be installed;
 * saving writes that same global name for our `HParams`, so GPT-SoVITS's own tools (which
   read `hps.data.filter_length` by attribute) load our exports unchanged.
+
+v2Pro/v2ProPlus exports carry a version tag (`05`/`06`) in place of the zip's first two bytes
+`PK`; such files are read with `PK` put back in memory and written with the tag (`head=`), as
+the official writer does (`checkpoint.versions`).
 """
 
 from __future__ import annotations
@@ -22,13 +26,10 @@ import torch
 
 from voicefleet.models.checkpoint.files import atomic_file
 from voicefleet.models.checkpoint.errors import CheckpointError
+from voicefleet.models.checkpoint.versions import HEAD_VERSIONS, READABLE_HEADS, ZIP_HEAD
 
 OFFICIAL_HPARAMS_GLOBAL = "utils.HParams"
 
-# First two bytes of official SoVITS files: 'PK' (plain zip) is v1/v2; the others are the
-# markers GPT-SoVITS writes over the zip header for later model versions.
-_HEADER_VERSIONS = {b"00": "v1", b"01": "v2", b"02": "v3", b"03": "v3 LoRA", b"04": "v4 LoRA",
-                    b"05": "v2Pro", b"06": "v2ProPlus"}
 
 
 class HParams:
@@ -85,18 +86,23 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
-def _sniff(path: Path) -> None:
+def _sniff(path: Path) -> bytes:
+    """The file's first two bytes, once it is known to be a zip archive voicefleet can read."""
     if not path.exists():
         raise CheckpointError(path, "file not found")
     if not path.is_file():
         raise CheckpointError(path, "is not a file")
     with open(path, "rb") as f:
         head = f.read(4)
-    if head[:2] in _HEADER_VERSIONS:
-        raise CheckpointError(
-            path, f"is a GPT-SoVITS {_HEADER_VERSIONS[head[:2]]} file (header {head[:2]!r}); voicefleet reads v2 files")
-    if head[:2] != b"PK" or not zipfile.is_zipfile(path):
+    if head[:2] in HEADER_REFUSED:
+        raise CheckpointError(path, f"is a GPT-SoVITS {HEAD_VERSIONS[head[:2]]} file (header {head[:2]!r}); "
+                                    "voicefleet reads v2, v2Pro and v2ProPlus files")
+    if head[:2] not in (ZIP_HEAD, *READABLE_HEADS) or not zipfile.is_zipfile(path):
         raise CheckpointError(path, "is not a torch checkpoint (expected a torch.save zip archive)")
+    return head[:2]
+
+
+HEADER_REFUSED = {h for h in HEAD_VERSIONS if h not in READABLE_HEADS}
 
 
 def load_official_file(path: str | Path) -> Any:
@@ -106,10 +112,13 @@ def load_official_file(path: str | Path) -> Any:
     needs classes other than tensors, containers and `utils.HParams`.
     """
     path = Path(path)
-    _sniff(path)
+    head = _sniff(path)
     try:
+        source: Any = path
+        if head != ZIP_HEAD:  # a version-tagged export: the zip header goes back in memory only
+            source = io.BytesIO(ZIP_HEAD + path.read_bytes()[2:])
         with torch.serialization.safe_globals([(HParams, OFFICIAL_HPARAMS_GLOBAL)]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()
         detail = next((line for line in first if "Unsupported global" in line), first[0] if first else "")
@@ -154,15 +163,25 @@ class _OfficialPickleModule:
     loads = staticmethod(pickle.loads)
 
 
-def save_official_file(obj: Any, path: str | Path, *, overwrite: bool = False) -> Path:
+def save_official_file(obj: Any, path: str | Path, *, overwrite: bool = False, head: bytes | None = None) -> Path:
     """`torch.save` in the official layout (pickle protocol 2, zip), written atomically.
 
     The file is written next to its destination and renamed into place, so a crash never leaves a
-    half-written checkpoint. An existing file is only replaced when `overwrite` is true.
+    half-written checkpoint. An existing file is only replaced when `overwrite` is true. `head`
+    (two bytes) replaces the zip's `PK`, as the official writer tags v2Pro/v2ProPlus exports; the
+    archive is then saved through memory, so its root folder is `archive/` as in official files.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise CheckpointError(path, "already exists; refusing to overwrite it")
     with atomic_file(path) as tmp:
-        torch.save(obj, tmp, pickle_module=_OfficialPickleModule, pickle_protocol=2)
+        if head is None:
+            torch.save(obj, tmp, pickle_module=_OfficialPickleModule, pickle_protocol=2)
+        else:
+            if len(head) != 2:
+                raise ValueError(f"a version tag is two bytes, got {head!r}")
+            buf = io.BytesIO()
+            torch.save(obj, buf, pickle_module=_OfficialPickleModule, pickle_protocol=2)
+            data = buf.getvalue()
+            tmp.write_bytes(head + data[2:])
     return path

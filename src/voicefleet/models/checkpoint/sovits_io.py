@@ -1,14 +1,19 @@
-"""Official SoVITS v2 generator files: pretrained `s2G*.pth` and exported voice `.pth`.
+"""Official SoVITS generator files (v2, v2Pro, v2ProPlus): pretrained `s2G*.pth` and exported voice `.pth`.
 
 * pretrained: `{'weight': full state dict incl. enc_q.*, 'config'?, 'info'?}`, fp32 or fp16;
 * export (what GPT-SoVITS's WebUI writes per voice, and what we export): `OrderedDict(weight,
   config, info)` with `weight` = every key except `enc_q.*` in float16, `config` = a
-  `utils.HParams` of the full s2 config, `info` = "<epoch>epoch_<step>iteration".
+  `utils.HParams` of the full s2 config, `info` = "<epoch>epoch_<step>iteration". v2Pro and
+  v2ProPlus exports carry the version tag `05` / `06` in place of the zip header `PK`.
+
+The model version comes from the file (`checkpoint.versions`), never from a flag: the config's
+`version` field is overridden as the official loader does.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -17,11 +22,12 @@ from typing import Any, Mapping
 
 import torch
 
-from voicefleet.models.config import ConfigError, SoVITSConfig
+from voicefleet.models.config import V2PRO_MODEL, ConfigError, SoVITSConfig
 from voicefleet.models.sovits import SoVITS
 from voicefleet.models.checkpoint.errors import CheckpointError
 from voicefleet.models.checkpoint.keymap import KeyMap, check_state_dict
 from voicefleet.models.checkpoint.pickle_io import HParams, load_official_file, save_official_file, to_plain
+from voicefleet.models.checkpoint.versions import VERSION_HEADS, header_version, same_family, sovits_version
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +50,8 @@ def sovits_keymap(config: SoVITSConfig) -> KeyMap:
         ("ssl_proj.", "ssl_proj."),
         ("quantizer.vq.layers.0._codebook.", "quantizer.codebook."),
     ]
+    if config.is_pro:
+        rules += [("sv_emb.", "speaker_projection."), ("ge_to512.", "style_to_mrte."), ("prelu.", "style_activation.")]
     rules += [(f"ref_enc.temporal.{i}.conv1.conv.", f"style_encoder.temporal.{i}.conv.") for i in range(2)]
     # Official flows interleave parameter-free Flip modules: coupling i sits at index 2i.
     rules += [(f"flow.flows.{2 * i}.", f"flow.flows.{i}.") for i in range(config.flow_layers)]
@@ -59,17 +67,27 @@ def sovits_state_from_official(state: Mapping[str, torch.Tensor], config: SoVITS
     return sovits_keymap(config).to_ours(state, path=path)
 
 
+# where the official training config points at the pretrained generator and discriminator
+_PRETRAINED_S2 = {
+    "v2": ("gsv-v2final-pretrained/s2G2333k.pth", "gsv-v2final-pretrained/s2D2333k.pth"),
+    "v2Pro": ("v2Pro/s2Gv2Pro.pth", "v2Pro/s2Dv2Pro.pth"),
+    "v2ProPlus": ("v2Pro/s2Gv2ProPlus.pth", "v2Pro/s2Dv2ProPlus.pth"),
+}
+
+
 def official_s2_hparams(config: SoVITSConfig, *, name: str = "voice", train: Mapping[str, Any] | None = None) -> dict:
     """The full s2 config dict as the official training flow writes it into an export."""
     audio = config.audio
+    version = config.version
+    s2g, s2d = _PRETRAINED_S2[version]
     return {
         "train": {
             "log_interval": 100, "eval_interval": 500, "seed": 1234, "epochs": 8, "learning_rate": 0.0001,
             "betas": [0.8, 0.99], "eps": 1e-09, "batch_size": 4, "fp16_run": True, "lr_decay": 0.999875,
             "segment_size": config.segment_size, "init_lr_ratio": 1, "warmup_epochs": 0, "c_mel": 45,
             "c_kl": 1.0, "text_low_lr_rate": 0.4, "grad_ckpt": False,
-            "pretrained_s2G": "GPT_SoVITS/pretrained_models/gsv-v2final-pretrained/s2G2333k.pth",
-            "pretrained_s2D": "GPT_SoVITS/pretrained_models/gsv-v2final-pretrained/s2D2333k.pth",
+            "pretrained_s2G": f"GPT_SoVITS/pretrained_models/{s2g}",
+            "pretrained_s2D": f"GPT_SoVITS/pretrained_models/{s2d}",
             "if_save_latest": True, "if_save_every_weights": True, "save_every_epoch": 4, "gpu_numbers": "0",
             "lora_rank": "32",
             **dict(train or {}),
@@ -83,9 +101,9 @@ def official_s2_hparams(config: SoVITSConfig, *, name: str = "voice", train: Map
         "model": config.to_official_model(),
         "s2_ckpt_dir": f"logs/{name}",
         "content_module": "cnhubert",
-        "save_weight_dir": "SoVITS_weights_v2",
+        "save_weight_dir": f"SoVITS_weights_{version}",
         "name": name,
-        "version": "v2",
+        "version": version,
         "pretrain": None,
         "resume_step": None,
     }
@@ -104,25 +122,52 @@ def _describe_foreign(weight: Mapping[str, Any]) -> str | None:
 
 def _config_from_file(path: Path, raw: Any, weight: Mapping[str, torch.Tensor]) -> tuple[SoVITSConfig, dict | None]:
     hps = raw.get("config") if isinstance(raw, Mapping) else None
-    if hps is None:
-        logger.info("%s has no config; assuming the official v2 sizes", path)
-        return SoVITSConfig(), None
-    plain = to_plain(hps)
-    if not isinstance(plain, dict) or "model" not in plain:
+    plain = to_plain(hps) if hps is not None else None
+    if plain is not None and (not isinstance(plain, dict) or "model" not in plain):
         raise CheckpointError(path, "its 'config' has no 'model' section", key="config")
+    emb = weight.get("enc_p.text_embedding.weight")
+    if emb is not None and emb.shape[0] == V1_SYMBOLS:
+        raise CheckpointError(path, "is a GPT-SoVITS v1 model (322 phoneme symbols); voicefleet reads v2, "
+                                    "v2Pro and v2ProPlus models", key="enc_p.text_embedding.weight")
+    version = sovits_version(path, weight, (plain or {}).get("model", {}).get("version"))
+    if version not in V2PRO_MODEL and version != "v2":
+        raise CheckpointError(path, f"is a GPT-SoVITS {version} SoVITS model; voicefleet reads v2, v2Pro and "
+                                    "v2ProPlus models")
+    if plain is None:
+        logger.info("%s has no config; assuming the official %s sizes", path, version)
+        return SoVITSConfig(version=version, **V2PRO_MODEL.get(version, {})), None
     model = dict(plain["model"])
     # The official loader forces these two; the file's values are ignored.
     model["semantic_frame_rate"] = "25hz"
-    emb = weight.get("enc_p.text_embedding.weight")
-    if emb is not None and emb.shape[0] == V1_SYMBOLS:
-        raise CheckpointError(path, "is a GPT-SoVITS v1 model (322 phoneme symbols); voicefleet reads v2 models",
-                              key="enc_p.text_embedding.weight")
-    model["version"] = "v2"
+    model["version"] = version
     try:
         cfg = SoVITSConfig.from_official(model, data=plain.get("data"), train=plain.get("train"))
     except (ConfigError, TypeError) as e:
-        raise CheckpointError(path, f"its config cannot build a v2 model: {e}", key="config") from None
+        raise CheckpointError(path, f"its config cannot build a {version} model: {e}", key="config") from None
+    if cfg.is_pro:
+        # the MRTE width is fixed by the file's `ge_to512` (512 officially), not by the config
+        to_mrte = weight.get("ge_to512.weight")
+        if to_mrte is not None and to_mrte.shape[0] != cfg.mrte_hidden:
+            cfg = dataclasses.replace(cfg, mrte_hidden_channels=int(to_mrte.shape[0]))
+        # and the embedding width by `sv_emb` (20480 officially; narrower in tiny random folders)
+        projection = weight.get("sv_emb.weight")
+        if projection is not None and projection.shape[-1] != cfg.sv_embedding_dim:
+            cfg = dataclasses.replace(cfg, sv_embedding_dim=int(projection.shape[-1]))
     return cfg, plain
+
+
+def sovits_file_version(path: str | Path) -> str:
+    """"v2", "v2Pro" or "v2ProPlus" of a SoVITS generator file, by the official rules (a tagged
+    file is answered from its first bytes; a `PK` file is read for its keys and config)."""
+    path = Path(path)
+    tagged = header_version(path)
+    if tagged in V2PRO_MODEL:
+        return tagged
+    raw = load_official_file(path)
+    weight = raw.get("weight") if isinstance(raw, Mapping) else None
+    if not isinstance(weight, Mapping) or _describe_foreign(weight):
+        raise CheckpointError(path, "is not a SoVITS generator file")
+    return _config_from_file(path, raw, weight)[0].version
 
 
 @dataclass
@@ -135,12 +180,21 @@ class LoadedSoVITS:
     info: str | None
     has_posterior: bool  # False for exports: enc_q is not in the file (not needed to synthesise)
 
+    @property
+    def version(self) -> str:
+        """"v2", "v2Pro" or "v2ProPlus", as detected from the file."""
+        return self.config.version
 
-def load_sovits(path: str | Path, *, config: SoVITSConfig | None = None) -> LoadedSoVITS:
+
+def load_sovits(path: str | Path, *, config: SoVITSConfig | None = None,
+                expect_version: str | None = None) -> LoadedSoVITS:
     """Load a pretrained s2G or an exported SoVITS `.pth` onto the CPU in float32.
 
-    Every key and shape is checked against the model built from the file's config before any
-    weight is copied; anything else raises `CheckpointError` naming the file and the key.
+    The version (v2, v2Pro, v2ProPlus) is detected from the file (`checkpoint.versions`).
+    `expect_version` refuses a file of another family (v2 where v2Pro/v2ProPlus is expected and
+    the reverse) with a message naming both versions. Every key and shape is checked against the
+    model built from the file's config before any weight is copied; anything else raises
+    `CheckpointError` naming the file and the key. The file is only read.
     """
     path = Path(path)
     raw = load_official_file(path)
@@ -154,6 +208,10 @@ def load_sovits(path: str | Path, *, config: SoVITSConfig | None = None) -> Load
     if foreign:
         raise CheckpointError(path, f"is {foreign}")
     file_cfg, hparams = _config_from_file(path, raw, weight)
+    if expect_version is not None and not same_family(file_cfg.version, expect_version):
+        raise CheckpointError(path, f"is a GPT-SoVITS {file_cfg.version} SoVITS model, but a {expect_version} model "
+                                    f"is expected here; give a {expect_version} file (or use {file_cfg.version} "
+                                    f"files throughout)")
     cfg = config or file_cfg
     model = SoVITS(cfg)
     state = sovits_state_from_official(weight, cfg, path=path)
@@ -163,7 +221,8 @@ def load_sovits(path: str | Path, *, config: SoVITSConfig | None = None) -> Load
                      allow_missing=() if has_posterior else ("posterior_encoder.",))
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=has_posterior)
     info = raw.get("info") if isinstance(raw.get("info"), str) else None
-    logger.info("loaded SoVITS %s from %s (%s)", "pretrained" if has_posterior else "export", path, info or "no info")
+    logger.info("loaded SoVITS %s %s from %s (%s)", cfg.version, "pretrained" if has_posterior else "export", path,
+                info or "no info")
     return LoadedSoVITS(model.eval(), cfg, hparams, info, has_posterior)
 
 
@@ -172,13 +231,19 @@ def save_sovits_export(model: SoVITS, path: str | Path, *, hparams: Mapping[str,
     """Write a voice in the official export layout that GPT-SoVITS's inference loads.
 
     `hparams` is the full s2 config (e.g. the one loaded with the pretrained model); by default
-    it is built from the model's config. Weights are float16 without `enc_q.*`.
+    it is built from the model's config. Weights are float16 without `enc_q.*`. v2Pro/v2ProPlus
+    files get the official version tag (`05`/`06`) in place of `PK`, so GPT-SoVITS detects them.
     """
     official = sovits_state_to_official(model.state_dict(), model.config)
     weight = {k: v.detach().to("cpu", torch.float16) for k, v in official.items() if not k.startswith(POSTERIOR_PREFIX)}
     hps = copy.deepcopy(dict(hparams)) if hparams is not None else official_s2_hparams(model.config, name=name)
     hps["model"] = {**hps.get("model", {}), **model.config.to_official_model()}
-    return save_official_file(OrderedDict(weight=weight, config=HParams(**hps), info=info), path, overwrite=overwrite)
+    version = model.config.version
+    if model.config.is_pro or hps.get("version") in VERSION_HEADS:  # the file's config says what it holds
+        hps["version"] = version
+        hps["save_weight_dir"] = f"SoVITS_weights_{version}"
+    return save_official_file(OrderedDict(weight=weight, config=HParams(**hps), info=info), path, overwrite=overwrite,
+                              head=VERSION_HEADS.get(version))
 
 
 def save_sovits_pretrained(model: SoVITS, path: str | Path, *, hparams: Mapping[str, Any] | None = None,

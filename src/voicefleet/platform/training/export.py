@@ -25,11 +25,16 @@ OFFICIAL_FIXED_SOVITS_SIZES = {"hidden_channels": 192, "mrte_hidden": 512, "mrte
                                "flow_layers": 4, "flow_wavenet_layers": 4, "wavenet_kernel_size": 5}
 
 
+# v2Pro/v2ProPlus: gin is 1024 and the speaker-verification embedding 20480 wide
+OFFICIAL_FIXED_PRO_SIZES = {**OFFICIAL_FIXED_SOVITS_SIZES, "gin_channels": 1024, "sv_embedding_dim": 20480}
+
+
 def official_size_mismatches(sovits_config) -> list[str]:
     """The sizes of a `SoVITSConfig` that GPT-SoVITS's own code cannot build, as "name=ours (official N)";
     empty when its WebUI and api_v2.py can load the voice."""
+    fixed = OFFICIAL_FIXED_PRO_SIZES if sovits_config.is_pro else OFFICIAL_FIXED_SOVITS_SIZES
     return [f"{name}={getattr(sovits_config, name)} (official {value})"
-            for name, value in OFFICIAL_FIXED_SOVITS_SIZES.items() if getattr(sovits_config, name) != value]
+            for name, value in fixed.items() if getattr(sovits_config, name) != value]
 
 
 def warn_if_not_official_size(sovits_config, path: Path | str) -> None:

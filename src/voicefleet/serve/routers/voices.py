@@ -27,7 +27,8 @@ ERRORS = openapi_errors(400, 401, 403, 404, 409, 413, 422, 507)
 
 def _info(record: VoiceRecord) -> VoiceInfo:
     return VoiceInfo(voice_id=record.voice_id, prompt_text=record.prompt_text, prompt_lang=record.prompt_lang,
-                     version=record.version, created_at=record.created_at, kind=voice_kind(record),
+                     version=record.version, model_version=record.model_version, created_at=record.created_at,
+                     kind=voice_kind(record),
                      lineage=public_lineage(record), evaluation=record.evaluation or None)
 
 

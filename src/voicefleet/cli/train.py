@@ -2,6 +2,7 @@
 
     voicefleet train sovits DATASET --pretrained DIR --run-name alice-s2 --workers 2 --voice alice
     voicefleet train gpt DATASET --pretrained DIR --run-name alice-s1 --recipe official --seed 7
+    voicefleet train gpt DATASET --pretrained DIR --run-name bob-s1 --adapter lora --rank 8 --targets attn,ffn
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from voicefleet.cli.common import UserError, field_option, user_facing
+from voicefleet.models.adapter_config import parse_targets
 from voicefleet.platform.training.config import STAGE_EPOCHS, TrainConfig
 from voicefleet.platform.training.schedules import ScheduleConfig
 
@@ -27,7 +29,9 @@ RETIRED_SCHEDULE = ("--schedule was retired: use --recipe official for GPT-SoVIT
 def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: str, workers: int, gpu: bool,
          placement: str, batch_size: int, epochs: int, max_steps: Optional[int], recipe: str, lr: float,
          gpt_lr_ratio: float, warmup: float, precision: str, eval_every: int, checkpoint_every: int,
-         max_failures: int, seed: int, voice: Optional[str], address: Optional[str]) -> None:
+         max_failures: int, seed: int, voice: Optional[str], address: Optional[str], adapter: str = "none",
+         rank: int = TrainConfig.model_fields["lora_rank"].default,
+         alpha: float = TrainConfig.model_fields["lora_alpha"].default, targets: Optional[str] = None) -> None:
     from voicefleet.platform.cluster import ensure_ray
     from voicefleet.platform.training.api import train_stage
     from voicefleet.platform.voices import register_trained_voice
@@ -37,7 +41,7 @@ def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: st
         placement_strategy=placement, batch_size=batch_size, epochs=epochs, max_steps=max_steps, recipe=recipe,
         sovits_lr=lr, gpt_lr_ratio=gpt_lr_ratio, schedule=ScheduleConfig(warmup_fraction=warmup),
         precision=precision, eval_every=eval_every, checkpoint_every=checkpoint_every, max_failures=max_failures,
-        seed=seed)
+        seed=seed, adapter=adapter, lora_rank=rank, lora_alpha=alpha, lora_targets=list(parse_targets(targets)) or None)
     if address:  # join that cluster; without it the library starts the local Ray after its own checks
         ensure_ray(address)
     result = train_stage(config, dataset, pretrained)
@@ -85,6 +89,10 @@ def _stage_command(stage: str):
         checkpoint_every: int = field_option(TrainConfig, "checkpoint_every"),
         max_failures: int = field_option(TrainConfig, "max_failures"),
         seed: int = field_option(TrainConfig, "seed"),
+        adapter: str = field_option(TrainConfig, "adapter"),
+        rank: int = field_option(TrainConfig, "lora_rank", "--rank"),
+        alpha: float = field_option(TrainConfig, "lora_alpha", "--alpha"),
+        targets: Optional[str] = field_option(TrainConfig, "lora_targets", "--targets"),
         voice: Optional[str] = typer.Option(None, "--voice", help="Register the result as this voice id."),
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local)."),
     ) -> None:
@@ -92,7 +100,7 @@ def _stage_command(stage: str):
             raise UserError(RETIRED_SCHEDULE)
         _run(stage, dataset, pretrained, run_name, storage, workers, gpu, placement, batch_size, epochs, max_steps,
              recipe, lr, gpt_lr_ratio, warmup, precision, eval_every, checkpoint_every, max_failures, seed, voice,
-             address)
+             address, adapter, rank, alpha, targets)
 
     command.__doc__ = f"Fine-tune the {'SoVITS (acoustic)' if stage == 'sovits' else 'GPT (text-to-semantic)'} stage."
     return command

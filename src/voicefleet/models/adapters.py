@@ -34,68 +34,29 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-FORMAT = "voicefleet-lora"
-FORMAT_VERSION = 1
-AdapterStage = Literal["sovits", "gpt"]
+from voicefleet.models.adapter_config import (ADAPTER_FORMAT, ADAPTER_FORMAT_VERSION, ADAPTER_SUFFIX, DEFAULT_ALPHA,
+                                              DEFAULT_RANK, DEFAULT_TARGETS, TARGET_GROUPS, AdapterError, AdapterSpec,
+                                              AdapterStage, read_adapter_metadata, spec_from_metadata)
 
-# Target groups per stage: a group name -> a pattern over module names of the stage's model.
-# GPT: the attention's packed q/k/v and output projections, the feed-forward projections.
-# SoVITS: every 1-d convolution of the text encoder (content/text encoders, MRTE, prior
-# projection), of the flow's couplings, or of the decoder's input and residual blocks (its
-# transposed upsampling convolutions are left to the backbone).
-TARGET_GROUPS: dict[str, dict[str, str]] = {
-    "gpt": {"attn": r"layers\.\d+\.attn\.(qkv|out)", "ffn": r"layers\.\d+\.ffn\.(up|down)"},
-    "sovits": {"text_encoder": r"text_encoder\..+", "flow": r"flow\..+",
-               "decoder": r"decoder\.(conv_pre|resblocks\..+)"},
-}
-# The defaults: all of the GPT's projections; the SoVITS text encoder and flow (the decoder's
-# wide residual convolutions add the most compute per synthesised second, so they are opt-in).
-DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {"gpt": ("attn", "ffn"), "sovits": ("text_encoder", "flow")}
-DEFAULT_RANK = 8
-DEFAULT_ALPHA = 16.0
+__all__ = ["DEFAULT_ALPHA", "DEFAULT_RANK", "DEFAULT_TARGETS", "TARGET_GROUPS", "AdapterError", "AdapterSpec",
+           "AdapterStage", "Adapter", "AdapterFile", "LoRALayer", "ADAPTER_MODULE", "attach", "detach",
+           "use_adapter", "merge_", "base_fingerprint_of", "check_base", "save_adapter", "load_adapter",
+           "is_adapter_file", "target_layers", "install_for_training", "adapter_of"]
+
+FORMAT, FORMAT_VERSION, SUFFIX = ADAPTER_FORMAT, ADAPTER_FORMAT_VERSION, ADAPTER_SUFFIX
+# The attribute name under which a training run registers its adapter inside the model, so that
+# DDP synchronises the adapter's gradients and checkpoints carry it; never part of a fingerprint.
+ADAPTER_MODULE = "lora"
 # SoVITS modules a voice file does not need for synthesis; left out of the fingerprint so that a
 # backbone loaded for serving (posterior encoder dropped) matches the one trained on.
-_UNFINGERPRINTED = {"sovits": ("posterior_encoder.",), "gpt": ()}
-
-
-class AdapterError(ValueError):
-    """An adapter that cannot be built, read or applied (bad targets, mismatched base, bad file)."""
-
-
-@dataclass(frozen=True)
-class AdapterSpec:
-    """What an adapter adapts: the stage, rank, alpha and target groups."""
-
-    stage: AdapterStage
-    rank: int = DEFAULT_RANK
-    alpha: float = DEFAULT_ALPHA
-    targets: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.stage not in TARGET_GROUPS:
-            raise AdapterError(f"adapter stage must be one of {sorted(TARGET_GROUPS)}, got {self.stage!r}")
-        if not self.targets:
-            object.__setattr__(self, "targets", DEFAULT_TARGETS[self.stage])
-        object.__setattr__(self, "targets", tuple(self.targets))
-        unknown = sorted(set(self.targets) - set(TARGET_GROUPS[self.stage]))
-        if unknown:
-            raise AdapterError(f"unknown {self.stage} adapter target(s) {', '.join(unknown)}; "
-                               f"allowed: {', '.join(TARGET_GROUPS[self.stage])}")
-        if not 1 <= self.rank <= 1024:
-            raise AdapterError(f"adapter rank must be 1-1024, got {self.rank}")
-        if not self.alpha > 0:
-            raise AdapterError(f"adapter alpha must be > 0, got {self.alpha}")
-
-    @property
-    def scaling(self) -> float:
-        return self.alpha / self.rank
+_UNFINGERPRINTED = {"sovits": ("posterior_encoder.", f"{ADAPTER_MODULE}."), "gpt": (f"{ADAPTER_MODULE}.",)}
 
 
 def _is_target_kind(module: nn.Module) -> bool:
@@ -280,6 +241,24 @@ def merge_(model: nn.Module, adapter: Adapter) -> nn.Module:
     return model
 
 
+def install_for_training(model: nn.Module, spec: AdapterSpec) -> Adapter:
+    """Freeze `model`, give it a fresh adapter (hooked, and registered as `model.lora` so that DDP
+    synchronises its gradients and checkpoints carry it) and return the adapter, the only
+    trainable part. The hooks apply it inside `use_adapter(adapter)`."""
+    adapter = Adapter.create(model, spec)
+    model.requires_grad_(False)
+    attach(model, adapter)
+    model.add_module(ADAPTER_MODULE, adapter)
+    adapter.requires_grad_(True)
+    return adapter
+
+
+def adapter_of(model: nn.Module) -> Adapter | None:
+    """The adapter `install_for_training` registered in `model`, if any."""
+    found = getattr(model, ADAPTER_MODULE, None)
+    return found if isinstance(found, Adapter) else None
+
+
 # --------------------------------------------------------------------------- base fingerprint
 
 
@@ -307,7 +286,7 @@ def base_fingerprint_of(model: nn.Module, stage: AdapterStage) -> str:
     skip = _UNFINGERPRINTED[stage]
     digest = hashlib.sha256()
     for name, tensor in sorted(effective_tensors(model).items()):
-        if name.startswith(skip) or _HOOKED in name:
+        if name.startswith(skip):
             continue
         t = tensor.detach().to("cpu", torch.float32).contiguous()
         digest.update(f"{name}:{tuple(t.shape)};".encode())
@@ -402,20 +381,13 @@ def load_adapter(path: str | Path) -> AdapterFile:
         raise AdapterError(f"{path} has adapter format version {meta['format_version']}; this voicefleet reads "
                            f"up to {FORMAT_VERSION}")
     try:
-        spec = AdapterSpec(stage=meta["stage"], rank=int(meta["rank"]), alpha=float(meta["alpha"]),
-                           targets=tuple(json.loads(meta["targets"])))
+        spec = spec_from_metadata(meta)
         fingerprint = meta["base_fingerprint"]
-    except (KeyError, ValueError) as e:
+    except (KeyError, AdapterError) as e:
         raise AdapterError(f"{path} has incomplete adapter metadata: {e}") from None
     return AdapterFile(spec, fingerprint, tensors)
 
 
 def is_adapter_file(path: str | Path) -> bool:
     """True for a safetensors file whose metadata names the adapter format (reads the header only)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("format") == FORMAT
-    except Exception:  # not a safetensors file at all
-        return False
+    return read_adapter_metadata(path) is not None

@@ -73,6 +73,10 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
         "eval_every": (_field(TrainConfig, "eval_every"), None),
         "checkpoint_every": (_field(TrainConfig, "checkpoint_every"), None),
         "max_failures": (_field(TrainConfig, "max_failures"), None),
+        "adapter": (_field(TrainConfig, "adapter"), None),
+        "rank": (_field(TrainConfig, "lora_rank"), None),
+        "alpha": (_field(TrainConfig, "lora_alpha"), None),
+        "targets": (_field(TrainConfig, "lora_targets"), None),
     } for stage in STAGE_EPOCHS},
     ("tune",): {
         **{name: (_field(SweepConfig, name), None) for name in (

@@ -47,7 +47,7 @@ from voicefleet.models.adapter_config import (ADAPTER_FORMAT, ADAPTER_FORMAT_VER
 
 __all__ = ["DEFAULT_ALPHA", "DEFAULT_RANK", "DEFAULT_TARGETS", "TARGET_GROUPS", "AdapterError", "AdapterSpec",
            "AdapterStage", "Adapter", "AdapterFile", "LoRALayer", "ADAPTER_MODULE", "attach", "detach",
-           "use_adapter", "merge_", "base_fingerprint_of", "check_base", "save_adapter", "load_adapter",
+           "use_adapter", "adapted_iter", "attach_all", "merge_", "base_fingerprint_of", "check_base", "save_adapter", "load_adapter",
            "is_adapter_file", "target_layers", "install_for_training", "adapter_of"]
 
 FORMAT, FORMAT_VERSION, SUFFIX = ADAPTER_FORMAT, ADAPTER_FORMAT_VERSION, ADAPTER_SUFFIX
@@ -146,33 +146,39 @@ def _key(name: str) -> str:
 
 # --------------------------------------------------------------------------- applying adapters
 
-# What the hooks apply in this thread / task: None, one adapter, or one adapter (or None) per row.
-_ACTIVE: contextvars.ContextVar[Adapter | tuple[Adapter | None, ...] | None] = contextvars.ContextVar(
-    "voicefleet_active_adapter", default=None)
+# What the hooks apply in this thread / task: a tuple of selections, each one adapter or one
+# adapter (or None) per batch row. A layer takes the first selection of its own stage, so the
+# adapters of a voice's two stages are active together.
+_ACTIVE: contextvars.ContextVar[tuple] = contextvars.ContextVar("voicefleet_active_adapters", default=())
 _HOOKED = "_voicefleet_lora_hook"
 
 
-def _hook(name: str):
+def _per_row(rows: tuple, stage: str, name: str, x: Tensor, output: Tensor) -> Tensor:
+    if len(rows) != x.shape[0]:
+        raise AdapterError(f"{len(rows)} per-row adapters for a batch of {x.shape[0]} rows at {name}")
+    out = output.clone()
+    by_layer: dict[int, tuple[LoRALayer, list[int]]] = {}
+    for row, adapter in enumerate(rows):
+        layer = adapter.layer(name) if adapter is not None and adapter.spec.stage == stage else None
+        if layer is not None:
+            by_layer.setdefault(id(layer), (layer, []))[1].append(row)
+    for layer, index in by_layer.values():
+        rows_t = torch.tensor(index, device=x.device)
+        out.index_add_(0, rows_t, layer(x.index_select(0, rows_t)))
+    return out
+
+
+def _hook(stage: str, name: str):
     def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-        active = _ACTIVE.get()
-        if active is None:
-            return output
-        x = args[0]
-        if isinstance(active, Adapter):
-            layer = active.layer(name)
-            return output if layer is None else output + layer(x)
-        if len(active) != x.shape[0]:
-            raise AdapterError(f"{len(active)} per-row adapters for a batch of {x.shape[0]} rows at {name}")
-        out = output.clone()
-        by_adapter: dict[int, tuple[LoRALayer, list[int]]] = {}
-        for row, adapter in enumerate(active):
-            layer = None if adapter is None else adapter.layer(name)
-            if layer is not None:
-                by_adapter.setdefault(id(layer), (layer, []))[1].append(row)
-        for layer, rows in by_adapter.values():
-            index = torch.tensor(rows, device=x.device)
-            out.index_add_(0, index, layer(x.index_select(0, index)))
-        return out
+        for selection in _ACTIVE.get():
+            if isinstance(selection, Adapter):
+                if selection.spec.stage != stage:
+                    continue
+                layer = selection.layer(name)
+                return output if layer is None else output + layer(args[0])
+            if any(a is not None and a.spec.stage == stage for a in selection):
+                return _per_row(selection, stage, name, args[0], output)
+        return output
 
     return hook
 
@@ -180,23 +186,28 @@ def _hook(name: str):
 def attach(model: nn.Module, spec_or_adapter: AdapterSpec | Adapter) -> nn.Module:
     """Install the adapter hooks on `model`'s target layers (once per layer; idempotent).
 
-    Hooks do nothing unless an adapter is active (`use_adapter`), so a model with hooks attached
-    still computes the bare backbone everywhere else. Returns `model`.
+    Hooks do nothing unless an adapter of the model's stage is active (`use_adapter`), so a model
+    with hooks attached still computes the bare backbone everywhere else. Returns `model`.
     """
     if isinstance(spec_or_adapter, Adapter):
-        names = spec_or_adapter.names
+        stage, names = spec_or_adapter.spec.stage, spec_or_adapter.names
         modules = dict(model.named_modules())
         missing = [n for n in names if n not in modules]
         if missing:
             raise AdapterError(f"the model has no layer {missing[0]!r} that the adapter adapts "
-                               f"({len(missing)} missing): not a {spec_or_adapter.spec.stage} model of this shape")
+                               f"({len(missing)} missing): not a {stage} model of this shape")
         layers = {n: modules[n] for n in names}
     else:
-        layers = target_layers(model, spec_or_adapter)
+        stage, layers = spec_or_adapter.stage, target_layers(model, spec_or_adapter)
     for name, module in layers.items():
         if not hasattr(module, _HOOKED):
-            setattr(module, _HOOKED, module.register_forward_hook(_hook(name)))
+            setattr(module, _HOOKED, module.register_forward_hook(_hook(stage, name)))
     return model
+
+
+def attach_all(model: nn.Module, stage: AdapterStage) -> nn.Module:
+    """Hooks on every layer any adapter of `stage` may target (a backbone serving many adapters)."""
+    return attach(model, AdapterSpec(stage, targets=tuple(TARGET_GROUPS[stage])))
 
 
 def detach(model: nn.Module) -> nn.Module:
@@ -209,10 +220,12 @@ def detach(model: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def use_adapter(adapter: Adapter | Sequence[Adapter | None] | None):
-    """Within the block (this thread / asyncio task only), hooked layers add `adapter`'s update;
-    a sequence gives one adapter per batch row (None: the bare backbone for that row)."""
-    active = adapter if adapter is None or isinstance(adapter, Adapter) else tuple(adapter)
+def use_adapter(*selections: Adapter | Sequence[Adapter | None] | None):
+    """Within the block (this thread / asyncio task only), hooked layers add the update of the
+    given adapter of their stage; a sequence gives one adapter per batch row (None: the bare
+    backbone for that row). Several selections apply together (e.g. a voice's GPT and SoVITS
+    adapters); None is skipped. Never hold it across a `yield`: use `adapted_iter`."""
+    active = tuple(s if isinstance(s, Adapter) else tuple(s) for s in selections if s is not None)
     token = _ACTIVE.set(active)
     try:
         yield
@@ -220,7 +233,19 @@ def use_adapter(adapter: Adapter | Sequence[Adapter | None] | None):
         _ACTIVE.reset(token)
 
 
-def active_adapter() -> Adapter | tuple[Adapter | None, ...] | None:
+def adapted_iter(iterator: Iterator, *selections: Adapter | Sequence[Adapter | None] | None) -> Iterator:
+    """`iterator`'s items, each computed with the adapters active (and inactive between items, so
+    that whichever thread pulls the next item gets them and nothing leaks to the consumer)."""
+    while True:
+        with use_adapter(*selections):
+            try:
+                item = next(iterator)
+            except StopIteration as done:
+                return done.value
+        yield item
+
+
+def active_adapters() -> tuple:
     return _ACTIVE.get()
 
 

@@ -75,6 +75,10 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
         "max_failures": (_field(TrainConfig, "max_failures"), None),
         **{name: (_field(TrainConfig, name), None) for name in (
             "eval_list", "eval_lines", "eval_metrics", "score_every", "eval_cpus", "keep_best_by")},
+        "adapter": (_field(TrainConfig, "adapter"), None),
+        "rank": (_field(TrainConfig, "lora_rank"), None),
+        "alpha": (_field(TrainConfig, "lora_alpha"), None),
+        "targets": (_field(TrainConfig, "lora_targets"), None),
     } for stage in STAGE_EPOCHS},
     ("tune",): {
         **{name: (_field(SweepConfig, name), None) for name in (

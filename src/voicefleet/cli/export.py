@@ -1,6 +1,7 @@
 """`voicefleet export`: a registered voice as files for GPT-SoVITS's own weights folders.
 
     voicefleet export alice --storage runs --to ~/GPT-SoVITS
+    voicefleet export bob --storage runs --to ~/GPT-SoVITS --pretrained pretrained_models   (an adapter voice)
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ def export_cmd(
     version: Optional[int] = typer.Option(None, "--version", help="The voice's version (default: its current one, "
                                                                   "the only one the registry keeps)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace files of the same name."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Adapter voices: the pretrained folder their "
+                                              "adapters were trained on (default: the one the voice's record names); "
+                                              "the adapters are merged into its weights."),
 ) -> None:
     """Write VOICE as <voice>_v<version>.pth / .ckpt in GPT-SoVITS's weights folders of its model version."""
     from voicefleet.platform.voices import export_voice
 
-    exported = export_voice(voice, storage, to, version=version, overwrite=overwrite)
+    exported = export_voice(voice, storage, to, version=version, overwrite=overwrite, pretrained=pretrained)
     table = Table(title=f"voice {exported.voice_id} (version {exported.version})", show_header=False)
     table.add_row("SoVITS", str(exported.sovits))
     table.add_row("GPT", str(exported.gpt))

@@ -4,6 +4,7 @@
     voicefleet train gpt DATASET --pretrained DIR --run-name alice-s1 --recipe official --seed 7
     voicefleet train sovits DATASET --pretrained DIR --run-name alice-s2 --eval-list val.list \
         --keep-best-by speaker_similarity --voice alice
+    voicefleet train gpt DATASET --pretrained DIR --run-name bob-s1 --adapter lora --rank 8 --targets attn,ffn
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from voicefleet.cli.common import UserError, field_option, user_facing
+from voicefleet.models.adapter_config import parse_targets
 from voicefleet.platform.training.config import STAGE_EPOCHS, TrainConfig
 from voicefleet.platform.training.schedules import ScheduleConfig
 
@@ -29,7 +31,9 @@ RETIRED_SCHEDULE = ("--schedule was retired: use --recipe official for GPT-SoVIT
 def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: str, workers: int, gpu: bool,
          placement: str, batch_size: int, epochs: int, max_steps: Optional[int], recipe: str, lr: float,
          gpt_lr_ratio: float, warmup: float, precision: str, eval_every: int, checkpoint_every: int,
-         max_failures: int, seed: int, voice: Optional[str], address: Optional[str], scoring: dict) -> None:
+         max_failures: int, seed: int, voice: Optional[str], address: Optional[str], scoring: dict,
+         adapter: str = "none", rank: int = TrainConfig.model_fields["lora_rank"].default,
+         alpha: float = TrainConfig.model_fields["lora_alpha"].default, targets: Optional[str] = None) -> None:
     from voicefleet.platform.cluster import ensure_ray
     from voicefleet.platform.training.api import train_stage
     from voicefleet.platform.voices import register_trained_voice
@@ -39,7 +43,8 @@ def _run(stage: str, dataset: Path, pretrained: Path, run_name: str, storage: st
         placement_strategy=placement, batch_size=batch_size, epochs=epochs, max_steps=max_steps, recipe=recipe,
         sovits_lr=lr, gpt_lr_ratio=gpt_lr_ratio, schedule=ScheduleConfig(warmup_fraction=warmup),
         precision=precision, eval_every=eval_every, checkpoint_every=checkpoint_every, max_failures=max_failures,
-        seed=seed, **scoring)
+        seed=seed, adapter=adapter, lora_rank=rank, lora_alpha=alpha, lora_targets=list(parse_targets(targets)) or None,
+        **scoring)
     if address:  # join that cluster; without it the library starts the local Ray after its own checks
         ensure_ray(address)
     result = train_stage(config, dataset, pretrained)
@@ -102,6 +107,10 @@ def _stage_command(stage: str):
         score_every: Optional[int] = field_option(TrainConfig, "score_every"),
         eval_cpus: float = field_option(TrainConfig, "eval_cpus"),
         keep_best_by: str = field_option(TrainConfig, "keep_best_by"),
+        adapter: str = field_option(TrainConfig, "adapter"),
+        rank: int = field_option(TrainConfig, "lora_rank", "--rank"),
+        alpha: float = field_option(TrainConfig, "lora_alpha", "--alpha"),
+        targets: Optional[str] = field_option(TrainConfig, "lora_targets", "--targets"),
         voice: Optional[str] = typer.Option(None, "--voice", help="Register the result as this voice id."),
         address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local)."),
     ) -> None:
@@ -110,7 +119,8 @@ def _stage_command(stage: str):
         _run(stage, dataset, pretrained, run_name, storage, workers, gpu, placement, batch_size, epochs, max_steps,
              recipe, lr, gpt_lr_ratio, warmup, precision, eval_every, checkpoint_every, max_failures, seed, voice,
              address, dict(eval_list=eval_list, eval_lines=eval_lines, eval_metrics=eval_metrics,
-                           score_every=score_every, eval_cpus=eval_cpus, keep_best_by=keep_best_by))
+                           score_every=score_every, eval_cpus=eval_cpus, keep_best_by=keep_best_by),
+             adapter, rank, alpha, targets)
 
     command.__doc__ = f"Fine-tune the {'SoVITS (acoustic)' if stage == 'sovits' else 'GPT (text-to-semantic)'} stage."
     return command

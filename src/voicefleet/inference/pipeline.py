@@ -38,6 +38,7 @@ import torch
 from voicefleet.inference.params import (  # noqa: F401
     FIRST_CHUNK_HOLDBACK_TOKENS, PRECISIONS, REFERENCE_MAX_S, REFERENCE_MIN_S, SEED_MAX, SynthesisParams)
 from voicefleet.inference.generation import SamplingParams, TokenGenerator, relayout_for_cpu_decoding_
+from voicefleet.models.adapters import Adapter, adapted_iter, use_adapter
 from voicefleet.models.audio import linear_spectrogram, load_audio
 from voicefleet.models.checkpoint.gpt_io import load_gpt
 from voicefleet.models.checkpoint.sovits_io import load_sovits
@@ -85,13 +86,19 @@ class TextUnit:
 
 @dataclass
 class Voice:
-    """A voice: GPT decoding + SoVITS weights, its reference clip and the transcript of that clip."""
+    """A voice: GPT decoding + SoVITS weights, its reference clip and the transcript of that clip.
+
+    An adapter voice shares `generator` and `sovits` with every voice of the same backbone and
+    brings its LoRA `adapters` (one per adapted stage), which every model call of this voice
+    applies (`voicefleet.inference.adapted`).
+    """
 
     name: str
     generator: TokenGenerator  # decodes with the voice's GPT (fp32 or the fast path's)
     sovits: SoVITS
     reference: Reference
     prompt: TextUnit | None = None
+    adapters: tuple[Adapter, ...] = ()
 
     @property
     def gpt(self) -> GPT:
@@ -211,7 +218,7 @@ class Synthesizer:
             unit = self.text_unit(_PROBE_TEXT, "zh", dim)
             ids, bert = self._gpt_inputs(voice, unit)
             short = ids[: max(1, len(ids) // 2)], bert[:, : max(1, len(ids) // 2)]
-            with self._invariant_stage():
+            with self._invariant_stage(), use_adapter(*voice.adapters):
                 single = voice.generator.generate(ids, bert, prompt, sampling=probe, max_steps=4,
                                                   return_step_logits=True).step_logits
                 batched = voice.generator.generate_batch([ids, short[0]], [bert, short[1]], prompt.expand(2, -1),
@@ -351,6 +358,12 @@ class Synthesizer:
     def _decode_tokens(voice: Voice, ids: list[torch.Tensor], berts: list[torch.Tensor],
                        gens: list[torch.Generator], sampling: SamplingParams, steps: int) -> list[torch.Tensor]:
         """GPT over the rows: the new semantic tokens of each."""
+        with use_adapter(*voice.adapters):
+            return Synthesizer._decode_rows(voice, ids, berts, gens, sampling, steps)
+
+    @staticmethod
+    def _decode_rows(voice: Voice, ids: list[torch.Tensor], berts: list[torch.Tensor],
+                     gens: list[torch.Generator], sampling: SamplingParams, steps: int) -> list[torch.Tensor]:
         prompt, tokens_prompt = voice.prompt, voice.reference.prompt_tokens
         if prompt is None:
             # Without a transcript the official pipeline decodes without the audio prompt too.
@@ -382,8 +395,9 @@ class Synthesizer:
         noise = torch.randn(frames, sovits.config.inter_channels,
                             generator=fragment_generator(params.seed, index, "sovits")).T.unsqueeze(0)
         sv = None if voice.reference.sv is None else [voice.reference.sv]
-        wave = sovits.decode(tokens.view(1, 1, -1), torch.tensor([unit.phone_ids]), [voice.reference.spec],
-                             noise_scale=params.noise_scale, speed=params.speed, noise=noise, sv=sv)[0, 0]
+        with use_adapter(*voice.adapters):
+            wave = sovits.decode(tokens.view(1, 1, -1), torch.tensor([unit.phone_ids]), [voice.reference.spec],
+                                 noise_scale=params.noise_scale, speed=params.speed, noise=noise, sv=sv)[0, 0]
         peak = float(wave.abs().max())
         wave = wave / peak if peak > 1 else wave
         return wave.numpy().astype(np.float32)
@@ -400,9 +414,10 @@ class Synthesizer:
         """
         k = params.first_chunk_tokens
         ids, bert = self._gpt_inputs(voice, unit)
-        steps = voice.generator.generate_stream(ids, bert, voice.reference.prompt_tokens,
-                                                sampling=params.sampling(), max_steps=params.max_tokens,
-                                                generator=fragment_generator(params.seed, 0, "gpt"))
+        steps = adapted_iter(voice.generator.generate_stream(ids, bert, voice.reference.prompt_tokens,
+                                                             sampling=params.sampling(), max_steps=params.max_tokens,
+                                                             generator=fragment_generator(params.seed, 0, "gpt")),
+                             *voice.adapters)
         early, cut, fade = None, 0, 0
         while True:
             try:

@@ -7,6 +7,11 @@ Layout (`root` is a folder or any URI pyarrow's filesystems accept, e.g. s3://bu
     <root>/voices/<voice_id>/reference.wav   reference clip (3-10 s)
     <root>/voices/<voice_id>/voice.json      the record: prompt text, language, metrics, lineage
 
+An adapter voice stores a LoRA adapter (`voicefleet.models.adapters`) in place of a stage's
+weights: `gpt.lora.safetensors` / `sovits.lora.safetensors`, a few MB, and its record's
+`adapters` names, per stage, the rank, alpha, targets and the fingerprint of the pretrained
+stage the adapter was trained on (the only base it may be applied to).
+
 `voice.json` is written last: a voice exists once its record exists, so readers never see a
 half-registered voice, on object stores too. Records are immutable; registering an existing id
 needs `overwrite=True` and writes a new version, whose files get their own names
@@ -33,6 +38,7 @@ from typing import Any, Mapping
 
 import pyarrow.fs as pafs
 
+from voicefleet.models.adapter_config import ADAPTER_SUFFIX, read_adapter_metadata
 from voicefleet.models.checkpoint.files import atomic_folder
 
 logger = logging.getLogger(__name__)
@@ -158,6 +164,12 @@ class VoiceRecord:
     # the SoVITS model version (v2, v2Pro, v2ProPlus) read from the file at registration; None when
     # the file could not be read as a SoVITS generator then; records from before it existed are v2
     model_version: str | None = "v2"
+    # per adapted stage ("gpt", "sovits"): rank, alpha, targets, base_fingerprint; empty for a full voice
+    adapters: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def is_adapter(self) -> bool:
+        return bool(self.adapters)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=True)
@@ -223,7 +235,8 @@ class VoiceRegistry:
                  prompt_text: str, prompt_lang: str, language: str | None = None,
                  metrics: Mapping[str, Any] | None = None, lineage: Mapping[str, Any] | None = None,
                  overwrite: bool = False) -> VoiceRecord:
-        """Copy a voice's files into the registry and write its record (last)."""
+        """Copy a voice's files into the registry and write its record (last). `gpt` and `sovits` are
+        each a stage's full weights or a LoRA adapter file (recognised by its header)."""
         check_voice_id(voice_id)
         version = 1
         if self.exists(voice_id):
@@ -234,14 +247,25 @@ class VoiceRegistry:
         for kind, src in sources.items():
             if not src.is_file():
                 raise RegistryError(f"cannot register voice {voice_id!r}: {kind} file {src} does not exist")
+        names, adapters = file_names(version), {}
+        for kind in ("gpt", "sovits"):
+            meta = read_adapter_metadata(sources[kind])
+            if meta is None:
+                continue
+            if meta.get("stage") != kind:
+                raise RegistryError(f"cannot register voice {voice_id!r}: {sources[kind]} is a {meta.get('stage')} "
+                                    f"adapter, given as the {kind} weights")
+            names[kind] = f"{kind}{'' if version <= 1 else f'.v{version}'}{ADAPTER_SUFFIX}"
+            adapters[kind] = {"rank": int(meta["rank"]), "alpha": float(meta["alpha"]),
+                              "targets": json.loads(meta["targets"]), "base_fingerprint": meta["base_fingerprint"]}
         folder = self._dir(voice_id)
-        names = file_names(version)
+        new_folder = version == 1
         record = VoiceRecord(voice_id=voice_id, prompt_text=prompt_text, prompt_lang=prompt_lang,
                              language=language or prompt_lang, metrics=dict(metrics or {}),
-                             lineage=dict(lineage or {}), version=version, files=names,
+                             lineage=dict(lineage or {}), version=version, files=names, adapters=adapters,
                              created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                             model_version=_model_version(sources["sovits"]))
-        new_folder = version == 1
+                             # an adapter's version is its base's, which the serving replica holds
+                             model_version=None if "sovits" in adapters else _model_version(sources["sovits"]))
         try:
             self.fs.create_dir(folder, recursive=True)
             # the new version's files under their own names: the current version stays servable
@@ -255,7 +279,7 @@ class VoiceRegistry:
                 logger.error("registering voice %s in %s failed: %s", voice_id, self.uri, e)
                 raise StorageFull(voice_id) from None
             raise
-        self._remove_unlisted(folder, record)
+        self._remove_unlisted(folder, record)  # earlier versions' files, a full voice's turned adapter included
         logger.info("registered voice %s (version %d) in %s", voice_id, version, self.uri)
         return record
 

@@ -73,7 +73,7 @@ def register_trained_voice(voice_id: str, storage_path: str, dataset: str | Path
             prompt_lang=ref["lang"], language=ref["lang"],
             metrics={**(old.metrics if old else {}), **dict(metrics or {})},
             lineage={**(old.lineage if old else {}), **dict(lineage or {}), "dataset": str(dataset),
-                     "reference_clip": ref["clip_id"]},
+                     "reference_clip": ref["clip_id"], "pretrained": str(paths.root)},
             overwrite=old is not None)
     logger.info("voice %s registered (version %d) with reference clip %s", voice_id, record.version, ref["clip_id"])
     return record
@@ -88,8 +88,16 @@ class ExportedVoice:
     official_size: bool  # False: GPT-SoVITS's own code cannot build this voice (voicefleet can)
 
 
+def merged_stage(model, adapter_path: str | Path):
+    """`model` (a pretrained stage) with the adapter file's updates merged into its weights, in place;
+    refused (`AdapterError`) when the adapter was trained on another base."""
+    from voicefleet.models import adapters as lora
+
+    return lora.merge_(model, lora.load_adapter(adapter_path).build(model))
+
+
 def export_voice(voice_id: str, storage_path: str, to: str | Path, *, version: int | None = None,
-                 overwrite: bool = False) -> ExportedVoice:
+                 overwrite: bool = False, pretrained: str | Path | None = None) -> ExportedVoice:
     """Write a registered voice for GPT-SoVITS's weights folders, named after the voice.
 
     Writes `<to>/SoVITS_weights_<model>/<voice>_v<version>.pth` and `<to>/GPT_weights_<model>/<voice>_v<version>.ckpt`
@@ -100,6 +108,10 @@ def export_voice(voice_id: str, storage_path: str, to: str | Path, *, version: i
     version only, so `version` (default: that one) must be it. Existing files are kept unless
     `overwrite` (both are checked, and both voice files loaded, before anything is written).
     Logs a warning when the voice is not of official size: GPT-SoVITS cannot load those.
+
+    An adapter voice is written merged: each adapter is applied to the pretrained stage it was
+    trained on (`pretrained`, default the folder its record names), so GPT-SoVITS loads ordinary
+    full voices; a pretrained stage other than the adapter's base is refused.
     """
     from voicefleet.models.checkpoint.gpt_io import load_gpt, save_gpt
     from voicefleet.models.checkpoint.sovits_io import load_sovits, official_s2_hparams, save_sovits_export
@@ -114,8 +126,17 @@ def export_voice(voice_id: str, storage_path: str, to: str | Path, *, version: i
     stem = f"{voice_id}_v{record.version}"
     target = Path(to).expanduser()
     files = registry.local_files(voice_id)
-    # both files are loaded (every key and shape checked) before either is written
-    sovits = load_sovits(files["sovits"])
+    base = None
+    if record.adapters:
+        root = pretrained or record.lineage.get("pretrained")
+        if not root:
+            raise RegistryError(f"voice {voice_id!r} is an adapter voice: give the pretrained folder its adapters were "
+                                f"trained on (--pretrained) to export it merged")
+        base = find_pretrained(root)
+    # both files are loaded (every key and shape checked) and adapters merged before either is written
+    sovits = load_sovits(base.sovits_g if "sovits" in record.adapters else files["sovits"])
+    if "sovits" in record.adapters:
+        merged_stage(sovits.model, files["sovits"])
     model_version = sovits.version
     sovits_path = target / OFFICIAL_SOVITS_FOLDER.format(version=model_version) / f"{stem}.pth"
     gpt_path = target / OFFICIAL_GPT_FOLDER.format(version=model_version) / f"{stem}.ckpt"
@@ -125,7 +146,9 @@ def export_voice(voice_id: str, storage_path: str, to: str | Path, *, version: i
                               f"pass --overwrite to replace")
     hparams = dict(sovits.hparams) if sovits.hparams is not None else official_s2_hparams(sovits.config)
     hparams["name"] = voice_id
-    gpt, gpt_config, gpt_info = load_gpt(files["gpt"])
+    gpt, gpt_config, gpt_info = load_gpt(base.gpt if "gpt" in record.adapters else files["gpt"])
+    if "gpt" in record.adapters:
+        merged_stage(gpt, files["gpt"])
     official = {**official_s1_config(gpt_config, version=model_version), **gpt_info.config}  # sections it lacks
     official["train"] = {**official["train"], "exp_name": voice_id}
     if model_version != "v2":

@@ -21,6 +21,7 @@ from ray.exceptions import RayTaskError
 from starlette.exceptions import HTTPException
 
 from voicefleet.inference.pipeline import SynthesisError
+from voicefleet.models.adapter_config import AdapterError
 from voicefleet.platform.registry import RegistryError, StorageFull, VoiceDamaged, VoiceExists, VoiceNotFound
 from voicefleet.serve.schemas import ErrorResponse
 from voicefleet.text.frontend import TextFrontendError
@@ -139,6 +140,7 @@ ERRORS: dict[type[Exception], Row] = {
     VoiceNotFound: Row(404, "not_found", _registry_message),
     NotFound: Row(404, "not_found"),
     VoiceExists: Row(409, "conflict", _registry_message),
+    AdapterError: Row(409, "conflict"),  # an adapter voice trained on other pretrained weights than the replica's
     TooLarge: Row(413, "request_too_large"),
     RequestValidationError: Row(422, "invalid_request_error", _validation_message, _validation_details),
     InvalidInput: Row(422, "invalid_request_error"),

@@ -60,6 +60,11 @@ class ServeSettings(BaseSettings):
 
     # replicas
     max_voices_per_replica: int = Field(4, ge=1, le=64, description="Voices cached per synthesis replica (LRU).")
+    max_adapter_voices_per_replica: int = Field(
+        500, ge=1, le=100_000, description="Adapter (LoRA) voices resident per synthesis replica (LRU, apart from "
+        "full voices; they share one backbone).")
+    adapter_memory_mb: float = Field(1024.0, gt=0, le=1_048_576, description="Memory budget of the resident adapter "
+                                     "voices per replica, in MiB (LRU eviction beyond it).")
     min_replicas: int = Field(1, ge=0, le=256, description="Autoscaling lower bound (synthesis replicas).")
     max_replicas: int = Field(1, ge=1, le=256, description="Autoscaling upper bound (synthesis replicas).")
     target_ongoing_requests: float = Field(2.0, gt=0, le=64, description="Autoscaling target per replica.")

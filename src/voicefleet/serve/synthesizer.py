@@ -2,7 +2,10 @@
 
 A request names its voice through the multiplexed model id `"<voice_id>@<version>"` (set by the
 ingress from the registry record), so Serve routes it to a replica that already holds the voice,
-and a re-registered voice (new version) is never served from a stale cache entry.
+and a re-registered voice (new version) is never served from a stale cache entry. The voices
+themselves are resident in `voicefleet.serve.voice_cache` (full voices and adapter voices in
+separate LRUs). Adapter (LoRA) voices share one backbone per replica, the pretrained GPT and SoVITS
+loaded once (`voicefleet.inference.adapted`); each request applies its voice's adapters to it.
 
 Synthesis is CPU-bound: it runs on the replica's own thread pool (`synthesis_threads`), never on
 the event loop; `max_ongoing_requests` caps what a replica accepts. Each job runs with
@@ -29,6 +32,7 @@ import torch
 from ray import serve
 
 from voicefleet.inference.audio_io import encode_audio
+from voicefleet.inference.adapted import Backbone, load_adapter_voice, voice_nbytes
 from voicefleet.inference.pipeline import Synthesizer, Voice
 from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.registry import VoiceDamaged, VoiceRegistry, check_voice_id
@@ -36,6 +40,7 @@ from voicefleet.serve.batching import compat_key, synthesize_group, synthesize_o
 from voicefleet.serve.errors import RequestFailed, client_error
 from voicefleet.serve.schemas import SynthesisJob
 from voicefleet.serve.settings import ServeSettings
+from voicefleet.serve.voice_cache import VoiceCache
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +102,8 @@ def _settle(future: asyncio.Future, result) -> None:
 
 @serve.deployment(name="VoiceSynthesizer")
 class VoiceSynthesizer:
-    """One replica: the shared `Synthesizer` plus an LRU of voices (`max_voices_per_replica`)."""
+    """One replica: the shared `Synthesizer`, the adapter voices' backbone (loaded with the first
+    of them) and the resident voices (`VoiceCache`)."""
 
     def __init__(self, settings: ServeSettings):
         self.settings = settings
@@ -119,12 +125,21 @@ class VoiceSynthesizer:
         # voice load has checked them on this machine, then that count or 0 (off)
         self._wide: int | None = None if settings.widen_invariant_stages else 0
 
-        # The cache size comes from settings, so the multiplexed loader is wired up per instance
-        # (a closure: Serve keeps its LRU on the decorated function object).
-        async def load_voice(key: str) -> Voice:
-            return await self._run(self._load_voice, key)
+        self.voices: VoiceCache[Voice] = VoiceCache(settings.max_voices_per_replica,
+                                                    settings.max_adapter_voices_per_replica,
+                                                    settings.adapter_memory_mb * 2**20)
+        self._backbone: Backbone | None = None
+        self._backbone_lock = threading.Lock()
 
-        self._voice = serve.multiplexed(max_num_models_per_replica=settings.max_voices_per_replica)(load_voice)
+        # The cache size comes from settings, so the multiplexed loader is wired up per instance
+        # (a closure: Serve keeps its LRU on the decorated function object). Serve's LRU holds
+        # voice keys only (for routing); the voices are resident in `self.voices`.
+        async def load_voice(key: str) -> str:
+            await self._resolve(key)
+            return key
+
+        self._voice = serve.multiplexed(max_num_models_per_replica=settings.max_voices_per_replica
+                                        + settings.max_adapter_voices_per_replica)(load_voice)
         self._voice_loader = load_voice
         self.batches: list[int] = []  # sizes of the cross-request GPT decodes run (for stats)
         # `@serve.batch` groups requests that arrive together and hands them to the pending queue at
@@ -168,7 +183,22 @@ class VoiceSynthesizer:
             logger.info("lone requests compute BERT features and GPT tokens with %d threads (bit-identical)", threads)
             self._wide = threads
 
+    def backbone(self) -> Backbone:
+        """The pretrained GPT and SoVITS that every adapter voice of this replica applies its adapters to."""
+        with self._backbone_lock:
+            if self._backbone is None:
+                self._backbone = Backbone.load(self.paths)
+            return self._backbone
+
+    async def _resolve(self, key: str) -> Voice:
+        """The resident voice of `key`, loaded (on a synthesis thread) when it is not."""
+        voice = self.voices.get(key)
+        return voice if voice is not None else await self._run(self._load_voice, key)
+
     def _load_voice(self, key: str) -> Voice:
+        voice = self.voices.get(key)  # loaded by a concurrent request meanwhile
+        if voice is not None:
+            return voice
         voice_id, version = parse_voice_key(key)
         try:
             record = self.registry.get(voice_id)
@@ -176,8 +206,13 @@ class VoiceSynthesizer:
             if record.version != version:
                 logger.info("voice %s: asked for version %d, registry has %d", voice_id, version, record.version)
             try:
-                voice = self.synth.load_voice(key, files["gpt"], files["sovits"], files["reference"],
-                                              record.prompt_text, record.prompt_lang)
+                if record.is_adapter:
+                    voice = load_adapter_voice(self.synth, self.backbone(), key, gpt=files["gpt"], sovits=files["sovits"],
+                                               reference=files["reference"], prompt_text=record.prompt_text,
+                                               prompt_lang=record.prompt_lang)
+                else:
+                    voice = self.synth.load_voice(key, files["gpt"], files["sovits"], files["reference"],
+                                                  record.prompt_text, record.prompt_lang)
             except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
                 if client_error(e) is not None:  # e.g. a reference clip that is silent: the voice's own fault
                     raise
@@ -194,14 +229,17 @@ class VoiceSynthesizer:
         if self._wide is None:
             self._check_wide(voice)
         self.loads.append(key)
-        logger.info("loaded voice %s on pid %d", key, os.getpid())
+        evicted = self.voices.put(key, voice, adapter=record.is_adapter, nbytes=voice_nbytes(voice))
+        logger.info("loaded %svoice %s on pid %d%s", "adapter " if record.is_adapter else "", key, os.getpid(),
+                    f" (evicted {', '.join(evicted)})" if evicted else "")
         return voice
 
     async def _get_voice(self) -> Voice:
         key = serve.get_multiplexed_model_id()
         if not key:
             raise RequestFailed(400, "invalid_request_error", "no voice given")
-        return await self._voice(key)
+        await self._voice(key)  # Serve's bookkeeping: this replica holds `key`
+        return await self._resolve(key)
 
     async def synthesize(self, job: SynthesisJob) -> bytes:
         """Whole request -> encoded audio bytes (batched with compatible requests when enabled)."""
@@ -288,10 +326,12 @@ class VoiceSynthesizer:
 
     def stats(self) -> dict:
         """This replica's voice cache (for tests and operators)."""
-        wrapper = getattr(self._voice_loader, "__serve_multiplex_wrapper", None)
-        cached = list(wrapper.models.keys()) if wrapper is not None else []
-        return {"pid": os.getpid(), "loads": list(self.loads), "cached": cached, "batches": list(self.batches),
-                "wide_threads": self._wide}
+        resident = self.voices.stats()
+        return {"pid": os.getpid(), "loads": list(self.loads), "cached": resident["full"] + resident["adapter"],
+                "full_voices": resident["full"], "adapter_voices": resident["adapter"],
+                "adapter_bytes": resident["adapter_bytes"], "evictions": {
+                    "full": resident["full_evictions"], "adapter": resident["adapter_evictions"]},
+                "batches": list(self.batches), "wide_threads": self._wide}
 
     def ready(self) -> bool:
         return self._problem is None

@@ -10,7 +10,8 @@ once it finished, returns its result without training again); a new name starts 
 Outputs, under `<storage>/<run_name>/voicefleet/`: `metrics.csv`, `curves.png` (losses, learning
 rate and gradient norms, with the monitor's verdicts marked), TensorBoard event files in `tb/`,
 `report.json` (result, verdicts, the recipe and every optimizer/schedule setting), `report.md` and the best weights
-exported in the official format (`<run_name>.pth` for SoVITS, `<run_name>.ckpt` for GPT).
+exported in the official format (`<run_name>.pth` for SoVITS, `<run_name>.ckpt` for GPT; an adapter
+run: `<run_name>.lora.safetensors`).
 
 With `eval_list`, checkpoints are also scored on that list while the run trains (speaker
 similarity, DNSMOS, WER: `voicefleet.platform.training.quality`), the scores join the metrics,

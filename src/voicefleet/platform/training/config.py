@@ -19,6 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from voicefleet.models.adapter_config import (DEFAULT_ALPHA, DEFAULT_RANK, DEFAULT_TARGETS, MAX_RANK, AdapterError,
+                                              AdapterSpec)
 from voicefleet.platform.training.monitor import MonitorConfig
 from voicefleet.platform.training.schedules import (OfficialSchedule, Recipe, ScheduleConfig, learning_rate,
                                                     official_learning_rate)
@@ -26,6 +28,7 @@ from voicefleet.platform.training.schedules import (OfficialSchedule, Recipe, Sc
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 Stage = Literal["sovits", "gpt"]
 Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]  # Ray placement group strategies
+AdapterKind = Literal["none", "lora"]
 STAGE_EPOCHS: dict[str, int] = {"sovits": 8, "gpt": 15}  # the official fine-tuning epoch counts
 # t2s_lightning_module.training_step steps when `batch_idx % 4 == 0`: 4 micro-batches per GPT step
 OFFICIAL_GPT_ACCUMULATE = 4
@@ -99,6 +102,15 @@ class TrainConfig(BaseModel):
     max_failures: int = Field(2, ge=-1, description="Worker-group restarts from the last checkpoint (-1: no limit).")
     seed: int = Field(1234, description="Seeds data order, slices, noise and dropout on every worker "
                                         "(seed + rank); official 1234.")
+    adapter: AdapterKind = Field("none", description="lora: train only low-rank adapters over the frozen "
+                                 "pretrained stage (a voice of a few MB); none: fine-tune every weight.")
+    lora_rank: int = Field(DEFAULT_RANK, ge=1, le=MAX_RANK, description="LoRA rank (with --adapter lora).")
+    lora_alpha: float = Field(DEFAULT_ALPHA, gt=0, le=65536, description="LoRA alpha: updates are scaled by "
+                              "alpha / rank (with --adapter lora).")
+    lora_targets: list[str] | None = Field(
+        None, description="LoRA target groups, comma-separated (with --adapter lora): GPT attn, ffn (default "
+        f"{','.join(DEFAULT_TARGETS['gpt'])}); SoVITS text_encoder, flow, decoder (default "
+        f"{','.join(DEFAULT_TARGETS['sovits'])}).")
 
     @model_validator(mode="before")
     @classmethod
@@ -155,6 +167,21 @@ class TrainConfig(BaseModel):
             return False
         return final or step == total_steps or step % (self.score_every or self.checkpoint_every) == 0
 
+    @model_validator(mode="after")
+    def _adapter_targets(self) -> "TrainConfig":
+        if self.adapter == "lora":
+            try:
+                self.adapter_spec()
+            except AdapterError as e:
+                raise ValueError(str(e)) from None
+        return self
+
+    def adapter_spec(self) -> AdapterSpec | None:
+        """The adapter this run trains (None: full fine-tuning)."""
+        if self.adapter == "none":
+            return None
+        return AdapterSpec(self.stage, self.lora_rank, self.lora_alpha, tuple(self.lora_targets or ()))
+
     @property
     def lr(self) -> float:
         """This stage's base learning rate (every param group's rate is a fixed share of it)."""
@@ -204,6 +231,10 @@ class TrainConfig(BaseModel):
             schedule = {"kind": "linear warm-up then cosine annealing with warm restarts", "lr": self.lr,
                         **self.schedule.model_dump()}
         out["schedule"] = schedule
+        spec = self.adapter_spec()
+        if spec is not None:
+            out["adapter"] = {"kind": "lora", "rank": spec.rank, "alpha": spec.alpha, "targets": list(spec.targets),
+                              "trained": "the adapter only; the pretrained stage stays frozen"}
         if self.stage == "sovits":
             out["optimizer"] = {"name": "AdamW", **SOVITS_ADAMW, "text_low_lr_rate": self.text_low_lr_rate,
                                 "discriminator": "AdamW, same settings, base rate"}

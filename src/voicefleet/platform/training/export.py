@@ -57,6 +57,8 @@ def export_best(config: TrainConfig, checkpoint, paths, out_dir: Path, *,
     if state is None:
         state = load_state(checkpoint)
     epoch, step = state["epoch"], state["step"]
+    if config.adapter_spec() is not None:
+        return export_adapter(config, state, paths, out_dir)
     if config.stage == "sovits":
         loaded = load_sovits(paths.sovits_g)
         loaded.model.load_state_dict(state["models"]["generator"])
@@ -76,3 +78,19 @@ def export_best(config: TrainConfig, checkpoint, paths, out_dir: Path, *,
     official = {**official, "train": {**official.get("train", {}), "exp_name": config.run_name,
                                       "epochs": config.epochs, "batch_size": config.batch_size}}
     return save_gpt(model, official, out_dir / f"{config.run_name}.ckpt", info=f"GPT-e{epoch}", overwrite=True)
+
+
+def export_adapter(config: TrainConfig, state: dict, paths, out_dir: Path) -> Path:
+    """An adapter run's best adapter as `<run_name>.lora.safetensors`: the adapter's tensors, its
+    rank, alpha and targets, and the fingerprint of the pretrained stage it was trained on."""
+    from voicefleet.models import adapters as lora
+    from voicefleet.models.checkpoint.gpt_io import load_gpt
+    from voicefleet.models.checkpoint.sovits_io import load_sovits
+
+    if config.stage == "sovits":
+        model, key = load_sovits(paths.sovits_g).model, "generator"
+    else:
+        model, key = load_gpt(paths.gpt)[0], "gpt"
+    adapter = lora.install_for_training(model, config.adapter_spec())
+    model.load_state_dict(state["models"][key])  # the frozen base as loaded, and the trained adapter
+    return lora.save_adapter(adapter, out_dir / f"{config.run_name}.lora.safetensors")

@@ -77,6 +77,7 @@ class _Stage:
         self.models = models
         self.micro = 0  # micro-batches done in the current window
         self.skipped = 0
+        self.adapter = None  # the LoRA adapter an adapter run trains (the worker applies it), else None
 
     def autocast(self):
         if self.cfg.precision == "fp32":

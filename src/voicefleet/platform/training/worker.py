@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from voicefleet.models import adapters as lora
 from voicefleet.platform.training import checkpointing
 from voicefleet.platform.training.batches import bucketed_batches, collate_gpt, collate_sovits
 from voicefleet.platform.training.config import QUALITY_METRICS, TrainConfig
@@ -45,18 +46,25 @@ def build_stage(cfg: TrainConfig, pretrained: dict[str, str], device: torch.devi
     precision = cfg.resolved_precision(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
     optim = OptimConfig(lr=cfg.lr, grad_clip=cfg.grad_clip, accumulate=cfg.accumulate, precision=precision,
                         recipe=cfg.recipe)
+    spec = cfg.adapter_spec()
     if cfg.stage == "sovits":
         loaded = load_sovits(pretrained["sovits_g"])
         if not loaded.has_posterior:
             raise ValueError(f"{pretrained['sovits_g']} has no posterior encoder (enc_q): fine-tuning starts from a "
                              "pretrained s2G file, not from an exported voice")
+        # an adapter run freezes the generator and trains its adapter; the discriminator trains as usual
+        adapter = lora.install_for_training(loaded.model, spec) if spec else None
         g = prepare_model(loaded.model.train(), parallel_strategy_kwargs={"find_unused_parameters": True})
         d = prepare_model(load_discriminator(pretrained["sovits_d"]).train())
         stage = SoVITSStage(g, d, device, optim, text_low_lr_rate=cfg.text_low_lr_rate)
+        stage.adapter = adapter
         return stage, {"generator": g, "discriminator": d}, collate_sovits
     gpt, _, _ = load_gpt(pretrained["gpt"])
+    adapter = lora.install_for_training(gpt, spec) if spec else None
     gpt = prepare_model(gpt.train())
-    return GPTStage(gpt, device, optim), {"gpt": gpt}, collate_gpt
+    stage = GPTStage(gpt, device, optim)
+    stage.adapter = adapter
+    return stage, {"gpt": gpt}, collate_gpt
 
 
 def seed_everything(seed: int, rank: int = 0) -> None:
@@ -102,72 +110,74 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     history: list[dict[str, Any]] = []  # every report of the run, across restarts (kept in checkpoints)
     resumes: list[int] = []  # steps at which the run was resumed
 
-    state = checkpointing.resume(device)
-    if state is not None:
-        for name, model in models.items():
-            unwrap(model).load_state_dict(state["models"][name])
-        for opt, saved in zip(stage.optimizers, state["optimizers"]):
-            opt.load_state_dict(saved)
-        for sched, saved in zip(schedulers, state["schedulers"]):
-            sched.load_state_dict(saved)
-        stage.scaler.load_state_dict(state["scaler"])
-        stage.skipped = state["skipped"]
-        monitor.load_state_dict(state["monitor"])
-        step, epoch, consumed = state["step"], state["epoch"], state["consumed"]
-        history, resumes = state["history"], state["resumes"] + [state["step"]]
-        logger.info("rank %d resumed at step %d (epoch %d)", rank, step, epoch)
+    # an adapter run's hooks add its adapter to the frozen layers for everything in this block
+    with lora.use_adapter(stage.adapter):
+        state = checkpointing.resume(device)
+        if state is not None:
+            for name, model in models.items():
+                unwrap(model).load_state_dict(state["models"][name])
+            for opt, saved in zip(stage.optimizers, state["optimizers"]):
+                opt.load_state_dict(saved)
+            for sched, saved in zip(schedulers, state["schedulers"]):
+                sched.load_state_dict(saved)
+            stage.scaler.load_state_dict(state["scaler"])
+            stage.skipped = state["skipped"]
+            monitor.load_state_dict(state["monitor"])
+            step, epoch, consumed = state["step"], state["epoch"], state["consumed"]
+            history, resumes = state["history"], state["resumes"] + [state["step"]]
+            logger.info("rank %d resumed at step %d (epoch %d)", rank, step, epoch)
 
-    val_batches = [collate(val_ex[i:i + cfg.batch_size]) for i in range(0, len(val_ex), cfg.batch_size)]
-    progress = None
-    if rank == 0:
-        from ray.experimental import tqdm_ray
+        val_batches = [collate(val_ex[i:i + cfg.batch_size]) for i in range(0, len(val_ex), cfg.batch_size)]
+        progress = None
+        if rank == 0:
+            from ray.experimental import tqdm_ray
 
-        progress = tqdm_ray.tqdm(total=total_steps, desc=f"{cfg.stage} {cfg.run_name}")
-        progress.update(step)
-    window: dict[str, list[float]] = {}
-    started = time.time()
-    start_step = step
-    while step < total_steps and not monitor.stop:
-        batches = list(bucketed_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=rank,
-                                        world_size=world))
-        for i in range(consumed, len(batches) - len(batches) % cfg.accumulate):
-            last_micro = (i + 1) % cfg.accumulate == 0
-            metrics = stage.train_step(collate([train_ex[j] for j in batches[i]]).to(device), last_micro)
-            consumed = i + 1
-            if not last_micro:
+            progress = tqdm_ray.tqdm(total=total_steps, desc=f"{cfg.stage} {cfg.run_name}")
+            progress.update(step)
+        window: dict[str, list[float]] = {}
+        started = time.time()
+        start_step = step
+        while step < total_steps and not monitor.stop:
+            batches = list(bucketed_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=rank,
+                                            world_size=world))
+            for i in range(consumed, len(batches) - len(batches) % cfg.accumulate):
+                last_micro = (i + 1) % cfg.accumulate == 0
+                metrics = stage.train_step(collate([train_ex[j] for j in batches[i]]).to(device), last_micro)
+                consumed = i + 1
+                if not last_micro:
+                    continue
+                if not metrics.get("skipped"):
+                    for sched in schedulers:
+                        sched.step()
+                step += 1
+                if progress is not None:
+                    progress.update(1)
+                monitor.observe_train(step, {k: v for k, v in metrics.items()
+                                             if k in ("mel", "kl", "gen", "disc", "ce")})
+                for k, v in metrics.items():
+                    window.setdefault(k, []).append(v)
+                if step % cfg.eval_every == 0 or step == total_steps:
+                    _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, step,
+                                         epoch, consumed, total_steps, started, start_step, history, resumes)
+                    window = {}
+                if step >= total_steps or monitor.stop:
+                    break
+            else:
+                epoch, consumed = epoch + 1, 0
                 continue
-            if not metrics.get("skipped"):
-                for sched in schedulers:
-                    sched.step()
-            step += 1
-            if progress is not None:
-                progress.update(1)
-            monitor.observe_train(step, {k: v for k, v in metrics.items()
-                                         if k in ("mel", "kl", "gen", "disc", "ce")})
-            for k, v in metrics.items():
-                window.setdefault(k, []).append(v)
-            if step % cfg.eval_every == 0 or step == total_steps:
-                _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, step,
-                                     epoch, consumed, total_steps, started, start_step, history, resumes)
-                window = {}
-            if step >= total_steps or monitor.stop:
-                break
-        else:
-            epoch, consumed = epoch + 1, 0
-            continue
-        break
-    if window:  # stopped between evaluations: evaluate once more so the last state is scored
-        _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, step, epoch,
-                             consumed, total_steps, started, start_step, history, resumes)
-    elif state is not None and step == start_step and history:
-        # resumed from the run's final checkpoint (killed after writing it): nothing is left to
-        # train, but the resume belongs in the record, so the last report goes out again, once,
-        # with a checkpoint that records it (the history gets no duplicate row)
-        last = dict(history[-1], resumed_at=resumes[-1])
-        _save_and_report(cfg, stage, models, schedulers, monitor, step, epoch, consumed, history, resumes, last,
-                         with_checkpoint=True, dir_suffix=f"_resume{len(resumes)}")  # own folder
-    if progress is not None:
-        progress.close()
+            break
+        if window:  # stopped between evaluations: evaluate once more so the last state is scored
+            _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, step, epoch,
+                                 consumed, total_steps, started, start_step, history, resumes)
+        elif state is not None and step == start_step and history:
+            # resumed from the run's final checkpoint (killed after writing it): nothing is left to
+            # train, but the resume belongs in the record, so the last report goes out again, once,
+            # with a checkpoint that records it (the history gets no duplicate row)
+            last = dict(history[-1], resumed_at=resumes[-1])
+            _save_and_report(cfg, stage, models, schedulers, monitor, step, epoch, consumed, history, resumes, last,
+                             with_checkpoint=True, dir_suffix=f"_resume{len(resumes)}")  # own folder
+        if progress is not None:
+            progress.close()
 
 
 def _evaluate_and_report(cfg, stage, models, schedulers, monitor, val_batches, window, rank, step, epoch,

@@ -1,0 +1,108 @@
+"""Adapter voices over one shared backbone: each equals its merged weights, 50 of them synthesise
+concurrently without bleeding, the backbone is never copied or changed, a foreign adapter is refused."""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from voicefleet.inference.adapted import Backbone, load_adapter_voice, voice_nbytes
+from voicefleet.inference.generation import TokenGenerator
+from voicefleet.inference.pipeline import SynthesisParams, Synthesizer, Voice
+from voicefleet.models import adapters as lora
+from voicefleet.models.builders_gpt import gpt_tiny
+from voicefleet.models.checkpoint.gpt_io import load_gpt
+from voicefleet.models.checkpoint.sovits_io import load_sovits
+
+N_VOICES = 50
+PARAMS = SynthesisParams(max_tokens=8, seed=5, top_k=1)  # greedy: merged vs unmerged may not flip a draw
+PHONEMES = [[12, 40, 77, 5, 90, 31, 64, 8]]
+
+
+@pytest.fixture(scope="module")
+def synth(tiny_pretrained):
+    return Synthesizer.from_pretrained(tiny_pretrained)
+
+
+@pytest.fixture(scope="module")
+def backbone(tiny_pretrained):
+    return Backbone.load(tiny_pretrained)
+
+
+def _save(model, stage, fingerprint, path, seed):
+    adapter = lora.Adapter.create(model, lora.AdapterSpec(stage, rank=4), fingerprint)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, layer in adapter.items():
+            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=g) * 0.2)
+    return lora.save_adapter(adapter, path)
+
+
+@pytest.fixture(scope="module")
+def adapter_files(tiny_pretrained, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adapters")
+    gpt = load_gpt(tiny_pretrained.gpt)[0]
+    sovits = load_sovits(tiny_pretrained.sovits_g).model
+    fp = {"gpt": lora.base_fingerprint_of(gpt, "gpt"), "sovits": lora.base_fingerprint_of(sovits, "sovits")}
+    return [{"gpt": _save(gpt, "gpt", fp["gpt"], folder / f"v{i}.gpt.lora.safetensors", 2 * i),
+             "sovits": _save(sovits, "sovits", fp["sovits"], folder / f"v{i}.sovits.lora.safetensors", 2 * i + 1)}
+            for i in range(N_VOICES)]
+
+
+@pytest.fixture(scope="module")
+def voices(synth, backbone, adapter_files, reference_wav):
+    """The first voices loaded from their files; the rest share their reference clip and transcript
+    (its features are the same for every voice), with their own adapters."""
+    loaded = [load_adapter_voice(synth, backbone, f"v{i}", gpt=f["gpt"], sovits=f["sovits"], reference=reference_wav,
+                                 prompt_text="这是我的声音。", prompt_lang="zh") for i, f in enumerate(adapter_files[:2])]
+    first = loaded[0]
+    return loaded + [dataclasses.replace(first, name=f"v{i}", adapters=(
+        lora.load_adapter(f["gpt"]).build(backbone.gpt, fingerprint=backbone.fingerprints["gpt"]),
+        lora.load_adapter(f["sovits"]).build(backbone.sovits, fingerprint=backbone.fingerprints["sovits"])))
+        for i, f in enumerate(adapter_files) if i >= 2]
+
+
+def _audio(synth, voice):
+    return synth.synthesize_units(voice, synth.phoneme_units(PHONEMES, voice), PARAMS)
+
+
+def test_an_adapter_voice_equals_its_merged_weights(synth, tiny_pretrained, backbone, voices, adapter_files,
+                                                    reference_wav):
+    gpt = load_gpt(tiny_pretrained.gpt)[0].eval()
+    lora.merge_(gpt, lora.load_adapter(adapter_files[0]["gpt"]).build(gpt))
+    sovits = load_sovits(tiny_pretrained.sovits_g).model.prepare_for_inference()
+    lora.merge_(sovits, lora.load_adapter(adapter_files[0]["sovits"]).build(sovits))
+    merged = Voice("merged", TokenGenerator(gpt), sovits, synth.reference(reference_wav, sovits),
+                   voices[0].prompt)
+    adapted = _audio(synth, voices[0])
+    np.testing.assert_allclose(_audio(synth, merged), adapted, atol=1e-4, rtol=1e-4)
+    bare = Voice("bare", backbone.generator, backbone.sovits, voices[0].reference, voices[0].prompt)
+    assert not np.allclose(_audio(synth, bare)[: len(adapted)], adapted[: len(_audio(synth, bare))], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_fifty_voices_interleaved_concurrently_each_get_their_own_audio(synth, backbone, voices):
+    before = {k: v.clone() for k, v in backbone.gpt.state_dict().items()}
+    alone = [_audio(synth, v) for v in voices]
+    distinct = {a.tobytes() for a in alone}
+    assert len(distinct) == N_VOICES  # every voice sounds different for the same seed
+    order = [i for start in (0, 1) for i in range(start, N_VOICES, 2)]  # interleaved, not in loading order
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: (i, _audio(synth, voices[i])), order))
+    for i, audio in results:
+        np.testing.assert_allclose(audio, alone[i], atol=1e-5, rtol=1e-5, err_msg=f"voice {i}")
+    assert all(torch.equal(v, backbone.gpt.state_dict()[k]) for k, v in before.items())  # never merged in
+    assert all(v.generator is backbone.generator and v.sovits is backbone.sovits for v in voices)
+    assert sum(voice_nbytes(v) for v in voices) < backbone.nbytes()
+
+
+def test_an_adapter_for_another_base_is_refused(synth, backbone, reference_wav, tmp_path):
+    torch.manual_seed(123)
+    other = gpt_tiny()
+    path = _save(other, "gpt", lora.base_fingerprint_of(other, "gpt"), tmp_path / "x.gpt.lora.safetensors", 0)
+    with pytest.raises(lora.AdapterError, match="voice x's gpt adapter was trained on a different gpt base"):
+        load_adapter_voice(synth, backbone, "x", gpt=path, sovits=path, reference=reference_wav)

@@ -1,0 +1,102 @@
+"""Adapter voices on the Serve app: 50 of them on one replica beside full voices, interleaved
+concurrent requests each get exactly their own voice's audio; a foreign adapter is a 409."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx==0.28.1)")
+
+from voicefleet.inference.adapted import Backbone, load_adapter_voice
+from voicefleet.inference.audio_io import encode_audio
+from voicefleet.inference.pipeline import SynthesisParams, Synthesizer
+from voicefleet.models import adapters as lora
+from voicefleet.models.builders_gpt import gpt_tiny
+from voicefleet.models.checkpoint.gpt_io import load_gpt
+from voicefleet.models.checkpoint.sovits_io import load_sovits
+from voicefleet.platform.registry import VoiceRegistry
+
+pytestmark = pytest.mark.slow  # runs the real Serve app (Ray actors, HTTP)
+
+N_VOICES = 50
+TEXT = "今天天气很好。"
+SMALL = {"max_tokens": 12}
+
+
+def _adapter(model, stage, fingerprint, path, seed):
+    adapter = lora.Adapter.create(model, lora.AdapterSpec(stage, rank=4), fingerprint)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, layer in adapter.items():
+            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=g) * 0.2)
+    return lora.save_adapter(adapter, path)
+
+
+@pytest.fixture(scope="module")
+def adapter_voices(serve_settings, tiny_pretrained, storage, tmp_path_factory):
+    """N_VOICES adapter voices (and one trained on another base) registered for this module only."""
+    registry = VoiceRegistry(serve_settings.registry_root)
+    folder = tmp_path_factory.mktemp("adapters")
+    gpt, sovits = load_gpt(tiny_pretrained.gpt)[0], load_sovits(tiny_pretrained.sovits_g).model
+    fp = {"gpt": lora.base_fingerprint_of(gpt, "gpt"), "sovits": lora.base_fingerprint_of(sovits, "sovits")}
+    reference = registry.local_files("alpha")["reference"]
+    ids = [f"lora-{i:02d}" for i in range(N_VOICES)]
+    for i, voice_id in enumerate(ids):
+        registry.register(voice_id, gpt=_adapter(gpt, "gpt", fp["gpt"], folder / f"{i}.gpt.lora.safetensors", 2 * i),
+                          sovits=_adapter(sovits, "sovits", fp["sovits"], folder / f"{i}.s.lora.safetensors", 2 * i + 1),
+                          reference=reference, prompt_text="你好。", prompt_lang="zh")
+    torch.manual_seed(77)
+    other = gpt_tiny()
+    registry.register("foreign", gpt=_adapter(other, "gpt", lora.base_fingerprint_of(other, "gpt"),
+                                              folder / "foreign.gpt.lora.safetensors", 0),
+                      sovits=tiny_pretrained.sovits_g, reference=reference, prompt_text="你好。", prompt_lang="zh")
+    yield ids
+    for voice_id in ids + ["foreign"]:  # the other serve tests list the three full voices only
+        registry.delete(voice_id)
+
+
+@pytest.fixture(scope="module")
+def expected(serve_settings, tiny_pretrained, adapter_voices):
+    synth = Synthesizer.from_pretrained(tiny_pretrained)
+    backbone = Backbone.load(tiny_pretrained)
+    registry = VoiceRegistry(serve_settings.registry_root)
+
+    def make(voice_id: str, seed: int) -> bytes:
+        rec, files = registry.get(voice_id), registry.local_files(voice_id)
+        voice = load_adapter_voice(synth, backbone, voice_id, gpt=files["gpt"], sovits=files["sovits"],
+                                   reference=files["reference"], prompt_text=rec.prompt_text,
+                                   prompt_lang=rec.prompt_lang)
+        torch.set_num_threads(serve_settings.torch_threads)  # as a replica runs it: float sums follow threads
+        return encode_audio(synth.synthesize(voice, TEXT, "zh", SynthesisParams(seed=seed, **SMALL)), "wav")
+
+    return make
+
+
+def tts(url: str, **body) -> httpx.Response:
+    return httpx.post(f"{url}/v1/tts", json={"text": TEXT, "lang": "zh", **SMALL, **body}, timeout=300)
+
+
+def test_fifty_adapter_voices_beside_full_ones_each_get_their_own_audio(base_url, adapter_voices, expected):
+    from ray import serve
+
+    jobs = [(voice_id, 3) for voice_id in adapter_voices] + [("alpha", 3)]
+    jobs = jobs[::2] + jobs[1::2]  # interleaved
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda j: tts(base_url, voice=j[0], seed=j[1]), jobs))
+    for (voice_id, seed), r in zip(jobs, responses):
+        assert r.status_code == 200, r.text
+        if voice_id != "alpha":
+            assert r.content == expected(voice_id, seed), f"{voice_id} is not its own voice's audio"
+    assert len({r.content for r in responses}) == len(jobs)
+    stats = serve.get_deployment_handle("VoiceSynthesizer", app_name="voicefleet").stats.remote().result()
+    assert set(adapter_voices) <= {key.split("@")[0] for key in stats["adapter_voices"]}
+    assert "alpha@1" in stats["full_voices"] and stats["evictions"]["adapter"] == 0
+
+
+def test_an_adapter_trained_on_another_base_is_refused(base_url, adapter_voices):
+    r = tts(base_url, voice="foreign", seed=1)
+    assert r.status_code == 409, r.text
+    assert "trained on a different gpt base" in r.json()["error"]["message"]

@@ -27,6 +27,10 @@ DEFAULT_LANG: Lang = "zh"  # the official UI's default (中英混合: Chinese, E
 LangField = Annotated[Lang, Field(description="Language of the text: zh (Chinese with English words), all_zh, "
                                               "en, or auto (detected per piece).")]
 DEFAULT_PRECISION: Precision = "fp32"
+DEFAULT_ENGINE: Engine = "torch"
+EngineField = Annotated[Engine, Field(description="torch: the PyTorch models (--pretrained); onnx: the graphs of a "
+                                                  "`voicefleet export onnx` folder on onnxruntime (--onnx-dir), "
+                                                  "without PyTorch.")]
 PrecisionField = Annotated[Precision, Field(description="fp32: official numerics; fast: int8 GPT, bf16 BERT "
                                                         "linears and HiFi-GAN on CPUs with AVX512-BF16/AMX "
                                                         "(about 4x faster than fp32 at batch 1).")]

@@ -37,5 +37,5 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 echo "voicefleet setup: installing voicefleet and its dependencies (with the evaluation instruments)"
-$PIP install -e ".[dev,eval]"
+$PIP install -e ".[dev,eval,onnx]"
 echo "voicefleet setup: done ($(.venv/bin/python -c 'import torch, ray; print("torch", torch.__version__, "/ ray", ray.__version__)'))"

@@ -265,3 +265,35 @@ def test_onnx_engine_synthesises_where_torch_cannot_be_imported(onnx_dir, refere
 
     audio, rate = sf.read(out)
     assert rate == 32000 and len(audio) > 32000 * 0.3 and np.isfinite(audio).all()
+
+
+@pytest.mark.slow
+def test_int8_export_quantises_the_gpt_and_bert_and_stays_close(onnx_dir, engine, tiny_pretrained, reference_wav,
+                                                                tmp_path):
+    out = tmp_path / "int8"
+    done = runner.invoke(app, ["export", "onnx", "--pretrained", str(tiny_pretrained.root), "-o", str(out), "--int8"])
+    assert done.exit_code == 0, done.output
+    manifest = read_manifest(out)
+    fp32 = read_manifest(onnx_dir)
+    assert manifest["precision"] == "int8"
+    for name in GRAPHS:
+        quantised = manifest["graphs"][name]["int8"]
+        assert quantised == (name in ("gpt_text", "gpt_prefill", "gpt_step", "bert"))
+        if quantised:
+            assert manifest["graphs"][name]["bytes"] < fp32["graphs"][name]["bytes"]
+        else:  # the SoVITS decoder and the audio side are the fp32 graphs
+            assert manifest["graphs"][name]["sha256"] == fp32["graphs"][name]["sha256"]
+    int8 = OnnxSynthesizer(out, threads=2)
+    voice, voice8 = engine.load_voice(reference_wav, PROMPT, "zh"), int8.load_voice(reference_wav, PROMPT, "zh")
+    units, units8 = engine.fragments(ZH_TEXT, "zh", "cut5"), int8.fragments(ZH_TEXT, "zh", "cut5")
+    ids, bert = engine._gpt_inputs(voice, units[0])
+    ids8, bert8 = int8._gpt_inputs(voice8, units8[0])
+    assert ids == ids8 and np.corrcoef(bert.ravel(), bert8.ravel())[0, 1] > 0.99
+    feeds = []
+    for e, b in ((engine, bert), (int8, bert8)):
+        (emb,) = e._run("gpt_text", phonemes=np.array([ids]), bert=b[None])
+        feeds.append(e._run("gpt_prefill", text_embeddings=emb, text_mask=np.ones(emb.shape[:2], bool),
+                            prompt_tokens=voice.prompt_tokens[None])[0])
+    assert np.corrcoef(feeds[0].ravel(), feeds[1].ravel())[0, 1] > 0.99
+    audio = int8.synthesize(voice8, ZH_TEXT, "zh", SynthesisParams(**GREEDY_PARAMS))
+    assert np.isfinite(audio).all() and len(audio) > 0

@@ -121,27 +121,88 @@ def linear_spectrogram(wave: np.ndarray, audio: dict[str, Any]) -> np.ndarray:
     return np.sqrt(power + np.float32(1e-8)).T[None].astype(np.float32)
 
 
+def open_session(path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session for one graph file, with all graph optimisations."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxGPT:
+    """The decoding loop over the three GPT graphs (`gpt_text`, `gpt_prefill`, `gpt_step` sessions)."""
+
+    def __init__(self, sessions: dict[str, Any], eos: int):
+        self.sessions, self.eos = sessions, eos
+
+    def _run(self, name: str, **inputs: np.ndarray) -> list[np.ndarray]:
+        return self.sessions[name].run(None, inputs)
+
+    def generate(self, texts: Sequence[tuple[Sequence[int], np.ndarray]], prompt: np.ndarray | None,
+                 sampling: SamplingParams, max_steps: int, rngs: Sequence[np.random.Generator], *,
+                 trim_on_limit: bool) -> list[np.ndarray]:
+        """Decode rows of (phoneme ids, BERT features (bert_dim, n)) after the prompt tokens (n,)
+        (None: prompt-free); each row's new tokens. The loop and stop rules of
+        `TokenGenerator._decode_steps`: rows leave the batch on EOS (that step's token dropped); on
+        `max_steps` the rest keep all their tokens, or drop the last with `trim_on_limit` (batched)."""
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        batch = len(texts)
+        embedded = [self._run("gpt_text", phonemes=np.asarray([ids], dtype=np.int64),
+                              bert=np.asarray(bert, dtype=np.float32)[None])[0][0] for ids, bert in texts]
+        width = max(e.shape[0] for e in embedded)
+        text = np.stack([np.pad(e, ((width - e.shape[0], 0), (0, 0))) for e in embedded])  # left padding
+        text_ok = np.stack([np.arange(width) >= width - e.shape[0] for e in embedded])
+        tokens = (np.zeros((batch, 0), dtype=np.int64) if prompt is None
+                  else np.tile(np.asarray(prompt, dtype=np.int64)[None], (batch, 1)))
+        prompt_len = tokens.shape[1]
+        logits, keys, values = self._run("gpt_prefill", text_embeddings=text.astype(np.float32), text_mask=text_ok,
+                                         prompt_tokens=tokens)
+        key_ok = np.concatenate([text_ok, np.ones((batch, prompt_len), dtype=bool)], axis=1)
+        alive = list(range(batch))
+        results: list[np.ndarray] = [tokens[0, prompt_len:]] * batch
+        for step in range(max_steps):
+            scores = logits[:, :-1] if step < MIN_STEPS_BEFORE_EOS else logits  # EOS is the last id
+            new, penalised_argmax = sample_next(scores, tokens, sampling, [rngs[i] for i in alive])
+            tokens = np.concatenate([tokens, new[:, None].astype(np.int64)], axis=1)
+            ended = (new == self.eos) | (penalised_argmax == self.eos)
+            for i in np.flatnonzero(ended):
+                results[alive[i]] = tokens[i, prompt_len:-1]
+            if step == max_steps - 1:
+                for i in np.flatnonzero(~ended):
+                    results[alive[i]] = tokens[i, prompt_len:-1] if trim_on_limit else tokens[i, prompt_len:]
+                break
+            if ended.all():
+                break
+            if ended.any():
+                keep = np.flatnonzero(~ended)
+                alive = [alive[i] for i in keep]
+                tokens, key_ok, keys, values = tokens[keep], key_ok[keep], keys[:, keep], values[:, keep]
+            key_ok = np.concatenate([key_ok, np.ones((len(alive), 1), dtype=bool)], axis=1)
+            logits, keys, values = self._run("gpt_step", tokens=np.ascontiguousarray(tokens[:, -1:]),
+                                             position=np.array([prompt_len + step], dtype=np.int64),
+                                             key_mask=key_ok, past_keys=keys, past_values=values)
+        return [np.asarray(r, dtype=np.int64) for r in results]
+
+
 class OnnxSynthesizer:
     """The graphs of one exported folder and the synthesis steps; safe to call from several threads."""
 
     def __init__(self, folder: str | Path, *, threads: int | None = None):
-        import onnxruntime
         from tokenizers import Tokenizer
 
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3
         self.sessions = {}
         for name in GRAPHS:
             entry = self.manifest["graphs"][name]
             try:
-                session = onnxruntime.InferenceSession(str(self.folder / entry["file"]), options,
-                                                       providers=["CPUExecutionProvider"])
+                session = open_session(self.folder / entry["file"], threads)
             except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
                 raise OnnxFolderError(f"{self.folder}: {entry['file']} is not a loadable ONNX graph "
                                       f"({' '.join(str(e).split())[:200]})") from None
@@ -155,6 +216,7 @@ class OnnxSynthesizer:
         self.bert_dim, self.eos, self.vocab = gpt["bert_dim"], gpt["eos"], gpt["vocab_size"]
         self.layers, self.heads, self.head_dim = gpt["layers"], gpt["heads"], gpt["head_dim"]
         self.precision = self.manifest.get("precision", "fp32")
+        self.gpt = OnnxGPT(self.sessions, self.eos)
         logger.info("opened %s (%s, %s)", self.folder, self.precision, self.manifest["versions"])
 
     def _run(self, name: str, **inputs: np.ndarray) -> list[np.ndarray]:
@@ -245,51 +307,9 @@ class OnnxSynthesizer:
                          self.prompt_unit(prompt_text or "", prompt_lang or "zh"))
 
     # ---- GPT ------------------------------------------------------------------------------
-    def generate(self, texts: Sequence[tuple[Sequence[int], np.ndarray]], prompt: np.ndarray | None,
-                 sampling: SamplingParams, max_steps: int, rngs: Sequence[np.random.Generator], *,
-                 trim_on_limit: bool) -> list[np.ndarray]:
-        """Decode rows of (phoneme ids, BERT features (bert_dim, n)) after the prompt tokens (n,)
-        (None: prompt-free); each row's new tokens. The loop and stop rules of
-        `TokenGenerator._decode_steps`: rows leave the batch on EOS (that step's token dropped); on
-        `max_steps` the rest keep all their tokens, or drop the last with `trim_on_limit` (batched)."""
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        batch = len(texts)
-        embedded = [self._run("gpt_text", phonemes=np.asarray([ids], dtype=np.int64),
-                              bert=np.asarray(bert, dtype=np.float32)[None])[0][0] for ids, bert in texts]
-        width = max(e.shape[0] for e in embedded)
-        text = np.stack([np.pad(e, ((width - e.shape[0], 0), (0, 0))) for e in embedded])  # left padding
-        text_ok = np.stack([np.arange(width) >= width - e.shape[0] for e in embedded])
-        tokens = (np.zeros((batch, 0), dtype=np.int64) if prompt is None
-                  else np.tile(np.asarray(prompt, dtype=np.int64)[None], (batch, 1)))
-        prompt_len = tokens.shape[1]
-        logits, keys, values = self._run("gpt_prefill", text_embeddings=text.astype(np.float32), text_mask=text_ok,
-                                         prompt_tokens=tokens)
-        key_ok = np.concatenate([text_ok, np.ones((batch, prompt_len), dtype=bool)], axis=1)
-        alive = list(range(batch))
-        results: list[np.ndarray] = [tokens[0, prompt_len:]] * batch
-        for step in range(max_steps):
-            scores = logits[:, :-1] if step < MIN_STEPS_BEFORE_EOS else logits  # EOS is the last id
-            new, penalised_argmax = sample_next(scores, tokens, sampling, [rngs[i] for i in alive])
-            tokens = np.concatenate([tokens, new[:, None].astype(np.int64)], axis=1)
-            ended = (new == self.eos) | (penalised_argmax == self.eos)
-            for i in np.flatnonzero(ended):
-                results[alive[i]] = tokens[i, prompt_len:-1]
-            if step == max_steps - 1:
-                for i in np.flatnonzero(~ended):
-                    results[alive[i]] = tokens[i, prompt_len:-1] if trim_on_limit else tokens[i, prompt_len:]
-                break
-            if ended.all():
-                break
-            if ended.any():
-                keep = np.flatnonzero(~ended)
-                alive = [alive[i] for i in keep]
-                tokens, key_ok, keys, values = tokens[keep], key_ok[keep], keys[:, keep], values[:, keep]
-            key_ok = np.concatenate([key_ok, np.ones((len(alive), 1), dtype=bool)], axis=1)
-            logits, keys, values = self._run("gpt_step", tokens=np.ascontiguousarray(tokens[:, -1:]),
-                                             position=np.array([prompt_len + step], dtype=np.int64),
-                                             key_mask=key_ok, past_keys=keys, past_values=values)
-        return [np.asarray(r, dtype=np.int64) for r in results]
+    def generate(self, *args, **kwargs) -> list[np.ndarray]:
+        """`OnnxGPT.generate` on this folder's GPT graphs."""
+        return self.gpt.generate(*args, **kwargs)
 
     def _gpt_inputs(self, voice: OnnxVoice, unit: OnnxTextUnit) -> tuple[list[int], np.ndarray]:
         prompt = voice.prompt

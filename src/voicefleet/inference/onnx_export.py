@@ -114,6 +114,62 @@ def _quantize(path: Path) -> None:
     staged.replace(path)
 
 
+Graph = tuple[nn.Module, tuple, dict[str, dict[int, str]], dict[str, dict[int, str]]]
+
+
+def voice_graphs(gpt, sovits) -> dict[str, Graph]:
+    """The voice's graphs: name -> (module, example inputs, input axes, output axes); the example
+    sizes are arbitrary (every length is a dynamic axis)."""
+    gcfg, scfg = gpt.config, sovits.config
+    heads, head_dim = gcfg.head, gcfg.hidden_dim // gcfg.head
+    text_len, prompt_len, past = 5, 4, 9
+    cache = torch.zeros(gcfg.n_layer, 2, heads, past, head_dim)
+    return {
+        "gpt_text": (GPTTextEmbedding(gpt),
+                     (torch.zeros(1, text_len, dtype=torch.long), torch.zeros(1, gcfg.bert_dim, text_len)),
+                     {"phonemes": {1: "text_len"}, "bert": {2: "text_len"}}, {"text_embeddings": {1: "text_len"}}),
+        "gpt_prefill": (GPTPrefill(gpt),
+                        (torch.zeros(2, text_len, gcfg.hidden_dim), torch.ones(2, text_len, dtype=torch.bool),
+                         torch.zeros(2, prompt_len, dtype=torch.long)),
+                        {"text_embeddings": {0: "batch", 1: "text_len"}, "text_mask": {0: "batch", 1: "text_len"},
+                         "prompt_tokens": {0: "batch", 1: "prompt_len"}},
+                        {"logits": {0: "batch"}, "keys": {1: "batch", 3: "positions"},
+                         "values": {1: "batch", 3: "positions"}}),
+        "gpt_step": (GPTStep(gpt),
+                     (torch.zeros(2, 1, dtype=torch.long), torch.tensor([past]),
+                      torch.ones(2, past + 1, dtype=torch.bool), cache, cache.clone()),
+                     {"tokens": {0: "batch"}, "position": {}, "key_mask": {0: "batch", 1: "positions_next"},
+                      "past_keys": {1: "batch", 3: "positions"}, "past_values": {1: "batch", 3: "positions"}},
+                     {"logits": {0: "batch"}, "keys": {1: "batch", 3: "positions_next"},
+                      "values": {1: "batch", 3: "positions_next"}}),
+        "sovits_decode": (SoVITSDecode(sovits),
+                          (torch.zeros(1, 1, 6, dtype=torch.long), torch.zeros(1, 7, dtype=torch.long),
+                           torch.rand(1, scfg.audio.spec_channels, 20), torch.zeros(1, scfg.inter_channels, 12),
+                           torch.tensor([0.5])),
+                          {"codes": {2: "tokens"}, "phonemes": {1: "phonemes"}, "refer_spec": {2: "spec_frames"},
+                           "noise": {2: "prior_frames"}, "noise_scale": {}},
+                          {"audio": {2: "samples"}}),
+        "sovits_latent": (SoVITSLatent(sovits), (torch.zeros(1, scfg.ssl_dim, 20),),
+                          {"ssl": {2: "ssl_frames"}}, {"codes": {2: "tokens"}}),
+    }
+
+
+def write_graphs(graphs: dict[str, Graph], folder: Path, *, int8: bool = False,
+                 progress: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Export each graph into `folder` (int8: quantise those in `QUANTIZED_GRAPHS`); their manifest entries."""
+    described = {}
+    for name, (module, args, inputs, outputs) in graphs.items():
+        if progress:
+            progress(name)
+        path = folder / f"{name}.onnx"
+        _export(module, args, path, inputs, outputs)
+        if int8 and name in QUANTIZED_GRAPHS:
+            _quantize(path)
+        described[name] = {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
+                           "int8": bool(int8 and name in QUANTIZED_GRAPHS), **_describe(path, outputs)}
+    return described
+
+
 def export_onnx(gpt_path: str | Path, sovits_path: str | Path, pretrained: PretrainedPaths, out: str | Path, *,
                 int8: bool = False, overwrite: bool = False, voice: dict[str, Any] | None = None,
                 progress: Callable[[str], None] | None = None) -> OnnxExport:
@@ -122,6 +178,10 @@ def export_onnx(gpt_path: str | Path, sovits_path: str | Path, pretrained: Pretr
     `voice` (optional) is stored in the manifest as is (e.g. the registry id, prompt transcript
     and language); a `reference` path in it is copied into the folder as `reference.wav`.
     """
+    try:
+        import onnx  # noqa: F401  (torch's exporter and the int8 quantiser write through it)
+    except ImportError:
+        raise ValueError("exporting ONNX needs the onnx package: pip install 'voicefleet[onnx]'") from None
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
@@ -136,40 +196,13 @@ def export_onnx(gpt_path: str | Path, sovits_path: str | Path, pretrained: Pretr
 
     with atomic_folder(out, replace=overwrite) as stage:
         stage = Path(stage)
-        text_len, prompt_len, past = 5, 4, 9
-        graphs: dict[str, tuple[nn.Module, tuple, dict, dict]] = {
-            "gpt_text": (GPTTextEmbedding(gpt), (torch.zeros(1, text_len, dtype=torch.long),
-                                                 torch.zeros(1, gcfg.bert_dim, text_len)),
-                         {"phonemes": {1: "text_len"}, "bert": {2: "text_len"}},
-                         {"text_embeddings": {1: "text_len"}}),
-            "gpt_prefill": (GPTPrefill(gpt), (torch.zeros(2, text_len, gcfg.hidden_dim),
-                                              torch.ones(2, text_len, dtype=torch.bool),
-                                              torch.zeros(2, prompt_len, dtype=torch.long)),
-                            {"text_embeddings": {0: "batch", 1: "text_len"}, "text_mask": {0: "batch", 1: "text_len"},
-                             "prompt_tokens": {0: "batch", 1: "prompt_len"}},
-                            {"logits": {0: "batch"}, "keys": {1: "batch", 3: "positions"},
-                             "values": {1: "batch", 3: "positions"}}),
-            "gpt_step": (GPTStep(gpt), (torch.zeros(2, 1, dtype=torch.long), torch.tensor([past]),
-                                        torch.ones(2, past + 1, dtype=torch.bool),
-                                        torch.zeros(gcfg.n_layer, 2, heads, past, head_dim),
-                                        torch.zeros(gcfg.n_layer, 2, heads, past, head_dim)),
-                         {"tokens": {0: "batch"}, "position": {}, "key_mask": {0: "batch", 1: "positions_next"},
-                          "past_keys": {1: "batch", 3: "positions"}, "past_values": {1: "batch", 3: "positions"}},
-                         {"logits": {0: "batch"}, "keys": {1: "batch", 3: "positions_next"},
-                          "values": {1: "batch", 3: "positions_next"}}),
-            "sovits_decode": (SoVITSDecode(sovits), (torch.zeros(1, 1, 6, dtype=torch.long),
-                                                     torch.zeros(1, 7, dtype=torch.long),
-                                                     torch.rand(1, scfg.audio.spec_channels, 20),
-                                                     torch.zeros(1, scfg.inter_channels, 12), torch.tensor([0.5])),
-                              {"codes": {2: "tokens"}, "phonemes": {1: "phonemes"}, "refer_spec": {2: "spec_frames"},
-                               "noise": {2: "prior_frames"}, "noise_scale": {}},
-                              {"audio": {2: "samples"}}),
-            "sovits_latent": (SoVITSLatent(sovits), (torch.zeros(1, scfg.ssl_dim, 20),),
-                              {"ssl": {2: "ssl_frames"}}, {"codes": {2: "tokens"}}),
+        graphs = {
+            **voice_graphs(gpt, sovits),
             "hubert": (HubertGraph(hubert), (torch.rand(1, 16000) - 0.5,), {"wave": {1: "samples"}},
                        {"ssl": {2: "ssl_frames"}}),
-            "bert": (BertGraph(bert), (torch.tensor([[101, 872, 1962, 102]]), torch.ones(1, 4, dtype=torch.long),
-                                       torch.zeros(1, 4, dtype=torch.long)),
+            "bert": (BertGraph(bert),
+                     (torch.tensor([[101, 872, 1962, 102]]), torch.ones(1, 4, dtype=torch.long),
+                      torch.zeros(1, 4, dtype=torch.long)),
                      {"input_ids": {1: "tokens"}, "attention_mask": {1: "tokens"}, "token_type_ids": {1: "tokens"}},
                      {"hidden_states": {1: "tokens"}}),
         }
@@ -179,15 +212,7 @@ def export_onnx(gpt_path: str | Path, sovits_path: str | Path, pretrained: Pretr
                              "the ONNX engine needs its tokenizer.json")
         backend.save(str(stage / TOKENIZER_FILE))
         assert tuple(graphs) == GRAPHS, "every graph the engine opens is exported"
-        described = {}
-        for name, (module, args, inputs, outputs) in graphs.items():
-            step(name)
-            path = stage / f"{name}.onnx"
-            _export(module, args, path, inputs, outputs)
-            if int8 and name in QUANTIZED_GRAPHS:
-                _quantize(path)
-            described[name] = {"file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size,
-                               "int8": bool(int8 and name in QUANTIZED_GRAPHS), **_describe(path, outputs)}
+        described = write_graphs(graphs, stage, int8=int8, progress=step)
         voice_info = dict(voice or {})
         if voice_info.get("reference"):
             shutil.copyfile(voice_info["reference"], stage / "reference.wav")

@@ -1,6 +1,6 @@
 """Synthesis speed at full v2 size on CPU: GPT ms/token, SoVITS decode, first chunk, real-time factor.
 
-    .venv/bin/python benchmarks/inference.py [--threads 2] [--seconds 10] [--modes fp32,fast]
+    .venv/bin/python benchmarks/inference.py [--threads 2] [--seconds 10] [--modes fp32,fast,onnx,onnx-int8]
 
 Random weights cost exactly what real ones do, so the models are built in memory at official
 sizes. The random GPT never emits EOS, so each fragment decodes a fixed number of tokens
@@ -9,7 +9,11 @@ phonemes per second of audio.
 
 Modes: `fp32` is the reference path (official numerics); `fast` is voicefleet's CPU inference
 path (see `voicefleet.inference.fast`); the mel distance of `fast` to `fp32` on the same tokens
-and noise is reported as its fidelity.
+and noise is reported as its fidelity. `onnx` / `onnx-int8` run the same network exported as ONNX
+graphs (`voicefleet.inference.onnx_export`; int8: onnxruntime dynamic quantisation of the GPT) on
+onnxruntime with the engine's decoding loop (`voicefleet.inference.onnx_engine.OnnxGPT`), on the
+same inputs and the same SoVITS noise. "memory" is the growth of the process's resident set while
+a mode's models are built (for ONNX: the sessions, after export).
 """
 
 from __future__ import annotations
@@ -17,9 +21,12 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,9 +40,57 @@ from voicefleet.inference.generation import SamplingParams, TokenGenerator, rela
 TOKENS_PER_S, HOP_S = 25, 640 * 2 / 32000
 
 
-def build(mode: str, base_gpt, base_sovits):
+class OnnxMode:
+    """The GPT and SoVITS decode graphs of the same network on onnxruntime, called like the torch modes."""
+
+    def __init__(self, base_gpt, base_sovits, *, int8: bool, threads: int, folder: Path):
+        from voicefleet.inference.onnx_engine import OnnxGPT, open_session
+        from voicefleet.inference.onnx_export import voice_graphs, write_graphs
+
+        sovits = sovits_v2()
+        sovits.load_state_dict(base_sovits.state_dict())
+        sovits.eval().prepare_for_inference()
+        graphs = voice_graphs(copy.deepcopy(base_gpt), sovits)
+        graphs = {k: v for k, v in graphs.items() if k in ("gpt_text", "gpt_prefill", "gpt_step", "sovits_decode")}
+        write_graphs(graphs, folder, int8=int8)
+        del graphs, sovits
+        self.rss_before = psutil.Process().memory_info().rss
+        self.sessions = {name: open_session(folder / f"{name}.onnx", threads)
+                         for name in ("gpt_text", "gpt_prefill", "gpt_step", "sovits_decode")}
+        self.gpt = OnnxGPT(self.sessions, base_gpt.config.EOS)
+        self.inter = base_sovits.config.inter_channels
+
+    def generate(self, phones, bert, prompt, *, sampling, max_steps, generator=None):
+        self.gpt.generate([(phones.tolist(), bert.numpy())], prompt.numpy(), sampling, max_steps,
+                          [np.random.default_rng(0)], trim_on_limit=False)
+
+    def generate_batch(self, ids, berts, prompts, *, sampling, max_steps, generator=None):
+        self.gpt.generate([(i.tolist(), b.numpy()) for i, b in zip(ids, berts)], prompts[0].numpy(), sampling,
+                          max_steps, [np.random.default_rng(i) for i in range(len(ids))], trim_on_limit=True)
+
+    def decode(self, tokens, text, refs, noise_scale, generator):
+        # the noise torch's decode draws from the same generator
+        noise = torch.randn(1, self.inter, 2 * tokens.shape[-1], generator=generator)
+        (wave,) = self.sessions["sovits_decode"].run(None, {
+            "codes": tokens.numpy(), "phonemes": text.numpy(), "refer_spec": refs[0].numpy(), "noise": noise.numpy(),
+            "noise_scale": np.array([noise_scale], np.float32)})
+        return torch.from_numpy(wave)
+
+
+class _OnnxDecoder:
+    def __init__(self, mode: OnnxMode):
+        self.mode = mode
+
+    def decode(self, tokens, text, refs, noise_scale=0.5, generator=None):
+        return self.mode.decode(tokens, text, refs, noise_scale, generator)
+
+
+def build(mode: str, base_gpt, base_sovits, threads: int = 2, folder: Path | None = None):
     from voicefleet.inference.fast import optimize_for_cpu_inference
 
+    if mode in ("onnx", "onnx-int8"):
+        onnx_mode = OnnxMode(base_gpt, base_sovits, int8=mode == "onnx-int8", threads=threads, folder=folder)
+        return onnx_mode, _OnnxDecoder(onnx_mode)
     if mode == "fp32":
         generator = TokenGenerator(relayout_for_cpu_decoding_(copy.deepcopy(base_gpt)))
         sovits = sovits_v2()
@@ -60,7 +115,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--modes", default="fp32,fast")
+    parser.add_argument("--modes", default="fp32,fast,onnx,onnx-int8")
+    parser.add_argument("--note", default="", help="Appended to the notes (e.g. the machine's load).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -76,8 +132,14 @@ def main() -> None:
     ref_spec = audio.linear_spectrogram(torch.randn(1, 6 * 32000) * 0.1)
     sampling = SamplingParams(top_k=15)
     rows, reference_mel = [], None
+    work = tempfile.TemporaryDirectory(prefix="voicefleet-bench-onnx-")
     for mode in args.modes.split(","):
-        generator, sovits = build(mode, base_gpt, base_sovits)
+        rss = psutil.Process().memory_info().rss
+        folder = Path(work.name) / mode
+        folder.mkdir()
+        generator, sovits = build(mode, base_gpt, base_sovits, args.threads, folder)
+        rss = getattr(generator, "rss_before", rss)
+        memory_mb = (psutil.Process().memory_info().rss - rss) / 2**20
 
         def gpt_run(steps=n_tokens, g=generator):
             return g.generate(phones, bert, prompt, sampling=sampling, max_steps=steps,
@@ -113,13 +175,15 @@ def main() -> None:
         rtf1 = (t_gpt + t_dec) / audio_s
         rtf8 = (t_b8 + t_b8_dec) / (8 * per * HOP_S)
         rows.append([mode, f"{ms_token:.1f}", f"{t_dec:.2f}", f"{t_first_gpt + t_first_dec:.2f}", f"{rtf1:.2f}",
-                     f"{rtf8:.2f}", fidelity])
+                     f"{rtf8:.2f}", fidelity, f"{memory_mb:.0f}"])
+        del generator, sovits
     report(f"Synthesis speed, full v2 size, {args.threads} CPU threads, {args.seconds:.0f} s of audio",
            ["mode", "GPT ms/token (b1)", f"SoVITS decode {args.seconds:.0f} s (s)", "first chunk (s)",
-            "RTF batch 1", "RTF batch 8", "mel L1 vs fp32"], rows,
+            "RTF batch 1", "RTF batch 8", "mel L1 vs fp32", "memory (MB)"], rows,
            notes="first chunk = GPT + SoVITS for a 2 s first fragment after the reference is cached; "
                  "batch 8 = the same audio as 8 fragments, GPT-decoded together. "
-                 "mel L1 = mean |log-mel difference| of the decoded waveform vs the fp32 path (same tokens/noise).")
+                 "mel L1 = mean |log-mel difference| of the decoded waveform vs the fp32 path (same tokens/noise). "
+                 "memory = resident-set growth while the mode's models are built. " + args.note)
 
 
 if __name__ == "__main__":

@@ -59,5 +59,5 @@ if [ -n "$APT_PACKAGES" ]; then
 fi
 
 echo "voicefleet setup: installing voicefleet and its dependencies (with the evaluation instruments)"
-$PIP install -e ".[dev,eval]"
+$PIP install -e ".[dev,eval,onnx]"
 echo "voicefleet setup: done ($(.venv/bin/python -c 'import torch, ray; print("torch", torch.__version__, "/ ray", ray.__version__)'))"

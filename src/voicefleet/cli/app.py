@@ -37,7 +37,7 @@ app.command("prepare")(data.prepare_cmd)
 app.add_typer(train.train_app, name="train")
 app.command("tune")(tune.tune_cmd)
 app.command("serve")(serve.serve_cmd)
-app.command("export")(export.export_cmd)
+app.add_typer(export.export_app, name="export")
 app.command("run")(run.run_cmd)
 app.command("eval")(eval_cmds.eval_cmd)
 

@@ -23,19 +23,25 @@ class UserError(Exception):
     """An error caused by what the user gave; printed as one line, exit code 2."""
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from voicefleet.models.checkpoint import CheckpointError
-    from voicefleet.models.config import ConfigError
-    from voicefleet.inference.pipeline import SynthesisError
-    from voicefleet.models.pretrained import PretrainedError
-    from voicefleet.text.frontend import TextFrontendError
-    from voicefleet.platform.registry import RegistryError
-    from voicefleet.platform.training.api import TrainingError
-    from voicefleet.tuning.sweep import SweepError
+_USER_ERROR_CLASSES = (
+    ("voicefleet.models.checkpoint", "CheckpointError"), ("voicefleet.models.config", "ConfigError"),
+    ("voicefleet.models.pretrained", "PretrainedError"), ("voicefleet.inference.params", "SynthesisError"),
+    ("voicefleet.text.frontend", "TextFrontendError"), ("voicefleet.platform.registry", "RegistryError"),
+    ("voicefleet.platform.training.api", "TrainingError"), ("voicefleet.tuning.sweep", "SweepError"),
+)
 
-    return (UserError, CheckpointError, ConfigError, PretrainedError, SynthesisError, TextFrontendError,
-            RegistryError, TrainingError, SweepError, FileExistsError, FileNotFoundError,
-            ValueError)
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    import importlib
+
+    found: list[type[BaseException]] = [UserError]
+    for module, name in _USER_ERROR_CLASSES:
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except ImportError:
+            # a module that cannot be imported here (e.g. torch absent with --engine onnx) raised nothing
+            continue
+    return (*found, FileExistsError, FileNotFoundError, ValueError)
 
 
 def _one_line(e: BaseException) -> str:

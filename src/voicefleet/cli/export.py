@@ -1,7 +1,10 @@
-"""`voicefleet export`: a registered voice as files for GPT-SoVITS's own weights folders.
+"""`voicefleet export`: a registered voice as files for GPT-SoVITS's own weights folders, or as ONNX
+graphs for the onnxruntime engine.
 
     voicefleet export alice --storage runs --to ~/GPT-SoVITS
     voicefleet export bob --storage runs --to ~/GPT-SoVITS --pretrained pretrained_models   (an adapter voice)
+    voicefleet export onnx alice --storage runs --pretrained pretrained_models -o alice-onnx [--int8]
+    voicefleet export onnx --gpt voice.ckpt --sovits voice.pth --pretrained pretrained_models -o voice-onnx
 """
 
 from __future__ import annotations
@@ -11,11 +14,29 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-from voicefleet.cli.common import user_facing
+from voicefleet.cli.common import UserError, user_facing
 
 
+class _ExportGroup(TyperGroup):
+    """`voicefleet export VOICE --to DIR` stays the official-folders export (the `official`
+    sub-command); `voicefleet export onnx ...` is the ONNX one."""
+
+    def parse_args(self, ctx, args):
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["official", *args]
+        return super().parse_args(ctx, args)
+
+
+export_app = typer.Typer(cls=_ExportGroup, no_args_is_help=True,
+                         help="Export a voice: into GPT-SoVITS's weights folders (`export VOICE --to DIR`) or "
+                              "as ONNX graphs (`export onnx`).")
+
+
+@export_app.command("official")
 @user_facing
 def export_cmd(
     voice: str = typer.Argument(..., help="Registered voice id."),
@@ -40,3 +61,52 @@ def export_cmd(
     if not exported.official_size:
         Console(stderr=True).print("[yellow]warning:[/yellow] this voice is not of official size: voicefleet loads "
                                    "it, GPT-SoVITS's WebUI and api_v2.py cannot", highlight=False)
+
+
+@export_app.command("onnx")
+@user_facing
+def export_onnx_cmd(
+    voice: Optional[str] = typer.Argument(None, help="Registered voice id (or give --gpt and --sovits)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (graphs, tokenizer.json, manifest.json)."),
+    pretrained: Path = typer.Option(..., "--pretrained", help="Official pretrained folder (HuBERT and BERT; the "
+                                                              "GPT and SoVITS too unless a voice is given)."),
+    gpt: Optional[Path] = typer.Option(None, "--gpt", help="GPT .ckpt instead of a registered voice."),
+    sovits: Optional[Path] = typer.Option(None, "--sovits", help="SoVITS .pth instead of a registered voice."),
+    storage: str = typer.Option("runs", help="Storage path; a voice id is read from <storage>/registry."),
+    int8: bool = typer.Option(False, "--int8", help="Quantise the GPT and BERT graphs to int8 weights "
+                                                    "(onnxruntime dynamic quantisation); SoVITS stays fp32."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+) -> None:
+    """Write a voice and its pretrained HuBERT/BERT as ONNX graphs for `synthesize --engine onnx`."""
+    from voicefleet.inference.onnx_engine import GRAPHS
+    from voicefleet.models.pretrained import find_pretrained
+
+    if voice is not None and (gpt or sovits):
+        raise UserError("give a registered voice or --gpt/--sovits, not both")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it")
+    paths = find_pretrained(pretrained)
+    with Progress(TextColumn("exporting {task.fields[graph]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("export", total=len(GRAPHS), graph="")
+
+        def progress(name: str) -> None:
+            done = GRAPHS.index(name)
+            bar.update(task, completed=done, graph=name)
+
+        if voice is not None:
+            from voicefleet.platform.voices import export_voice_onnx
+
+            exported = export_voice_onnx(voice, storage, paths, out, int8=int8, overwrite=overwrite, progress=progress)
+        else:
+            from voicefleet.inference.onnx_export import export_onnx
+
+            exported = export_onnx(gpt or paths.gpt, sovits or paths.sovits_g, paths, out, int8=int8,
+                                   overwrite=overwrite, progress=progress)
+        bar.update(task, completed=len(GRAPHS))
+    table = Table(title=f"{exported.folder} ({exported.manifest['precision']})")
+    table.add_column("graph")
+    table.add_column("MB", justify="right")
+    for name, entry in exported.manifest["graphs"].items():
+        table.add_row(name, f"{entry['bytes'] / 1e6:.1f}")
+    Console().print(table)

@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# the sampling rules' parameters are torch-free, shared with the ONNX engine, and stay importable from here
+from voicefleet.inference.params import GREEDY, MIN_STEPS_BEFORE_EOS, SamplingParams  # noqa: F401
 from voicefleet.models.config import GPTConfig
 from voicefleet.models.gpt import GPT, padding_from_lengths, text_audio_mask
 
 logger = logging.getLogger(__name__)
 
 MAX_DECODE_STEPS = 1500  # official hard limit on generated tokens per call
-MIN_STEPS_BEFORE_EOS = 11  # EOS cannot be chosen in the first 11 steps (0.44 s of audio at 25 Hz)
 CACHE_BLOCK = 256  # KV-cache growth step, in positions
 
 
@@ -57,33 +58,6 @@ class GPTGenerateOutput:
         return self.sequences[row][self.prompt_len:]
 
 
-@dataclass(frozen=True)
-class SamplingParams:
-    """How the next token is drawn; defaults are the official TTS API defaults.
-
-    The order is official: repetition penalty on every token already in the sequence (prompt
-    included; scores below 0 are multiplied by it, others divided), then top-p (only if < 1, on the
-    penalised logits), then temperature (floored at 1e-5), then top-k (ties with the k-th value
-    kept), then softmax and an exponential race (arg-max of p / q with q ~ Exp(1)).
-    """
-
-    top_k: int | None = 15  # None disables top-k
-    top_p: float = 1.0  # values >= 1 disable nucleus filtering
-    temperature: float = 1.0
-    repetition_penalty: float = 1.35
-
-    def __post_init__(self) -> None:
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None (disabled), got {self.top_k}")
-        if not self.top_p > 0:
-            raise ValueError(f"top_p must be > 0 (values >= 1 disable it), got {self.top_p}")
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-
-
-GREEDY = SamplingParams(top_k=1, top_p=1.0, temperature=1.0, repetition_penalty=1.0)
 
 
 def _draw_exponential(shape: torch.Size, like: Tensor,

@@ -10,17 +10,18 @@ web UI's sliders where it has them. Where ours differ, the field says why.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal, get_args
+import hashlib
+from dataclasses import dataclass
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-if TYPE_CHECKING:
-    from voicefleet.inference.generation import SamplingParams
 
 # The text front end's modes (`text.frontend.MODES`), the official UI's language choices.
 Lang = Literal["zh", "all_zh", "en", "auto", "all_ja", "ja", "all_ko", "ko", "all_yue", "yue", "auto_yue"]
 SplitMethod = Literal["cut0", "cut1", "cut2", "cut3", "cut4", "cut5"]  # `text.splitting.METHODS`
 Precision = Literal["fp32", "fast"]
+Engine = Literal["torch", "onnx"]
+ENGINES: tuple[str, ...] = get_args(Engine)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 DEFAULT_LANG: Lang = "zh"  # the official UI's default (中英混合: Chinese, English words read as English)
@@ -29,6 +30,10 @@ LangField = Annotated[Lang, Field(description="Language of the text: zh (Chinese
                                               "yue / all_yue (Cantonese), auto (detected per piece) or auto_yue "
                                               "(detected, Chinese read as Cantonese).")]
 DEFAULT_PRECISION: Precision = "fp32"
+DEFAULT_ENGINE: Engine = "torch"
+EngineField = Annotated[Engine, Field(description="torch: the PyTorch models (--pretrained); onnx: the graphs of a "
+                                                  "`voicefleet export onnx` folder on onnxruntime (--onnx-dir), "
+                                                  "without PyTorch.")]
 PrecisionField = Annotated[Precision, Field(description="fp32: official numerics; fast: int8 GPT, bf16 BERT "
                                                         "linears and HiFi-GAN on CPUs with AVX512-BF16/AMX "
                                                         "(about 4x faster than fp32 at batch 1).")]
@@ -36,6 +41,7 @@ PrecisionField = Annotated[Precision, Field(description="fp32: official numerics
 REFERENCE_MIN_S, REFERENCE_MAX_S = 3.0, 10.0  # official limits on the reference clip
 SEED_MAX = 2**31 - 1
 TOKENS_PER_SECOND = 25  # semantic tokens per second of audio
+MIN_STEPS_BEFORE_EOS = 11  # EOS cannot be chosen in the first 11 steps (0.44 s of audio at 25 Hz)
 MAX_TOKENS = 1500  # 60 s of audio per fragment: the longest the GPT is asked to decode
 # Early first chunk (streaming): the prefix decode's last tokens lack right context, so the chunk
 # stops this many tokens short of `first_chunk_tokens`.
@@ -50,6 +56,47 @@ FirstChunkTokens = Annotated[int, Field(
                 f"per second) while the rest of it is decoded, for a faster first chunk; 0 sends whole fragments "
                 f"only. 1-{FIRST_CHUNK_HOLDBACK_TOKENS} are refused (the early chunk stops "
                 f"{FIRST_CHUNK_HOLDBACK_TOKENS} tokens short of N).")]
+
+
+class SynthesisError(ValueError):
+    """A synthesis request that cannot be served as given (bad reference, empty text, ...); both
+    engines raise it (importable from `voicefleet.inference.pipeline` too)."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is drawn; defaults are the official TTS API defaults.
+
+    The order is official: repetition penalty on every token already in the sequence (prompt
+    included; scores below 0 are multiplied by it, others divided), then top-p (only if < 1, on the
+    penalised logits), then temperature (floored at 1e-5), then top-k (ties with the k-th value
+    kept), then softmax and an exponential race (arg-max of p / q with q ~ Exp(1)).
+    """
+
+    top_k: int | None = 15  # None disables top-k
+    top_p: float = 1.0  # values >= 1 disable nucleus filtering
+    temperature: float = 1.0
+    repetition_penalty: float = 1.35
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1 or None (disabled), got {self.top_k}")
+        if not self.top_p > 0:
+            raise ValueError(f"top_p must be > 0 (values >= 1 disable it), got {self.top_p}")
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+
+
+GREEDY = SamplingParams(top_k=1, top_p=1.0, temperature=1.0, repetition_penalty=1.0)
+
+
+def fragment_seed(seed: int, index: int, purpose: str) -> int:
+    """The seed of one fragment's random draws for one purpose ("gpt", "sovits"), derived from the request
+    seed only, so that a fragment's draws do not depend on which fragments share its batch."""
+    digest = hashlib.sha256(f"{seed}:{index}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 class SynthesisParams(BaseModel):
@@ -93,7 +140,5 @@ class SynthesisParams(BaseModel):
         return n
 
     def sampling(self) -> SamplingParams:
-        from voicefleet.inference.generation import SamplingParams  # torch: only when synthesising
-
         return SamplingParams(top_k=self.top_k, top_p=self.top_p, temperature=self.temperature,
                               repetition_penalty=self.repetition_penalty)

@@ -24,7 +24,6 @@ even with other requests running concurrently.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import torch
 
 # SynthesisParams and the limits are defined in `params` and stay importable from here.
 from voicefleet.inference.params import (  # noqa: F401
-    FIRST_CHUNK_HOLDBACK_TOKENS, PRECISIONS, REFERENCE_MAX_S, REFERENCE_MIN_S, SEED_MAX, SynthesisParams)
+    FIRST_CHUNK_HOLDBACK_TOKENS, PRECISIONS, REFERENCE_MAX_S, REFERENCE_MIN_S, SEED_MAX, SynthesisError, SynthesisParams, fragment_seed)
 from voicefleet.inference.generation import SamplingParams, TokenGenerator, relayout_for_cpu_decoding_
 from voicefleet.models.adapters import Adapter, adapted_iter, use_adapter
 from voicefleet.models.audio import linear_spectrogram, load_audio
@@ -54,10 +53,6 @@ from voicefleet.text.phonemes import text_fragments
 from voicefleet.text.splitting import SENTENCE_MARKS, length_buckets, split_text
 
 logger = logging.getLogger(__name__)
-
-
-class SynthesisError(ValueError):
-    """A synthesis request that cannot be served as given (bad reference, empty text, ...)."""
 
 
 # Streaming: the full first fragment's audio fades in over this after the early chunk.
@@ -113,8 +108,7 @@ def fragment_generator(seed: int, index: int, purpose: str) -> torch.Generator:
     batched GPT decode still pads rows, which can change the arithmetic and so the sampled tokens:
     the same seed gives the same audio for the same `batch_size`.
     """
-    digest = hashlib.sha256(f"{seed}:{index}:{purpose}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return torch.Generator().manual_seed(fragment_seed(seed, index, purpose))
 
 
 # intra-op threads for the thread-count-invariant stages: a number, or a function asked at each stage

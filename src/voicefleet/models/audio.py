@@ -22,18 +22,14 @@ treat them as read-only.
 from __future__ import annotations
 
 import functools
-import io
 import logging
-import os
-from pathlib import Path
 
 import librosa
-import numpy as np
-import soundfile
-import soxr
 import torch
 import torch.nn.functional as F
 
+# audio files are decoded without torch (the ONNX engine reads them too); importable from here
+from voicefleet.models.audio_files import load_audio  # noqa: F401
 from voicefleet.models.config import AudioConfig
 
 logger = logging.getLogger(__name__)
@@ -145,38 +141,3 @@ def mel_spectrogram(wave: torch.Tensor, cfg: AudioConfig = AudioConfig()) -> tor
         `(batch, n_mels, frames)` float32.
     """
     return spec_to_mel(linear_spectrogram(wave, cfg), cfg)
-
-
-def load_audio(source: str | os.PathLike | bytes | bytearray, target_sr: int) -> np.ndarray:
-    """Decode an audio file (anything libsndfile reads) to mono float32 at `target_sr`.
-
-    Channels are averaged; the sample rate is converted with soxr (high quality). A file that is
-    not audio, or is corrupt, raises `ValueError` naming it; a missing path raises
-    `FileNotFoundError`.
-
-    Args:
-        source: a path, or the file's bytes.
-        target_sr: output sample rate in Hz.
-    Returns:
-        `(samples,)` float32.
-    """
-    if not isinstance(target_sr, (int, np.integer)) or isinstance(target_sr, bool) or target_sr <= 0:
-        raise ValueError(f"target_sr must be a positive integer sample rate in Hz, got {target_sr!r}")
-    if isinstance(source, (bytes, bytearray)):
-        name = f"<{len(source)} bytes of audio>"
-        handle: object = io.BytesIO(bytes(source))
-    else:
-        path = Path(source)
-        name = str(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"audio file not found: {name}")
-        handle = path
-    try:
-        data, sr = soundfile.read(handle, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
-        raise ValueError(f"{name}: not a readable audio file ({e})") from None
-    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-    if sr != target_sr and wave.size:
-        logger.debug("resampling %s from %d Hz to %d Hz", name, sr, target_sr)
-        wave = soxr.resample(wave, sr, int(target_sr), quality="HQ")
-    return np.ascontiguousarray(wave, dtype=np.float32)

@@ -1,5 +1,5 @@
 """Turning training results into registry voices (weights + a reference clip + its transcript), and
-registry voices back into files for GPT-SoVITS's own weights folders."""
+registry voices back into files for GPT-SoVITS's own weights folders or ONNX folders."""
 
 from __future__ import annotations
 
@@ -161,3 +161,19 @@ def export_voice(voice_id: str, storage_path: str, to: str | Path, *, version: i
     logger.info("voice %s (version %d) exported to %s and %s", voice_id, record.version, sovits_path, gpt_path)
     return ExportedVoice(voice_id, record.version, sovits_path, gpt_path,
                          official_size=not official_size_mismatches(sovits.config))
+
+
+def export_voice_onnx(voice_id: str, storage_path: str, pretrained, out: str | Path, *, int8: bool = False,
+                      overwrite: bool = False, progress=None):
+    """A registered voice as an ONNX folder (`voicefleet.inference.onnx_export.export_onnx`), with its
+    reference clip, transcript and language stored in the folder, so the engine needs nothing else.
+    `pretrained` is the `PretrainedPaths` of the HuBERT and BERT folders."""
+    from voicefleet.inference.onnx_export import export_onnx
+
+    registry = registry_for(storage_path)
+    record = registry.get(voice_id)  # VoiceNotFound names the registry
+    files = registry.local_files(voice_id)
+    voice = {"id": voice_id, "version": record.version, "prompt_text": record.prompt_text,
+             "prompt_lang": record.prompt_lang, "reference": str(files["reference"])}
+    return export_onnx(files["gpt"], files["sovits"], pretrained, out, int8=int8, overwrite=overwrite, voice=voice,
+                       progress=progress)

@@ -146,7 +146,7 @@ def test_openai_client(base_url, expected):
     ({"voice": "../etc", "text": "你好。"}, 422),
     ({"voice": "alpha", "text": ""}, 422),
     ({"voice": "alpha", "text": "你好。", "top_k": 0}, 422),
-    ({"voice": "alpha", "text": "你好。", "lang": "ja"}, 422),
+    ({"voice": "alpha", "text": "你好。", "lang": "jp"}, 422),
     ({"voice": "alpha", "text": "你好。", "ref_audio_path": "/etc/passwd"}, 422),
     ({"voice": "alpha", "text": "你" * 501}, 413),
     ({"voice": "alpha", "text": "你好。", "format": "ogg", "stream": True}, 400),

@@ -492,20 +492,23 @@ class Synthesizer:
         fragment's text features are computed before its audio, the others' while it plays."""
         dim = voice.gpt.config.bert_dim
         pieces = iter(split_text(text, params.text_split_method, lang))
-        spoke_nothing = False
-        for piece in pieces:  # leading fragments with nothing to say are skipped
+        for piece in pieces:
             first = self.text_unit(piece, lang, dim)
-            if has_speech_ids(first.phone_ids):
+            if first.phone_ids:
                 break
-            spoke_nothing = spoke_nothing or bool(first.phone_ids)
         else:
-            if spoke_nothing:
-                require_speech([], text, lang)
             raise SynthesisError("nothing to synthesise: the text has no speakable content")
 
         def later() -> list[TextUnit]:
             return [u for u in (self.text_unit(p, lang, dim) for p in pieces) if u.phone_ids]
 
+        if not has_speech_ids(first.phone_ids):
+            # Rare: a first fragment of marks only. The rest is read now, before any audio, to
+            # refuse a text with nothing to say as `fragments` does; the fragments stay the same.
+            rest = later()
+            if not any(has_speech_ids(u.phone_ids) for u in rest):
+                require_speech([], text, lang)
+            later = lambda: rest  # noqa: E731
         return self._stream(voice, first, later, params)
 
     def synthesize(self, voice: Voice, text: str, lang: str, params: SynthesisParams = SynthesisParams()) -> np.ndarray:

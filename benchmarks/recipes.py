@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+from rich.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import report  # noqa: E402
@@ -171,8 +172,6 @@ def finetune(recipe: str, pretrained: PretrainedPaths, dataset: Path, steps: int
                         device=torch.device("cpu"))
     rows = [{"step": 0, **run.evaluate(max_tokens=200)}]
     started = time.perf_counter()
-    from rich.progress import Progress
-
     with Progress() as bar:
         task = bar.add_task(progress_label, total=steps)
         while run.steps("sovits") < steps:

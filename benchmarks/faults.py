@@ -423,7 +423,8 @@ def _damaged_voice(url: str, voices: list[str], settings, runs: int) -> Row:
         ok = bad.status_code == 500 and error.get("type") == "voice_damaged" and all(s == 200 for s in others)
         row.outcomes.append("ok" if ok else f"damaged voice {bad.status_code} {error.get('type')}, others {others}")
         row.failed.append(f"{sum(s != 200 for s in others)}/{len(others)} of the other voices")
-        row.notes.append(f"the damaged voice answers {bad.status_code} {error.get('type')}: \"{error.get('message')}\"")
+        message = str(error.get("message")).replace(repr(voice), "'<voice>'")
+        row.notes.append(f"the damaged voice answers {bad.status_code} {error.get('type')}: \"{message}\"")
     return row
 
 

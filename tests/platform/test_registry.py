@@ -211,7 +211,8 @@ def test_a_damaged_record_fails_for_its_voice_only(tmp_path, voice_files, damage
     (Path(reg.root) / "voices" / "ivan" / "voice.json").write_bytes(damage)
     with pytest.raises(VoiceDamaged, match="ivan") as raised:
         reg.get("ivan")
-    assert raised.value.client_message == "voice 'ivan' is damaged on the server and cannot be used; register it again"
+    assert raised.value.client_message == ("voice 'ivan' is damaged on the server and cannot be used; delete it and "
+                                           "register it again")
     assert [r.voice_id for r in reg.list()] == ["judy"]  # the others are still listed
     reg.delete("ivan")  # and the damaged one can be removed
     assert not (Path(reg.root) / "voices" / "ivan").exists()

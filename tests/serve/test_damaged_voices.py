@@ -89,7 +89,7 @@ def test_a_damaged_voice_answers_its_error_and_the_others_keep_working(client, r
     response = _tts(client, voice="broken")
     assert response.status_code == 500, response.text
     assert response.json() == {"error": {"type": "voice_damaged", "message": (
-        "voice 'broken' is damaged on the server and cannot be used; register it again")}}
+        "voice 'broken' is damaged on the server and cannot be used; delete it and register it again")}}
     for voice in ("alpha", "beta"):  # the other voices, before and after the failed load, still synthesise
         ok = _tts(client, voice=voice)
         assert ok.status_code == 200 and ok.content[:4] == b"RIFF", ok.text
@@ -97,6 +97,8 @@ def test_a_damaged_voice_answers_its_error_and_the_others_keep_working(client, r
     listed = [v["voice_id"] for v in client.get("/v1/voices").json()["voices"]]
     assert {"alpha", "beta", "gamma"} <= set(listed)
     assert ("broken" in listed) == (name != "voice.json")  # an unreadable record is left out of the list
+    assert client.delete("/v1/voices/broken").status_code == 204  # as the message says, it can be deleted
+    assert _tts(client, voice="broken").status_code == 404
 
 
 def test_the_replica_loader_says_which_voice_is_damaged(replica, broken):

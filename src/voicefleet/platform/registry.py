@@ -111,7 +111,7 @@ class VoiceDamaged(_VoiceAtLocation):
 
     @property
     def client_message(self) -> str:
-        return f"voice {self.voice_id!r} is damaged on the server and cannot be used; register it again"
+        return f"voice {self.voice_id!r} is damaged on the server and cannot be used; delete it and register it again"
 
 
 class StorageFull(RegistryError):

@@ -1,6 +1,7 @@
 """Synthesis speed at full v2 size on CPU: GPT ms/token, SoVITS decode, first chunk, real-time factor.
 
-    .venv/bin/python benchmarks/inference.py [--threads 2] [--seconds 10] [--modes fp32,fast,onnx,onnx-int8]
+    .venv/bin/python benchmarks/inference.py [--threads 2] [--seconds 10] [--modes fp32,fast,onnx,onnx-int8] \
+        [--size full|tiny] [--note "machine load ..."]
 
 Random weights cost exactly what real ones do, so the models are built in memory at official
 sizes. The random GPT never emits EOS, so each fragment decodes a fixed number of tokens
@@ -20,24 +21,36 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import report  # noqa: E402
 
 from voicefleet.models import audio  # noqa: E402
-from voicefleet.models.builders import sovits_v2  # noqa: E402
-from voicefleet.models.builders_gpt import gpt_v2  # noqa: E402
+from voicefleet.models.builders import sovits_tiny, sovits_v2  # noqa: E402
+from voicefleet.models.builders_gpt import gpt_tiny, gpt_v2  # noqa: E402
 from voicefleet.inference.generation import SamplingParams, TokenGenerator, relayout_for_cpu_decoding_  # noqa: E402
 
 TOKENS_PER_S, HOP_S = 25, 640 * 2 / 32000
+
+
+def _sovits_copy(base_sovits):
+    """An inference copy of `base_sovits` (weight norm folded), built fresh: parametrised modules do not deep-copy."""
+    sovits = type(base_sovits)(base_sovits.config)
+    sovits.load_state_dict(base_sovits.state_dict())
+    return sovits.eval().prepare_for_inference()
+
+
+def _rss() -> int:
+    """This process's resident set in bytes (Linux)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 class OnnxMode:
@@ -47,14 +60,12 @@ class OnnxMode:
         from voicefleet.inference.onnx_engine import OnnxGPT, open_session
         from voicefleet.inference.onnx_export import voice_graphs, write_graphs
 
-        sovits = sovits_v2()
-        sovits.load_state_dict(base_sovits.state_dict())
-        sovits.eval().prepare_for_inference()
+        sovits = _sovits_copy(base_sovits)
         graphs = voice_graphs(copy.deepcopy(base_gpt), sovits)
         graphs = {k: v for k, v in graphs.items() if k in ("gpt_text", "gpt_prefill", "gpt_step", "sovits_decode")}
         write_graphs(graphs, folder, int8=int8)
         del graphs, sovits
-        self.rss_before = psutil.Process().memory_info().rss
+        self.rss_before = _rss()
         self.sessions = {name: open_session(folder / f"{name}.onnx", threads)
                          for name in ("gpt_text", "gpt_prefill", "gpt_step", "sovits_decode")}
         self.gpt = OnnxGPT(self.sessions, base_gpt.config.EOS)
@@ -93,9 +104,7 @@ def build(mode: str, base_gpt, base_sovits, threads: int = 2, folder: Path | Non
         return onnx_mode, _OnnxDecoder(onnx_mode)
     if mode == "fp32":
         generator = TokenGenerator(relayout_for_cpu_decoding_(copy.deepcopy(base_gpt)))
-        sovits = sovits_v2()
-        sovits.load_state_dict(base_sovits.state_dict())
-        sovits.eval().prepare_for_inference()
+        sovits = _sovits_copy(base_sovits)
     elif mode == "fast":
         generator, sovits = optimize_for_cpu_inference(base_gpt, base_sovits)
     else:
@@ -116,11 +125,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--modes", default="fp32,fast,onnx,onnx-int8")
+    parser.add_argument("--size", choices=("full", "tiny"), default="full",
+                        help="tiny: the test-size models (seconds, not representative speeds: fixed costs only)")
     parser.add_argument("--note", default="", help="Appended to the notes (e.g. the machine's load).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    base_gpt, base_sovits = gpt_v2().eval(), sovits_v2().eval()
+    base_gpt, base_sovits = (gpt_v2(), sovits_v2()) if args.size == "full" else (gpt_tiny(), sovits_tiny())
+    base_gpt, base_sovits = base_gpt.eval(), base_sovits.eval()
     with torch.no_grad():
         base_sovits.quantizer.codebook.embed.normal_()
 
@@ -134,12 +146,12 @@ def main() -> None:
     rows, reference_mel = [], None
     work = tempfile.TemporaryDirectory(prefix="voicefleet-bench-onnx-")
     for mode in args.modes.split(","):
-        rss = psutil.Process().memory_info().rss
+        rss = _rss()
         folder = Path(work.name) / mode
         folder.mkdir()
         generator, sovits = build(mode, base_gpt, base_sovits, args.threads, folder)
         rss = getattr(generator, "rss_before", rss)
-        memory_mb = (psutil.Process().memory_info().rss - rss) / 2**20
+        memory_mb = (_rss() - rss) / 2**20
 
         def gpt_run(steps=n_tokens, g=generator):
             return g.generate(phones, bert, prompt, sampling=sampling, max_steps=steps,
@@ -177,7 +189,7 @@ def main() -> None:
         rows.append([mode, f"{ms_token:.1f}", f"{t_dec:.2f}", f"{t_first_gpt + t_first_dec:.2f}", f"{rtf1:.2f}",
                      f"{rtf8:.2f}", fidelity, f"{memory_mb:.0f}"])
         del generator, sovits
-    report(f"Synthesis speed, full v2 size, {args.threads} CPU threads, {args.seconds:.0f} s of audio",
+    report(f"Synthesis speed, {'full v2' if args.size == 'full' else 'tiny'} size, {args.threads} CPU threads, {args.seconds:.0f} s of audio",
            ["mode", "GPT ms/token (b1)", f"SoVITS decode {args.seconds:.0f} s (s)", "first chunk (s)",
             "RTF batch 1", "RTF batch 8", "mel L1 vs fp32", "memory (MB)"], rows,
            notes="first chunk = GPT + SoVITS for a 2 s first fragment after the reference is cached; "

@@ -45,7 +45,7 @@ from voicefleet.inference.onnx_graphs import (MAX_POSITIONS, BertGraph, GPTPrefi
 from voicefleet.models.checkpoint.files import atomic_folder
 from voicefleet.models.checkpoint.gpt_io import load_gpt
 from voicefleet.models.checkpoint.sovits_io import load_sovits
-from voicefleet.models.config import SAMPLE_RATE
+from voicefleet.models.config import SAMPLE_RATE, SSL_SAMPLE_RATE
 from voicefleet.models.features import REFERENCE_PAUSE_S, BertFeatures, HubertFeatures
 from voicefleet.models.pretrained import PretrainedPaths
 
@@ -198,7 +198,7 @@ def export_onnx(gpt_path: str | Path, sovits_path: str | Path, pretrained: Pretr
         stage = Path(stage)
         graphs = {
             **voice_graphs(gpt, sovits),
-            "hubert": (HubertGraph(hubert), (torch.rand(1, 16000) - 0.5,), {"wave": {1: "samples"}},
+            "hubert": (HubertGraph(hubert), (torch.rand(1, SSL_SAMPLE_RATE) - 0.5,), {"wave": {1: "samples"}},
                        {"ssl": {2: "ssl_frames"}}),
             "bert": (BertGraph(bert),
                      (torch.tensor([[101, 872, 1962, 102]]), torch.ones(1, 4, dtype=torch.long),

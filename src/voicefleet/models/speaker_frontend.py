@@ -23,7 +23,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-SV_SAMPLE_RATE = 16000
+from voicefleet.models.config import SAMPLE_RATE, SV_SAMPLE_RATE
 FBANK_BINS = 80
 FRAME_LENGTH = 400  # 25 ms at 16 kHz
 FRAME_SHIFT = 160  # 10 ms
@@ -128,7 +128,7 @@ def kaldi_fbank(wave: torch.Tensor) -> torch.Tensor:
     return torch.clamp(energies, min=torch.finfo(torch.float32).eps).log()
 
 
-def speaker_features(wave_32k: torch.Tensor, sample_rate: int = 32000) -> torch.Tensor:
+def speaker_features(wave_32k: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
     """(batch, samples) at `sample_rate` -> fbank features (batch, frames, 80) of the 16 kHz audio.
 
     Rows must have the same length (they are stacked), as in the official batched call.

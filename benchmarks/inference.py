@@ -1,11 +1,15 @@
-"""Synthesis speed at full v2 size on CPU: GPT ms/token, SoVITS decode, first chunk, real-time factor.
+"""Synthesis speed at full size on CPU: GPT ms/token, SoVITS decode, first chunk, real-time factor.
 
-    .venv/bin/python benchmarks/inference.py [--threads 2] [--seconds 10] [--modes fp32,fast]
+    .venv/bin/python benchmarks/inference.py [--threads 2] [--seconds 10] [--modes fp32,fast] [--versions v2,v2ProPlus]
 
 Random weights cost exactly what real ones do, so the models are built in memory at official
 sizes. The random GPT never emits EOS, so each fragment decodes a fixed number of tokens
 (25 per second of audio). A 6 s reference clip gives the 150-token prompt; text is ~10
 phonemes per second of audio.
+
+Versions: v2, v2Pro, v2ProPlus. A v2Pro voice also needs the reference's speaker-verification
+embedding (32 kHz -> 16 kHz -> fbank -> ERes2NetV2, full size), computed once per voice: its time
+is reported in its own column and counted in the first chunk (a voice's first request).
 
 Modes: `fp32` is the reference path (official numerics); `fast` is voicefleet's CPU inference
 path (see `voicefleet.inference.fast`); the mel distance of `fast` to `fp32` on the same tokens
@@ -26,7 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import report  # noqa: E402
 
 from voicefleet.models import audio  # noqa: E402
-from voicefleet.models.builders import sovits_v2  # noqa: E402
+from voicefleet.models.builders import SOVITS_CONFIGS, speaker_verifier  # noqa: E402
+from voicefleet.models.sovits import SoVITS  # noqa: E402
+from voicefleet.models.speaker_frontend import speaker_features  # noqa: E402
 from voicefleet.models.builders_gpt import gpt_v2  # noqa: E402
 from voicefleet.inference.generation import SamplingParams, TokenGenerator, relayout_for_cpu_decoding_  # noqa: E402
 
@@ -38,7 +44,7 @@ def build(mode: str, base_gpt, base_sovits):
 
     if mode == "fp32":
         generator = TokenGenerator(relayout_for_cpu_decoding_(copy.deepcopy(base_gpt)))
-        sovits = sovits_v2()
+        sovits = SoVITS(base_sovits.config)
         sovits.load_state_dict(base_sovits.state_dict())
         sovits.eval().prepare_for_inference()
     elif mode == "fast":
@@ -61,19 +67,42 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--modes", default="fp32,fast")
+    parser.add_argument("--versions", default="v2", help="comma-separated: v2, v2Pro, v2ProPlus")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    base_gpt, base_sovits = gpt_v2().eval(), sovits_v2().eval()
+    base_gpt = gpt_v2().eval()
+    rows = []
+    for version in args.versions.split(","):
+        rows += measure(args, version, base_gpt)
+    report(f"Synthesis speed, full size ({args.versions}), {args.threads} CPU threads, {args.seconds:.0f} s of audio",
+           ["version", "mode", "GPT ms/token (b1)", f"SoVITS decode {args.seconds:.0f} s (s)", "sv embedding (s)",
+            "first chunk (s)", "RTF batch 1", "RTF batch 8", "mel L1 vs fp32"], rows,
+           notes="sv embedding = resample + fbank + ERes2NetV2 of the 6 s reference, once per v2Pro voice (fp32 in "
+                 "both modes), included in the first chunk; first chunk = GPT + SoVITS for a 2 s first fragment; "
+                 "batch 8 = the same audio as 8 fragments, GPT-decoded together. "
+                 "mel L1 = mean |log-mel difference| of the decoded waveform vs the fp32 path (same tokens/noise).")
+
+
+def measure(args, version: str, base_gpt) -> list[list[str]]:
+    base_sovits = SoVITS(SOVITS_CONFIGS["full", version]()).eval()
     with torch.no_grad():
         base_sovits.quantizer.codebook.embed.normal_()
+    ref_wave = torch.randn(1, 6 * 32000) * 0.1
+    sv, t_sv = None, 0.0
+    if base_sovits.config.is_pro:
+        verifier = speaker_verifier().eval()
+        with torch.no_grad():
+            t_sv, emb = timeit(lambda: verifier.feature_map_embedding(speaker_features(ref_wave)))
+        sv = [emb]
+        del verifier
 
     n_tokens = int(args.seconds * TOKENS_PER_S)
     prompt = torch.randint(0, 1024, (150,))
     phones = torch.randint(0, 732, (int(args.seconds * 10) + 20,))  # prompt text + target text
     bert = torch.zeros(1024, phones.numel())
     text = torch.randint(0, 732, (1, int(args.seconds * 10)))
-    ref_spec = audio.linear_spectrogram(torch.randn(1, 6 * 32000) * 0.1)
+    ref_spec = audio.linear_spectrogram(ref_wave)
     sampling = SamplingParams(top_k=15)
     rows, reference_mel = [], None
     for mode in args.modes.split(","):
@@ -88,7 +117,7 @@ def main() -> None:
         tokens = torch.randint(0, 1024, (1, 1, n_tokens), generator=torch.Generator().manual_seed(1))
 
         def decode(s=sovits, toks=tokens, txt=text):
-            return s.decode(toks, txt, [ref_spec], noise_scale=0.5, generator=torch.Generator().manual_seed(2))
+            return s.decode(toks, txt, [ref_spec], noise_scale=0.5, generator=torch.Generator().manual_seed(2), sv=sv)
 
         t_dec, wave = timeit(decode)
         mel = audio.mel_spectrogram(wave[:, 0].float())
@@ -112,14 +141,9 @@ def main() -> None:
         audio_s = n_tokens * HOP_S
         rtf1 = (t_gpt + t_dec) / audio_s
         rtf8 = (t_b8 + t_b8_dec) / (8 * per * HOP_S)
-        rows.append([mode, f"{ms_token:.1f}", f"{t_dec:.2f}", f"{t_first_gpt + t_first_dec:.2f}", f"{rtf1:.2f}",
-                     f"{rtf8:.2f}", fidelity])
-    report(f"Synthesis speed, full v2 size, {args.threads} CPU threads, {args.seconds:.0f} s of audio",
-           ["mode", "GPT ms/token (b1)", f"SoVITS decode {args.seconds:.0f} s (s)", "first chunk (s)",
-            "RTF batch 1", "RTF batch 8", "mel L1 vs fp32"], rows,
-           notes="first chunk = GPT + SoVITS for a 2 s first fragment after the reference is cached; "
-                 "batch 8 = the same audio as 8 fragments, GPT-decoded together. "
-                 "mel L1 = mean |log-mel difference| of the decoded waveform vs the fp32 path (same tokens/noise).")
+        rows.append([version, mode, f"{ms_token:.1f}", f"{t_dec:.2f}", f"{t_sv:.2f}",
+                     f"{t_sv + t_first_gpt + t_first_dec:.2f}", f"{rtf1:.2f}", f"{rtf8:.2f}", fidelity])
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-"""GPT-SoVITS v2 models, front ends, feature extractors and checkpoint I/O."""
+"""GPT-SoVITS v2, v2Pro and v2ProPlus models, front ends, feature extractors and checkpoint I/O."""

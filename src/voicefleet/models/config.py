@@ -22,7 +22,7 @@ HOP_LENGTH = 640
 WIN_LENGTH = 2048
 N_MELS = 128
 SSL_SAMPLE_RATE = 16000  # HuBERT input rate
-SV_SAMPLE_RATE = 16000  # the speaker-verification fbank's input rate (v2Pro, v2ProPlus)
+SV_SAMPLE_RATE = SSL_SAMPLE_RATE  # the v2Pro speaker-verification front end reads 16 kHz too
 SSL_DIM = 768  # chinese-hubert-base hidden size, hard-coded in the official SoVITS
 BERT_DIM = 1024  # chinese-roberta-wwm-ext-large hidden size, hard-coded in the official GPT
 

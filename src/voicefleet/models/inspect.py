@@ -8,8 +8,14 @@ from typing import Any, Mapping
 from voicefleet.models.checkpoint import CheckpointError, load_official_file
 
 
+SPEAKER_KEYS = ("conv1.weight", "layer1.0.conv1.weight", "fuse34.local_att.0.weight")  # a bare ERes2NetV2 state dict
+
+
 def checkpoint_kind(raw: Any) -> str:
-    """'gpt', 'sovits' or 'discriminator' from a loaded file's keys; CheckpointError otherwise."""
+    """'gpt', 'sovits', 'discriminator' or 'speaker-verification' from a loaded file's keys;
+    CheckpointError otherwise."""
+    if isinstance(raw, Mapping) and all(k in raw for k in SPEAKER_KEYS):
+        return "speaker-verification"
     weight = raw.get("weight", raw.get("state_dict")) if isinstance(raw, Mapping) else None
     keys = list(weight) if isinstance(weight, Mapping) else []
     if keys and all(k.startswith("model.") for k in keys):
@@ -33,7 +39,7 @@ def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
         kind = checkpoint_kind(raw)
     except CheckpointError as e:
         raise CheckpointError(path, str(e)) from None
-    weight = raw.get("weight", raw.get("state_dict"))
+    weight = raw if kind == "speaker-verification" else raw.get("weight", raw.get("state_dict"))
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in weight.values() if hasattr(v, "dtype")})
     report: dict[str, Any] = {"kind": kind, "stored dtype": ", ".join(dtypes), "tensors": len(weight)}
     if kind == "gpt":
@@ -45,6 +51,12 @@ def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
         model, cfg = loaded.model, loaded.config
         report.update(version=cfg.version, layout="pretrained (with enc_q)" if loaded.has_posterior else "export",
                       hidden=cfg.hidden_channels, gin=cfg.gin_channels, info=loaded.info)
+    elif kind == "speaker-verification":
+        from voicefleet.models.checkpoint.speaker_io import load_speaker_verifier
+
+        model = load_speaker_verifier(path)
+        report.update(version="v2Pro/v2ProPlus", channels=model.config.m_channels,
+                      embedding=model.config.stats_dim)
     else:
         model = load_discriminator(path)
         report.update(periods=list(model.config.periods) if hasattr(model, "config") else "v2")

@@ -33,7 +33,7 @@ import pyarrow.fs as pafs
 
 from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.cluster import ensure_ray
-from voicefleet.platform.training.api import resolve_storage
+from voicefleet.platform.training.api import check_sovits_trainable, resolve_storage
 from voicefleet.platform.training.config import TrainConfig
 from voicefleet.platform.training.schedules import ScheduleConfig
 from voicefleet.tuning.finetune import STAGES, stage_configs
@@ -134,6 +134,7 @@ def run_sweep(config: SweepConfig, dataset: str | Path, pretrained: str | Path, 
     from ray.tune.search.optuna import OptunaSearch
 
     paths = find_pretrained(pretrained, need_discriminator=True)
+    check_sovits_trainable(paths)  # every trial fine-tunes the SoVITS too
     dataset = Path(dataset).resolve()
     if not (dataset / "data").exists():
         raise FileNotFoundError(f"{dataset} is not a prepared dataset (no data/ folder); run `voicefleet prepare` first")

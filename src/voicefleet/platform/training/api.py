@@ -146,6 +146,19 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}{': ' + text if text else ''}{where}"
 
 
+def check_sovits_trainable(paths) -> None:
+    """Refuse, in one line, to fine-tune a SoVITS from a v2Pro/v2ProPlus pretrained folder.
+
+    Their training forward needs each clip's speaker-verification embedding, which `prepare`
+    does not compute yet; they synthesise, serve and export, and their GPT fine-tunes as v2's.
+    """
+    if paths.version != "v2":
+        raise TrainingError(f"fine-tuning a {paths.version} SoVITS is not available yet (only v2 SoVITS models "
+                            f"fine-tune): {paths.sovits_g} is {paths.version}; train from a v2 pretrained folder "
+                            f"(gsv-v2final-pretrained/), or synthesise and serve the {paths.version} weights as "
+                            "they are")
+
+
 def _check_stage_builds(config: TrainConfig, pretrained: dict[str, str]) -> None:
     """Build the stage once here, on CPU, exactly as every worker will.
 
@@ -172,6 +185,8 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
     from ray.train.torch import TorchTrainer
 
     paths = find_pretrained(pretrained, need_discriminator=config.stage == "sovits")
+    if config.stage == "sovits":
+        check_sovits_trainable(paths)
     dataset = Path(dataset).resolve()
     if not dataset.exists():
         raise FileNotFoundError(f"prepared dataset {dataset} does not exist (run `voicefleet prepare` first)")

@@ -61,8 +61,9 @@ def voices(synth, backbone, adapter_files, reference_wav):
                                  prompt_text="这是我的声音。", prompt_lang="zh") for i, f in enumerate(adapter_files[:2])]
     first = loaded[0]
     return loaded + [dataclasses.replace(first, name=f"v{i}", adapters=(
-        lora.load_adapter(f["gpt"]).build(backbone.gpt, fingerprint=backbone.fingerprints["gpt"]),
-        lora.load_adapter(f["sovits"]).build(backbone.sovits, fingerprint=backbone.fingerprints["sovits"])))
+        lora.load_adapter(f["gpt"]).build(backbone.gpt, fingerprint=backbone.fingerprints["gpt"], dtype=torch.float16),
+        lora.load_adapter(f["sovits"]).build(backbone.sovits, fingerprint=backbone.fingerprints["sovits"],
+                                             dtype=torch.float16)))
         for i, f in enumerate(adapter_files) if i >= 2]
 
 

@@ -69,3 +69,29 @@ def test_run_refuses_a_bad_voice_id_and_missing_pretrained(corpus, tiny_pretrain
         run_end_to_end(EndToEndConfig(list_file=str(corpus), voice="Not OK", pretrained=str(tiny_pretrained.root)))
     with pytest.raises(PretrainedError):
         run_end_to_end(EndToEndConfig(list_file=str(corpus), voice="demo", pretrained=str(tmp_path / "nothing")))
+
+
+def test_cli_run_with_adapters_goes_from_a_list_file_to_a_live_endpoint(ray_session, corpus, tiny_pretrained,
+                                                                         tmp_path):
+    from ray import serve
+    from typer.testing import CliRunner
+
+    from voicefleet.cli.app import app
+    from voicefleet.platform.voices import registry_for
+
+    out = tmp_path / "out" / "bob.wav"
+    try:
+        done = CliRunner().invoke(app, [
+            "run", str(corpus), "--voice", "bob", "--pretrained", str(tiny_pretrained.root), "--workdir",
+            str(tmp_path / "work"), "--adapter", "lora", "--rank", "4", "--train-steps", "3", "--batch-size", "2",
+            "--port", "8432", "--say", "你好。", "--output", str(out), "--exit"])
+        assert done.exit_code == 0, done.output
+        record = registry_for(str(tmp_path / "work" / "runs")).get("bob")
+        assert record.is_adapter and record.adapters["gpt"]["rank"] == record.adapters["sovits"]["rank"] == 4
+        audio, sr = sf.read(out)
+        assert sr == 32000 and len(audio) > 0
+    finally:
+        serve.shutdown()
+    refused = CliRunner().invoke(app, ["run", str(corpus), "--voice", "bob", "--pretrained", str(tiny_pretrained.root),
+                                       "--adapter", "lora", "--tune"])
+    assert refused.exit_code == 2 and "drop --tune" in refused.output

@@ -93,7 +93,7 @@ def test_fifty_adapter_voices_beside_full_ones_each_get_their_own_audio(base_url
     assert len({r.content for r in responses}) == len(jobs)
     stats = serve.get_deployment_handle("VoiceSynthesizer", app_name="voicefleet").stats.remote().result()
     assert set(adapter_voices) <= {key.split("@")[0] for key in stats["adapter_voices"]}
-    assert "alpha@1" in stats["full_voices"] and stats["evictions"]["adapter"] == 0
+    assert "alpha@1" in stats["cached"] and stats["evictions"]["adapter"] == 0  # full voices apart
 
 
 def test_an_adapter_trained_on_another_base_is_refused(base_url, adapter_voices):

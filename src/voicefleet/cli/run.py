@@ -2,6 +2,7 @@
 
     voicefleet run clips/list.txt --voice alice --pretrained pretrained_models
     voicefleet run clips/list.txt --voice alice --no-tune --train-steps 400 --address auto
+    voicefleet run clips/list.txt --voice bob --adapter lora --rank 8
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from voicefleet.cli.common import field_option, user_facing
+from voicefleet.models.adapter_config import parse_targets
 from voicefleet.recipes.end_to_end import EndToEndConfig
 
 E = EndToEndConfig
@@ -26,8 +28,9 @@ def run_cmd(
     pretrained: str = field_option(E, "pretrained", "--pretrained"),
     workdir: str = field_option(E, "workdir", "--workdir"),
     storage: Optional[str] = field_option(E, "storage", "--storage"),
-    tune: bool = typer.Option(E.model_fields["mode"].default == "tune", "--tune/--no-tune",
-                              help="Sweep learning rates, or train once (--no-tune)."),
+    tune: Optional[bool] = typer.Option(None, "--tune/--no-tune",
+                                        help="Sweep learning rates, or train once (--no-tune) [default: tune; "
+                                             "train once with --adapter lora]."),
     trials: int = field_option(E, "trials"),
     rounds: int = field_option(E, "rounds"),
     steps_per_round: int = field_option(E, "steps_per_round"),
@@ -46,6 +49,11 @@ def run_cmd(
                                       "(--exit stops a local endpoint when done; a cluster's stays up)."),
     seed: int = field_option(E, "seed"),
     address: Optional[str] = field_option(E, "address", "--address"),
+    adapter: str = field_option(E, "adapter"),
+    rank: int = field_option(E, "lora_rank", "--rank"),
+    alpha: float = field_option(E, "lora_alpha", "--alpha"),
+    targets_gpt: Optional[str] = field_option(E, "lora_targets_gpt", "--targets-gpt"),
+    targets_sovits: Optional[str] = field_option(E, "lora_targets_sovits", "--targets-sovits"),
 ) -> None:
     """Prepare, sweep (or train), register and serve a voice: one minute of speech to a live endpoint."""
     import time
@@ -55,9 +63,11 @@ def run_cmd(
     out = Console()
     config = EndToEndConfig(
         list_file=list_file, voice=voice, pretrained=pretrained, workdir=workdir, storage=storage,
-        mode="tune" if tune else "train", trials=trials, rounds=rounds, steps_per_round=steps_per_round,
+        **({} if tune is None else {"mode": "tune" if tune else "train"}), trials=trials, rounds=rounds, steps_per_round=steps_per_round,
         train_steps=train_steps, recipe=recipe, workers=workers, gpus_per_worker=gpus_per_worker, batch_size=batch_size, serve=serve,
-        host=host, port=port, say=say, say_lang=say_lang, output=str(output), seed=seed, address=address)
+        host=host, port=port, say=say, say_lang=say_lang, output=str(output), seed=seed, address=address,
+        adapter=adapter, lora_rank=rank, lora_alpha=alpha, lora_targets_gpt=list(parse_targets(targets_gpt)) or None,
+        lora_targets_sovits=list(parse_targets(targets_sovits)) or None)
     result = run_end_to_end(config, say=lambda line: out.print(f"[bold cyan]voicefleet run[/bold cyan] {line}"))
     table = Table(title=f"voice {result.voice}", show_header=False)
     table.add_row("dataset", f"{result.dataset} ({result.clips_kept} clips kept, {result.clips_rejected} rejected)")

@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from voicefleet.inference.params import DEFAULT_LANG, LangField
 from voicefleet.platform.cluster import ensure_ray
 from voicefleet.platform.fields import same_field
-from voicefleet.platform.training.config import TrainConfig
+from voicefleet.platform.training.config import AdapterKind, TrainConfig
 from voicefleet.platform.training.schedules import Recipe
 from voicefleet.serve.settings import HTTP_HOST, HTTP_PORT, HttpHost, HttpPort, ServeSettings
 from voicefleet.tuning.config import SweepConfig
@@ -58,6 +58,13 @@ class EndToEndConfig(BaseModel):
     workers: int = same_field(TrainConfig, "num_workers", description="Ray Train workers per run or trial.")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per training worker (0: CPU).")
     batch_size: int = same_field(TrainConfig, "batch_size")
+    adapter: AdapterKind = same_field(TrainConfig, "adapter")
+    lora_rank: int = same_field(TrainConfig, "lora_rank")
+    lora_alpha: float = same_field(TrainConfig, "lora_alpha")
+    lora_targets_gpt: list[str] | None = same_field(TrainConfig, "lora_targets",
+                                                    description="GPT LoRA target groups (default attn,ffn).")
+    lora_targets_sovits: list[str] | None = same_field(TrainConfig, "lora_targets", description="SoVITS LoRA "
+                                                       "target groups (default text_encoder,flow).")
     prepare_workers: int | None = Field(None, ge=1, description="Actors per data-preparation stage.")
     serve: bool = Field(True, description="Start the endpoint when the voice is ready.")
     host: HttpHost = HTTP_HOST
@@ -67,6 +74,16 @@ class EndToEndConfig(BaseModel):
     output: str = Field("out/voicefleet.wav", description="Where the synthesised sentence is written (WAV).")
     seed: int = Field(0, description="Seeds sampling, training and synthesis.")
     address: str | None = Field(None, description="Ray cluster address (default: local, or RAY_ADDRESS).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _adapter_trains_once(cls, data):
+        """Sweeps tune full fine-tuning; an adapter voice trains once (mode train unless told otherwise)."""
+        if isinstance(data, dict) and data.get("adapter") == "lora":
+            if data.get("mode") == "tune":
+                raise ValueError("--adapter lora trains each stage once: drop --tune (sweeps tune full fine-tuning)")
+            data = {**data, "mode": "train"}
+        return data
 
     @property
     def storage_path(self) -> str:
@@ -127,7 +144,8 @@ def run_end_to_end(config: EndToEndConfig, *, say: Say = logger.info) -> EndToEn
         say(f"2/4 sweep: {config.trials} trials x {config.rounds} rounds (Ray Tune + Optuna, ASHA)")
         outputs, objective, version, note = _tune(config, prepared.out_dir, pretrained)
     else:
-        say(f"2/4 train: SoVITS then GPT, {config.train_steps} steps each (Ray Train)")
+        kind = " LoRA adapters of" if config.adapter == "lora" else ""
+        say(f"2/4 train:{kind} SoVITS then GPT, {config.train_steps} steps each (Ray Train)")
         outputs, objective, version, note = _train(config, prepared.out_dir, pretrained)
     steps.append(note)
     say(f"3/4 registered voice {config.voice} (version {version})")
@@ -176,7 +194,7 @@ def _tune(config: EndToEndConfig, dataset: Path, pretrained: str) -> tuple[str, 
 
 def _train(config: EndToEndConfig, dataset: Path, pretrained: str) -> tuple[str, float, int, str]:
     from voicefleet.platform.training.api import train_stage
-    from voicefleet.platform.training.config import TrainConfig
+    from voicefleet.platform.training.config import AdapterKind, TrainConfig
     from voicefleet.platform.voices import register_trained_voice, registry_for
 
     results = {}
@@ -184,7 +202,9 @@ def _train(config: EndToEndConfig, dataset: Path, pretrained: str) -> tuple[str,
         cfg = TrainConfig(stage=stage, run_name=name, storage_path=config.storage_path, num_workers=config.workers,
                           use_gpu=config.gpus_per_worker > 0, batch_size=config.batch_size, epochs=10_000,
                           max_steps=config.train_steps, seed=config.seed, recipe=config.recipe,
-                          eval_every=max(1, config.train_steps // 5), checkpoint_every=max(1, config.train_steps // 5))
+                          eval_every=max(1, config.train_steps // 5), checkpoint_every=max(1, config.train_steps // 5),
+                          adapter=config.adapter, lora_rank=config.lora_rank, lora_alpha=config.lora_alpha,
+                          lora_targets=config.lora_targets_gpt if stage == "gpt" else config.lora_targets_sovits)
         results[stage] = train_stage(cfg, dataset, pretrained)
     lineage = {"sovits_run": results["sovits"].run_name, "gpt_run": results["gpt"].run_name}
     registry = registry_for(config.storage_path)

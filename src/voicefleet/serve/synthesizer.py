@@ -327,8 +327,8 @@ class VoiceSynthesizer:
     def stats(self) -> dict:
         """This replica's voice cache (for tests and operators)."""
         resident = self.voices.stats()
-        return {"pid": os.getpid(), "loads": list(self.loads), "cached": resident["full"] + resident["adapter"],
-                "full_voices": resident["full"], "adapter_voices": resident["adapter"],
+        return {"pid": os.getpid(), "loads": list(self.loads), "cached": resident["full"],
+                "adapter_voices": resident["adapter"],
                 "adapter_bytes": resident["adapter_bytes"], "evictions": {
                     "full": resident["full_evictions"], "adapter": resident["adapter_evictions"]},
                 "batches": list(self.batches), "wide_threads": self._wide}

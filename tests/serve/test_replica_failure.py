@@ -1,5 +1,6 @@
 """A synthesis replica killed under load is replaced by Serve, the load goes on, and no accepted
-request fails: the ingress sends the requests the dead replica held again (they carry their seed)."""
+request fails: the ingress sends the requests the dead replica held again (they carry their seed).
+Checked with the app's one replica and with an app of two, where the survivor takes the retries."""
 
 from __future__ import annotations
 
@@ -13,17 +14,42 @@ pytestmark = pytest.mark.slow
 REQUEST = {"voice": "alpha", "text": "你好，今天天气很好。", "lang": "zh", "seed": 3, "max_tokens": 15}
 
 
-def _replica_actors(ray):
+def _replica_actors(ray, app: str):
     return sorted(name for name in (a["name"] for a in ray.util.list_named_actors(all_namespaces=True))
-                  if "VoiceSynthesizer" in name and "REPLICA" in name.upper())
+                  if f"{app}#VoiceSynthesizer" in name and "REPLICA" in name.upper())
+
+
+@pytest.fixture
+def two_replica_url(base_url, serve_settings):
+    """A second app with two synthesis replicas beside the main one (prefix /two); removed after."""
+    from ray import serve
+
+    from voicefleet.serve.app import build_app, wait_until_ready
+
+    settings = serve_settings.model_copy(update={"min_replicas": 2, "max_replicas": 2, "num_cpus": 0.5,
+                                                 "synthesis_threads": 1})
+    serve.run(build_app(settings), name="voicefleet-two", route_prefix="/two", blocking=False)
+    wait_until_ready(f"{base_url}/two", timeout_s=180)
+    yield f"{base_url}/two"
+    serve.delete("voicefleet-two")
 
 
 def test_killed_replica_is_replaced_and_load_continues(ray_session, base_url):
+    _kill_one_replica_under_load(ray_session, base_url, "voicefleet", replicas=1)
+
+
+def test_killed_replica_of_two_loses_no_request(ray_session, two_replica_url):
+    _kill_one_replica_under_load(ray_session, two_replica_url, "voicefleet-two", replicas=2)
+
+
+def _kill_one_replica_under_load(ray, base_url: str, app: str, replicas: int) -> None:
     import httpx
 
-    ray = ray_session
-    before = _replica_actors(ray)
-    assert before, "no synthesis replica found"
+    deadline = time.monotonic() + 120
+    while len(_replica_actors(ray, app)) < replicas and time.monotonic() < deadline:
+        time.sleep(0.5)
+    before = _replica_actors(ray, app)
+    assert len(before) == replicas, f"expected {replicas} synthesis replicas of {app}, found {before}"
     results: list[tuple[float, int]] = []
     retried: list[int] = []
     stop = threading.Event()
@@ -41,7 +67,7 @@ def test_killed_replica_is_replaced_and_load_continues(ray_session, base_url):
                     code = 0
                 results.append((time.monotonic(), code))
 
-    threads = [threading.Thread(target=client) for _ in range(2)]
+    threads = [threading.Thread(target=client) for _ in range(2 * replicas)]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 120
@@ -62,4 +88,8 @@ def test_killed_replica_is_replaced_and_load_continues(ray_session, base_url):
     assert sum(code == 200 for code in after_kill) >= 3, f"no recovery: {after_kill}"
     assert failed == [], f"requests failed around the kill: {failed}"
     assert any(retried), "no request was in flight on the killed replica: the kill proved nothing"
-    assert _replica_actors(ray) and _replica_actors(ray) != before  # a new replica replaced the killed one
+    deadline = time.monotonic() + 60
+    while len(_replica_actors(ray, app)) < replicas and time.monotonic() < deadline:
+        time.sleep(0.5)
+    after = _replica_actors(ray, app)
+    assert len(after) == replicas and after != before, (before, after)  # a new replica took the killed one's place

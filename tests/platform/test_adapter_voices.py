@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 
 from voicefleet.cli.app import app
 from voicefleet.models import adapters as lora
+from voicefleet.models.adapter_config import ADAPTER_SUFFIX
 from voicefleet.models.checkpoint.gpt_io import load_gpt
 from voicefleet.models.checkpoint.sovits_io import load_sovits
 from voicefleet.models.pretrained import init_pretrained
-from voicefleet.platform.registry import RegistryError
+from voicefleet.platform.registry import RegistryError, file_names
 from voicefleet.platform.voices import export_voice, registry_for
 
 runner = CliRunner()
@@ -64,9 +65,10 @@ def test_a_voice_re_registered_as_full_drops_its_adapter_files(storage, tiny_pre
     registry.register("bob", gpt=tiny_pretrained.gpt, sovits=tiny_pretrained.sovits_g, reference=reference_wav,
                       prompt_text="hi", prompt_lang="en", overwrite=True)
     record = registry.get("bob")
-    assert not record.is_adapter and record.files["gpt"] == "gpt.ckpt"
+    names = file_names(record.version)  # a re-registration's files carry its version
+    assert not record.is_adapter and record.files == names and not names["gpt"].endswith(ADAPTER_SUFFIX)
     assert sorted(p.name for p in registry.local_files("bob")["gpt"].parent.iterdir()) == \
-        ["gpt.ckpt", "reference.wav", "sovits.pth", "voice.json"]
+        sorted([*names.values(), "voice.json"])
 
 
 def test_an_adapter_given_as_the_wrong_stage_is_refused(tmp_path, reference_wav, adapter_files):

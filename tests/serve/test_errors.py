@@ -20,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from voicefleet.inference.pipeline import SynthesisError
+from voicefleet.models.adapter_config import AdapterError
 from voicefleet.platform.registry import RegistryError, StorageFull, VoiceDamaged, VoiceExists, VoiceNotFound
 from voicefleet.serve.errors import (
     ERRORS,
@@ -154,6 +155,19 @@ def _upload_on_a_full_disk(a):
         return _upload(a.open, "epsilon", _clip(4.0))
 
 
+def _foreign_adapter_voice(a):
+    """The replica refuses an adapter voice trained on other pretrained weights (served end to end in
+    tests/serve/test_adapter_serving.py); here the refusal reaches the ingress as a replica's error."""
+    from fastapi.testclient import TestClient
+
+    from voicefleet.serve.asgi import create_app
+
+    handle = LocalHandle(a.settings)
+    handle.fault = AdapterError("the gpt adapter of voice 'psi' was trained on other gpt weights than this replica's")
+    with TestClient(create_app(a.settings, handle)) as client:
+        return _tts(client, voice="alpha")
+
+
 ALPHA_KEY = {"Authorization": "Bearer alpha-key"}
 # (row of the table, what the client did, request); each request fails with that row's status and type
 CASES = [
@@ -195,6 +209,7 @@ CASES = [
     (Unavailable, "tts without synthesis", lambda a: _tts(a.bare)),
     (VoiceDamaged, "voice damaged on disk", _damaged_voice),
     (StorageFull, "upload on a full disk", _upload_on_a_full_disk),
+    (AdapterError, "adapter voice of another base", _foreign_adapter_voice),
 ]
 
 

@@ -67,7 +67,8 @@ def _kill_one_replica_under_load(ray, base_url: str, app: str, replicas: int) ->
                     code = 0
                 results.append((time.monotonic(), code))
 
-    threads = [threading.Thread(target=client) for _ in range(2 * replicas)]
+    # four clients keep requests on every replica at any moment, so the kill always catches some
+    threads = [threading.Thread(target=client) for _ in range(4)]
     for t in threads:
         t.start()
     deadline = time.monotonic() + 120

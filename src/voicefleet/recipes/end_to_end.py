@@ -106,11 +106,11 @@ def run_end_to_end(config: EndToEndConfig, *, say: Say = logger.info) -> EndToEn
     (Serve applications outlive this call on a cluster; locally, until Ray shuts down)."""
     from voicefleet.models.pretrained import find_pretrained
     from voicefleet.platform.registry import check_voice_id
-    from voicefleet.platform.training.api import check_sovits_trainable
 
     check_voice_id(config.voice)
     paths = find_pretrained(config.pretrained, need_discriminator=True)
-    check_sovits_trainable(paths)  # before any data is prepared
+    # the dataset is prepared below with this same folder (v2Pro*: with the speaker embeddings), so
+    # any pretrained version fine-tunes here
     pretrained = str(Path(config.pretrained).resolve())
     _connect(config.address)
     steps: list[str] = []

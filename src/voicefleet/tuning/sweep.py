@@ -134,7 +134,7 @@ def run_sweep(config: SweepConfig, dataset: str | Path, pretrained: str | Path, 
     from ray.tune.search.optuna import OptunaSearch
 
     paths = find_pretrained(pretrained, need_discriminator=True)
-    check_sovits_trainable(paths)  # every trial fine-tunes the SoVITS too
+    check_sovits_trainable(paths, dataset)  # every trial fine-tunes the SoVITS too
     dataset = Path(dataset).resolve()
     if not (dataset / "data").exists():
         raise FileNotFoundError(f"{dataset} is not a prepared dataset (no data/ folder); run `voicefleet prepare` first")

@@ -104,7 +104,7 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
     ("run",): {name: (_field(EndToEndConfig, name), None) for name in (
         "list_file", "voice", "pretrained", "workdir", "storage", "trials", "rounds", "steps_per_round",
         "train_steps", "workers", "gpus_per_worker", "batch_size", "serve", "host", "port", "say", "say_lang",
-        "output", "seed", "address", "recipe")},
+        "output", "seed", "address", "recipe", "version")},
     ("prepare",): {
         "workers": (_field(StageResources, "concurrency"), UNSET),
         "cpus_per_worker": (_field(StageResources, "num_cpus"), UNSET),

@@ -97,3 +97,29 @@ def test_a_dataset_of_the_other_version_is_refused_in_one_line(tiny_pretrained_v
     assert sorted(p.name for p in tmp_path.rglob("*")) == listing  # nothing the user gave changed
     check_sovits_trainable(tiny_pretrained_v2proplus, pro_data)  # matching versions train
     check_sovits_trainable(tiny_pretrained, v2_data)
+
+
+def test_a_folder_of_several_versions_trains_the_datasets_version(tiny_pretrained_v2proplus, tiny_pretrained,
+                                                                  tmp_path):
+    import shutil
+
+    from voicefleet.models.pretrained import PretrainedError
+    from voicefleet.platform.data import prepare_dataset
+    from voicefleet.platform.training.api import find_training_pretrained
+
+    both = tmp_path / "pretrained_models"
+    shutil.copytree(tiny_pretrained.root, both)
+    for part in ("s1v3.ckpt", "v2Pro", "sv"):
+        src = tiny_pretrained_v2proplus.root / part
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, both / part)
+    pro_data = _dataset(tmp_path / "pro", sv_dim=64, version="v2ProPlus")
+    paths = find_training_pretrained(both, pro_data, need_discriminator=True)
+    assert paths.version == "v2ProPlus" and paths.gpt.name == "s1v3.ckpt"
+    assert find_training_pretrained(both, _dataset(tmp_path / "v2"), need_discriminator=True).version == "v2"
+    # a folder without the dataset's version: its own, and the mismatch is explained by the check
+    assert find_training_pretrained(tiny_pretrained.root, pro_data, need_discriminator=True).version == "v2"
+    listing = tmp_path / "voice.list"
+    listing.write_text("a.wav|spk|zh|你好。\n", encoding="utf-8")
+    with pytest.raises(PretrainedError, match="unknown model version 'v3'"):
+        prepare_dataset(listing, both, tmp_path / "out", version="v3")
+    assert not (tmp_path / "out").exists()

@@ -95,7 +95,7 @@ class PrepareResult:
 def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: str | Path, *,
                     config: PrepareConfig | None = None, audio_dir: str | None = None,
                     export_official: str | Path | None = None, progress: ProgressFn | None = None,
-                    hash_threads: int = 8) -> PrepareResult:
+                    hash_threads: int = 8, version: str | None = None) -> PrepareResult:
     """Prepare a training dataset from a GPT-SoVITS list file (see the module docstring).
 
     Args:
@@ -107,6 +107,9 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
         export_official: also write the official experiment layout to this local folder.
         progress: called as ``progress(rows_done, rows_total)`` while rows go through the pipeline.
         hash_threads: threads that read and hash the audio files on the driver.
+        version: the model version to prepare for when the folder holds several (v2, v2Pro,
+            v2ProPlus; default: the folder's first complete one of v2, v2ProPlus, v2Pro). v2Pro and
+            v2ProPlus datasets also hold each clip's speaker-verification embedding.
     Raises:
         ListFileError: the list file cannot be read or parsed (names the line).
         PretrainedError: the pretrained folder is incomplete.
@@ -116,7 +119,7 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
     config = config or PrepareConfig()
     out_dir = Path(out_dir).absolute()
     listing = read_list_file(str(list_path), audio_dir=audio_dir)
-    paths = find_pretrained(pretrained_dir)
+    paths = find_pretrained(pretrained_dir, version=version)
     if config.g2pw_model is not None:
         from voicefleet.text.g2pw import check_folder
 

@@ -146,6 +146,24 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}{': ' + text if text else ''}{where}"
 
 
+def find_training_pretrained(pretrained: str | Path, dataset: str | Path, *, need_discriminator: bool):
+    """The pretrained folder's files of the version the dataset was prepared for (its manifest's
+    `model_version`), so a folder holding several versions trains the one its data belongs to;
+    the folder's default version when the dataset names none or the folder lacks it (then
+    `check_sovits_trainable` explains the mismatch)."""
+    from voicefleet.models.pretrained import PretrainedError
+    from voicefleet.platform.data.manifest import read_manifest
+
+    manifest = read_manifest(Path(dataset)) if Path(dataset).is_dir() else None
+    version = (manifest or {}).get("model_version")
+    if version is not None:
+        try:
+            return find_pretrained(pretrained, need_discriminator=need_discriminator, version=version)
+        except PretrainedError:
+            pass
+    return find_pretrained(pretrained, need_discriminator=need_discriminator)
+
+
 def check_sovits_trainable(paths, dataset: str | Path | None = None) -> None:
     """Refuse, in one line, a SoVITS fine-tune whose dataset does not match the pretrained version.
 
@@ -198,7 +216,7 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
-    paths = find_pretrained(pretrained, need_discriminator=config.stage == "sovits")
+    paths = find_training_pretrained(pretrained, dataset, need_discriminator=config.stage == "sovits")
     if config.stage == "sovits":
         check_sovits_trainable(paths, dataset)
     dataset = Path(dataset).resolve()

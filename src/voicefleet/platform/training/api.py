@@ -178,8 +178,9 @@ def check_sovits_trainable(paths, dataset: str | Path | None = None) -> None:
     manifest = read_manifest(Path(dataset)) if dataset is not None and Path(dataset).is_dir() else None
     if manifest is None:
         return
-    prepared_with = manifest.get("model_version") or ("a v2Pro/v2ProPlus" if has_speaker_embedding(manifest)
-                                                      else "v2")
+    # datasets written before the manifest named the version: told apart by the embedding column
+    fallback = "v2Pro/v2ProPlus" if has_speaker_embedding(manifest) else "v2"
+    prepared_with = manifest.get("model_version") or fallback
     pro = paths.version != "v2"
     if pro and not has_speaker_embedding(manifest):
         raise TrainingError(f"the dataset {dataset} was prepared with a {prepared_with} pretrained folder and has no "

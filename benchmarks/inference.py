@@ -1,12 +1,17 @@
-"""Synthesis speed at full v2 size on CPU: GPT ms/token, SoVITS decode, first chunk, real-time factor.
+"""Synthesis speed at full size on CPU: GPT ms/token, SoVITS decode, first chunk, real-time factor.
 
     .venv/bin/python benchmarks/inference.py [--threads 2] [--seconds 10] [--modes fp32,fast,onnx,onnx-int8] \
-        [--size full|tiny] [--note "machine load ..."]
+        [--versions v2,v2ProPlus] [--size full|tiny] [--note "machine load ..."]
 
 Random weights cost exactly what real ones do, so the models are built in memory at official
 sizes. The random GPT never emits EOS, so each fragment decodes a fixed number of tokens
 (25 per second of audio). A 6 s reference clip gives the 150-token prompt; text is ~10
 phonemes per second of audio.
+
+Versions: v2, v2Pro, v2ProPlus (the GPT is the same). A v2Pro voice also needs the reference's
+speaker-verification embedding (32 kHz -> 16 kHz -> fbank -> ERes2NetV2), computed once per voice:
+its time is reported in its own column and counted in the first chunk (a voice's first request).
+The ONNX graphs are exported for v2 voices only; v2Pro rows have the torch modes.
 
 Modes: `fp32` is the reference path (official numerics); `fast` is voicefleet's CPU inference
 path (see `voicefleet.inference.fast`); the mel distance of `fast` to `fp32` on the same tokens
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import sys
 import tempfile
@@ -34,7 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import report  # noqa: E402
 
 from voicefleet.models import audio  # noqa: E402
-from voicefleet.models.builders import sovits_tiny, sovits_v2  # noqa: E402
+from voicefleet.models.builders import (SOVITS_CONFIGS, speaker_verifier,  # noqa: E402
+                                        speaker_verifier_tiny)
+from voicefleet.models.sovits import SoVITS  # noqa: E402
+from voicefleet.models.speaker_frontend import speaker_features  # noqa: E402
 from voicefleet.models.builders_gpt import gpt_tiny, gpt_v2  # noqa: E402
 from voicefleet.inference.generation import SamplingParams, TokenGenerator, relayout_for_cpu_decoding_  # noqa: E402
 
@@ -79,7 +88,7 @@ class OnnxMode:
         self.gpt.generate([(i.tolist(), b.numpy()) for i, b in zip(ids, berts)], prompts[0].numpy(), sampling,
                           max_steps, [np.random.default_rng(i) for i in range(len(ids))], trim_on_limit=True)
 
-    def decode(self, tokens, text, refs, noise_scale, generator):
+    def decode(self, tokens, text, refs, noise_scale, generator, sv=None):
         # the noise torch's decode draws from the same generator
         noise = torch.randn(1, self.inter, 2 * tokens.shape[-1], generator=generator)
         (wave,) = self.sessions["sovits_decode"].run(None, {
@@ -92,7 +101,7 @@ class _OnnxDecoder:
     def __init__(self, mode: OnnxMode):
         self.mode = mode
 
-    def decode(self, tokens, text, refs, noise_scale=0.5, generator=None):
+    def decode(self, tokens, text, refs, noise_scale=0.5, generator=None, sv=None):
         return self.mode.decode(tokens, text, refs, noise_scale, generator)
 
 
@@ -125,14 +134,43 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--modes", default="fp32,fast,onnx,onnx-int8")
+    parser.add_argument("--versions", default="v2", help="comma-separated: v2, v2Pro, v2ProPlus")
     parser.add_argument("--size", choices=("full", "tiny"), default="full",
                         help="tiny: the test-size models (seconds, not representative speeds: fixed costs only)")
     parser.add_argument("--note", default="", help="Appended to the notes (e.g. the machine's load).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    base_gpt, base_sovits = (gpt_v2(), sovits_v2()) if args.size == "full" else (gpt_tiny(), sovits_tiny())
-    base_gpt, base_sovits = base_gpt.eval(), base_sovits.eval()
+    base_gpt = (gpt_v2() if args.size == "full" else gpt_tiny()).eval()
+    rows = []
+    for version in args.versions.split(","):
+        rows += measure(args, version, base_gpt)
+    report(f"Synthesis speed, {args.size} size ({args.versions}), {args.threads} CPU threads, "
+           f"{args.seconds:.0f} s of audio",
+           ["version", "mode", "GPT ms/token (b1)", f"SoVITS decode {args.seconds:.0f} s (s)", "sv embedding (s)",
+            "first chunk (s)", "RTF batch 1", "RTF batch 8", "mel L1 vs fp32", "memory (MB)"], rows,
+           notes="sv embedding = resample + fbank + ERes2NetV2 of the 6 s reference, once per v2Pro voice (fp32 in "
+                 "every mode), included in the first chunk; first chunk = GPT + SoVITS for a 2 s first fragment; "
+                 "batch 8 = the same audio as 8 fragments, GPT-decoded together. "
+                 "mel L1 = mean |log-mel difference| of the decoded waveform vs the fp32 path (same tokens/noise). "
+                 "memory = resident-set growth while the mode's models are built. " + args.note)
+
+
+def measure(args, version: str, base_gpt) -> list[list[str]]:
+    """The table rows of one model version, one per mode."""
+    if version not in ("v2", "v2Pro", "v2ProPlus"):
+        raise SystemExit(f"unknown version {version}")
+    config = SOVITS_CONFIGS[args.size, version]()
+    ref_wave = torch.randn(1, 6 * 32000) * 0.1
+    sv, t_sv = None, 0.0
+    if config.is_pro:
+        verifier = (speaker_verifier() if args.size == "full" else speaker_verifier_tiny()).eval()
+        config = dataclasses.replace(config, sv_embedding_dim=verifier.config.stats_dim)
+        with torch.no_grad():
+            t_sv, emb = timeit(lambda: verifier.feature_map_embedding(speaker_features(ref_wave)))
+        sv = [emb]
+        del verifier
+    base_sovits = SoVITS(config).eval()
     with torch.no_grad():
         base_sovits.quantizer.codebook.embed.normal_()
 
@@ -141,11 +179,14 @@ def main() -> None:
     phones = torch.randint(0, 732, (int(args.seconds * 10) + 20,))  # prompt text + target text
     bert = torch.zeros(1024, phones.numel())
     text = torch.randint(0, 732, (1, int(args.seconds * 10)))
-    ref_spec = audio.linear_spectrogram(torch.randn(1, 6 * 32000) * 0.1)
+    ref_spec = audio.linear_spectrogram(ref_wave)
     sampling = SamplingParams(top_k=15)
     rows, reference_mel = [], None
     work = tempfile.TemporaryDirectory(prefix="voicefleet-bench-onnx-")
     for mode in args.modes.split(","):
+        if config.is_pro and mode.startswith("onnx"):
+            rows.append([version, mode] + ["-"] * 8)  # the ONNX graphs are v2 only
+            continue
         rss = _rss()
         folder = Path(work.name) / mode
         folder.mkdir()
@@ -162,7 +203,7 @@ def main() -> None:
         tokens = torch.randint(0, 1024, (1, 1, n_tokens), generator=torch.Generator().manual_seed(1))
 
         def decode(s=sovits, toks=tokens, txt=text):
-            return s.decode(toks, txt, [ref_spec], noise_scale=0.5, generator=torch.Generator().manual_seed(2))
+            return s.decode(toks, txt, [ref_spec], noise_scale=0.5, generator=torch.Generator().manual_seed(2), sv=sv)
 
         t_dec, wave = timeit(decode)
         mel = audio.mel_spectrogram(wave[:, 0].float())
@@ -186,16 +227,11 @@ def main() -> None:
         audio_s = n_tokens * HOP_S
         rtf1 = (t_gpt + t_dec) / audio_s
         rtf8 = (t_b8 + t_b8_dec) / (8 * per * HOP_S)
-        rows.append([mode, f"{ms_token:.1f}", f"{t_dec:.2f}", f"{t_first_gpt + t_first_dec:.2f}", f"{rtf1:.2f}",
-                     f"{rtf8:.2f}", fidelity, f"{memory_mb:.0f}"])
+        rows.append([version, mode, f"{ms_token:.1f}", f"{t_dec:.2f}", f"{t_sv:.2f}",
+                     f"{t_sv + t_first_gpt + t_first_dec:.2f}", f"{rtf1:.2f}", f"{rtf8:.2f}", fidelity,
+                     f"{memory_mb:.0f}"])
         del generator, sovits
-    report(f"Synthesis speed, {'full v2' if args.size == 'full' else 'tiny'} size, {args.threads} CPU threads, {args.seconds:.0f} s of audio",
-           ["mode", "GPT ms/token (b1)", f"SoVITS decode {args.seconds:.0f} s (s)", "first chunk (s)",
-            "RTF batch 1", "RTF batch 8", "mel L1 vs fp32", "memory (MB)"], rows,
-           notes="first chunk = GPT + SoVITS for a 2 s first fragment after the reference is cached; "
-                 "batch 8 = the same audio as 8 fragments, GPT-decoded together. "
-                 "mel L1 = mean |log-mel difference| of the decoded waveform vs the fp32 path (same tokens/noise). "
-                 "memory = resident-set growth while the mode's models are built. " + args.note)
+    return rows
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
     ("run",): {name: (_field(EndToEndConfig, name), None) for name in (
         "list_file", "voice", "pretrained", "workdir", "storage", "trials", "rounds", "steps_per_round",
         "train_steps", "workers", "gpus_per_worker", "batch_size", "serve", "host", "port", "say", "say_lang",
-        "output", "seed", "address", "recipe", "adapter")} | {
+        "output", "seed", "address", "recipe", "adapter", "version")} | {
         "rank": (_field(EndToEndConfig, "lora_rank"), None), "alpha": (_field(EndToEndConfig, "lora_alpha"), None),
         "targets_gpt": (_field(EndToEndConfig, "lora_targets_gpt"), None),
         "targets_sovits": (_field(EndToEndConfig, "lora_targets_sovits"), None)},

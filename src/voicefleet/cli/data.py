@@ -90,6 +90,9 @@ def prepare_cmd(
     list_file: str = typer.Argument(..., help="GPT-SoVITS list file (wav_path|speaker|lang|text): a path or a URI."),
     pretrained: Path = typer.Option(..., "--pretrained", help="Official pretrained folder (HuBERT, BERT, SoVITS)."),
     out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write (replaced when done)."),
+    version: Optional[str] = typer.Option(None, "--version", help="Model version to prepare for when the "
+                                          "pretrained folder holds several: v2, v2Pro or v2ProPlus (default: "
+                                          "the first complete one of v2, v2ProPlus, v2Pro)."),
     audio_dir: Optional[str] = typer.Option(None, "--audio-dir", help="Find audio by file name in this folder "
                                             "(the official inp_wav_dir) instead of by the listed path."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="JSON or YAML file of PrepareConfig settings."),
@@ -125,7 +128,7 @@ def prepare_cmd(
             bar.update(task, completed=done, total=total)
 
         result = prepare_dataset(list_file, pretrained, out, config=config, audio_dir=audio_dir,
-                                 export_official=export_official, progress=progress)
+                                 export_official=export_official, progress=progress, version=version)
     stdout = Console()
     for table in _summary_tables(result):
         stdout.print(table)

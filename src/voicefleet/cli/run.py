@@ -26,6 +26,7 @@ def run_cmd(
     list_file: str = typer.Argument(..., help=E.model_fields["list_file"].description),
     voice: str = field_option(E, "voice", "--voice"),
     pretrained: str = field_option(E, "pretrained", "--pretrained"),
+    version: Optional[str] = field_option(E, "version", "--version"),
     workdir: str = field_option(E, "workdir", "--workdir"),
     storage: Optional[str] = field_option(E, "storage", "--storage"),
     tune: Optional[bool] = typer.Option(None, "--tune/--no-tune",
@@ -62,7 +63,7 @@ def run_cmd(
 
     out = Console()
     config = EndToEndConfig(
-        list_file=list_file, voice=voice, pretrained=pretrained, workdir=workdir, storage=storage,
+        list_file=list_file, voice=voice, pretrained=pretrained, version=version, workdir=workdir, storage=storage,
         **({} if tune is None else {"mode": "tune" if tune else "train"}), trials=trials, rounds=rounds, steps_per_round=steps_per_round,
         train_steps=train_steps, recipe=recipe, workers=workers, gpus_per_worker=gpus_per_worker, batch_size=batch_size, serve=serve,
         host=host, port=port, say=say, say_lang=say_lang, output=str(output), seed=seed, address=address,

@@ -46,6 +46,9 @@ class EndToEndConfig(BaseModel):
     list_file: str = Field(..., description="GPT-SoVITS list file (wav_path|speaker|lang|text).")
     voice: str = Field(..., description="Voice id to register and serve.")
     pretrained: str = same_field(ServeSettings, "pretrained")
+    version: Literal["v2", "v2Pro", "v2ProPlus"] | None = Field(
+        None, description="Model version to fine-tune when the pretrained folder holds several (default: the "
+                          "first complete one of v2, v2ProPlus, v2Pro).")
     workdir: str = Field("work", description="Datasets, and by default runs and the registry.")
     storage: str | None = Field(None, description="Runs, sweeps and registry (default <workdir>/runs); a URI "
                                                   "(s3://, gs://) on clusters.")
@@ -123,11 +126,11 @@ def run_end_to_end(config: EndToEndConfig, *, say: Say = logger.info) -> EndToEn
     (Serve applications outlive this call on a cluster; locally, until Ray shuts down)."""
     from voicefleet.models.pretrained import find_pretrained
     from voicefleet.platform.registry import check_voice_id
-    from voicefleet.platform.training.api import check_sovits_trainable
 
     check_voice_id(config.voice)
-    paths = find_pretrained(config.pretrained, need_discriminator=True)
-    check_sovits_trainable(paths)  # before any data is prepared
+    paths = find_pretrained(config.pretrained, need_discriminator=True, version=config.version)
+    # the dataset is prepared below with this same folder (v2Pro*: with the speaker embeddings), so
+    # any pretrained version fine-tunes here
     pretrained = str(Path(config.pretrained).resolve())
     _connect(config.address)
     steps: list[str] = []
@@ -170,7 +173,9 @@ def _prepare(config: EndToEndConfig, pretrained: str):
     from voicefleet.platform.data.config import PrepareConfig
 
     prep_config = PrepareConfig().with_resources(workers=config.prepare_workers)
-    return prepare_dataset(config.list_file, pretrained, config.dataset_dir, config=prep_config)
+    # training then takes the version the dataset was prepared for
+    return prepare_dataset(config.list_file, pretrained, config.dataset_dir, config=prep_config,
+                           version=config.version)
 
 
 def _tune(config: EndToEndConfig, dataset: Path, pretrained: str) -> tuple[str, float, int, str]:

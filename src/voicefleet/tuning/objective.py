@@ -52,6 +52,8 @@ def synthesize_held_out(gpt: GPT, sovits: SoVITS, held_out: HeldOut, *, max_toke
     ref = held_out.reference
     ref_wave = torch.from_numpy(np.asarray(ref.wav32k, dtype=np.float32)).unsqueeze(0).to(device)
     ref_spec = linear_spectrogram(ref_wave)
+    # v2Pro/v2ProPlus: the reference's speaker-verification embedding, as prepared
+    ref_sv = None if ref.sv is None else [torch.from_numpy(np.asarray(ref.sv, dtype=np.float32))[None].to(device)]
     prompt_tokens = torch.as_tensor(list(ref.semantic), dtype=torch.long, device=device)
     dim = gpt.config.bert_dim
 
@@ -72,7 +74,7 @@ def synthesize_held_out(gpt: GPT, sovits: SoVITS, held_out: HeldOut, *, max_toke
             waves.append(None)
             continue
         wave = sovits.decode(tokens.view(1, 1, -1), torch.as_tensor([list(clip.phone_ids)], device=device),
-                             [ref_spec], noise_scale=0.0)
+                             [ref_spec], noise_scale=0.0, sv=ref_sv)
         waves.append(wave[0, 0].float().cpu().numpy())
     return waves
 

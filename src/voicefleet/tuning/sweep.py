@@ -31,9 +31,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.cluster import ensure_ray
-from voicefleet.platform.training.api import check_sovits_trainable, resolve_storage
+from voicefleet.platform.training.api import check_sovits_trainable, find_training_pretrained, resolve_storage
 from voicefleet.platform.training.config import TrainConfig
 from voicefleet.platform.training.schedules import ScheduleConfig
 from voicefleet.tuning.finetune import STAGES, stage_configs
@@ -133,8 +132,8 @@ def run_sweep(config: SweepConfig, dataset: str | Path, pretrained: str | Path, 
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    paths = find_pretrained(pretrained, need_discriminator=True)
-    check_sovits_trainable(paths)  # every trial fine-tunes the SoVITS too
+    paths = find_training_pretrained(pretrained, dataset, need_discriminator=True)
+    check_sovits_trainable(paths, dataset)  # every trial fine-tunes the SoVITS too
     dataset = Path(dataset).resolve()
     if not (dataset / "data").exists():
         raise FileNotFoundError(f"{dataset} is not a prepared dataset (no data/ folder); run `voicefleet prepare` first")

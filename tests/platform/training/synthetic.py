@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from voicefleet.platform.data.schema import dataset_schema, to_f16_blob
+from voicefleet.platform.data.schema import SV_COLUMN, dataset_schema, to_f16_blob
 from voicefleet.platform.training.batches import Example
 
 
@@ -32,7 +32,9 @@ def learnable_examples(n: int, seed: int = 0, prefix: str = "clip") -> list[Exam
 
 
 def write_dataset(folder: Path, examples: Sequence[Example], splits: Sequence[str]) -> Path:
-    """A prepared-dataset folder (data/part-0.parquet in the prepare schema) holding `examples`."""
+    """A prepared-dataset folder (data/part-0.parquet in the prepare schema) holding `examples`
+    (with the `sv_emb` column of v2Pro datasets when the examples have embeddings)."""
+    with_sv = any(e.sv is not None for e in examples)
     rows = []
     for e, split in zip(examples, splits):
         hubert_shape, hubert = to_f16_blob(e.hubert)
@@ -43,9 +45,10 @@ def write_dataset(folder: Path, examples: Sequence[Example], splits: Sequence[st
             duration_s=len(e.wav32k) / 32000, spectral_entropy=0.5,
             audio_32k=(np.clip(e.wav32k, -1, 1) * 32767).astype(np.int16).tolist(), hubert_shape=hubert_shape,
             hubert=hubert, semantic=list(e.semantic), bert_shape=bert_shape, bert=bert, split=split,
-            source=e.clip_id, audio_sha256="0", row_key=e.clip_id))
+            source=e.clip_id, audio_sha256="0", row_key=e.clip_id,
+            **({SV_COLUMN: np.asarray(e.sv, dtype=np.float32).tolist()} if with_sv else {})))
     (folder / "data").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=dataset_schema("int16")), folder / "data" / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=dataset_schema("int16", with_sv)), folder / "data" / "part-0.parquet")
     return folder
 
 

@@ -9,6 +9,8 @@ GPT-SoVITS's own trainers (``s1_train.py``, ``s2_train.py``) read an experiment 
   trainer uses zeros where the file is missing, as for English).
 * ``4-cnhubert/<name>.pt``: HuBERT features, a ``(1, 768, frames)`` tensor (``2-get-hubert-wav32k.py``).
 * ``5-wav32k/<name>``: the normalised 32 kHz audio as 16-bit mono WAV.
+* ``7-sv_cn/<name>.pt``: v2Pro/v2ProPlus datasets only: the speaker-verification embedding, a
+  ``(1, 20480)`` float32 tensor (``2-get-sv.py``), which the v2Pro ``s2_train.py`` reads per clip.
 * ``6-name2semantic.tsv``: the header ``item_name\\tsemantic_audio`` (the WebUI adds it when it merges
   the per-GPU parts) and ``name\\ttokens`` per clip, tokens space-separated.
 
@@ -36,7 +38,7 @@ import torch
 from voicefleet.models.checkpoint.files import atomic_folder
 from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.platform.data.manifest import read_manifest
-from voicefleet.platform.data.schema import from_f16_blob
+from voicefleet.platform.data.schema import SV_COLUMN, from_f16_blob
 from voicefleet.platform.data.store import read_dataset
 from voicefleet.platform.data.uris import basename
 
@@ -82,7 +84,8 @@ def export_official(dataset_dir: str | Path, export_dir: str | Path) -> Path:
     names = official_names(table.column("clip_id").to_pylist())
     # replace: the destination is absent, empty or an earlier export (checked above)
     with atomic_folder(export_dir, replace=True) as staging:
-        for sub in ("3-bert", "4-cnhubert", "5-wav32k"):
+        with_sv = SV_COLUMN in table.column_names
+        for sub in ("3-bert", "4-cnhubert", "5-wav32k") + (("7-sv_cn",) if with_sv else ()):
             (staging / sub).mkdir()
         text_lines, semantic_lines = [], ["item_name\tsemantic_audio"]
         for batch in table.to_batches(max_chunksize=16):
@@ -96,6 +99,9 @@ def export_official(dataset_dir: str | Path, export_dir: str | Path) -> Path:
                 if row["bert"] is not None:
                     bert = torch.from_numpy(from_f16_blob(row["bert_shape"], row["bert"]).copy())
                     torch.save(bert, staging / "3-bert" / f"{name}.pt")
+                if with_sv:
+                    sv = torch.tensor(row[SV_COLUMN], dtype=torch.float32)[None]
+                    torch.save(sv, staging / "7-sv_cn" / f"{name}.pt")
                 audio = np.asarray(row["audio_32k"])
                 if audio.dtype.kind == "f":
                     audio = np.clip(np.round(audio * 32768.0), -32768, 32767)

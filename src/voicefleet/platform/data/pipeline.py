@@ -12,8 +12,9 @@ Steps (the driver does the bookkeeping, Ray Data the work):
 3. Reuse the rows of the previous dataset whose keys are unchanged (same processing key only), and
    run the others through the Ray Data pipeline (`stages`): CPU tasks decode and check the audio;
    actor pools run the text front end + BERT and HuBERT + the SoVITS quantizer, one model load per
-   actor. The driver consumes the stream, drives the progress callback and splits rows into kept
-   and rejected.
+   actor; with a v2Pro/v2ProPlus pretrained folder the HuBERT actors also compute each clip's
+   speaker-verification embedding (the `sv_emb` column). The driver consumes the stream, drives
+   the progress callback and splits rows into kept and rejected.
 4. Assign train/validation (`split`), sort by clip id, and write ``data/part-*.parquet``,
    ``rejects.parquet`` and ``manifest.json`` into a temporary folder beside the destination;
    move it into place only when complete (the previous version is removed after the swap).
@@ -94,7 +95,7 @@ class PrepareResult:
 def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: str | Path, *,
                     config: PrepareConfig | None = None, audio_dir: str | None = None,
                     export_official: str | Path | None = None, progress: ProgressFn | None = None,
-                    hash_threads: int = 8) -> PrepareResult:
+                    hash_threads: int = 8, version: str | None = None) -> PrepareResult:
     """Prepare a training dataset from a GPT-SoVITS list file (see the module docstring).
 
     Args:
@@ -106,6 +107,9 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
         export_official: also write the official experiment layout to this local folder.
         progress: called as ``progress(rows_done, rows_total)`` while rows go through the pipeline.
         hash_threads: threads that read and hash the audio files on the driver.
+        version: the model version to prepare for when the folder holds several (v2, v2Pro,
+            v2ProPlus; default: the folder's first complete one of v2, v2ProPlus, v2Pro). v2Pro and
+            v2ProPlus datasets also hold each clip's speaker-verification embedding.
     Raises:
         ListFileError: the list file cannot be read or parsed (names the line).
         PretrainedError: the pretrained folder is incomplete.
@@ -115,7 +119,7 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
     config = config or PrepareConfig()
     out_dir = Path(out_dir).absolute()
     listing = read_list_file(str(list_path), audio_dir=audio_dir)
-    paths = find_pretrained(pretrained_dir)
+    paths = find_pretrained(pretrained_dir, version=version)
     if config.g2pw_model is not None:
         from voicefleet.text.g2pw import check_folder
 
@@ -130,8 +134,10 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
                                   "contain each other")
 
     previous = mf.read_manifest(out_dir)
-    hashes = mf.hash_pretrained({"hubert": paths.hubert, "bert": paths.bert, "sovits_g": paths.sovits_g},
-                                previous.get("pretrained") if previous else None)
+    parts = {"hubert": paths.hubert, "bert": paths.bert, "sovits_g": paths.sovits_g}
+    if paths.sv is not None:  # v2Pro/v2ProPlus: the embeddings depend on the sv network too
+        parts["sv"] = paths.sv
+    hashes = mf.hash_pretrained(parts, previous.get("pretrained") if previous else None)
     processing = mf.processing_key(config.output_settings(), mf.pretrained_digests(hashes))
     shas = _hash_audio(listing.entries, hash_threads)
     keys = [mf.row_key(e.clip_id, e.speaker, e.lang_code, e.text, shas[e.audio]) for e in listing.entries]
@@ -153,7 +159,7 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
             rejects.append({**old, "line": row["line"], "source": row["source"]})  # the list may have moved
     reused_reject_keys = {r["row_key"] for r in todo if r["row_key"] in reusable["rejects"]}
     run_rows = [r for r in todo if r["row_key"] not in reuse_kept and r["row_key"] not in reused_reject_keys]
-    schema = dataset_schema(config.audio_dtype)
+    schema = dataset_schema(config.audio_dtype, speaker_embedding=paths.sv is not None)
     # rows an interrupted run of the same processing already finished are taken from its journal
     journal = store.Journal(out_dir, processing, schema)
     journal_kept, journal_rejects = journal.load()
@@ -186,7 +192,8 @@ def prepare_dataset(list_path: str | Path, pretrained_dir: str | Path, out_dir: 
     manifest = store.build_manifest(
         listing=listing, fingerprint=fingerprint, processing=processing, config=config, hashes=hashes, kept=kept,
         rejects=rejects_table, processed=len(run_rows),
-        reused=len(reuse_kept) + len(reused_reject_keys) + len(from_journal), audio_dir=audio_dir)
+        reused=len(reuse_kept) + len(reused_reject_keys) + len(from_journal), audio_dir=audio_dir,
+        model_version=paths.version)
     store.write_dataset(out_dir, kept, rejects_table, manifest)
     journal.remove()
     logger.info("dataset %s written to %s: %d kept, %d rejected", manifest["dataset_version"], out_dir,
@@ -285,6 +292,7 @@ def _run_pipeline(rows: list[dict], config: PrepareConfig, paths: PretrainedPath
 
     from voicefleet.platform.data.stages import AudioFeatureStage, TextStage, decode_and_check, finalize, input_table
 
+    speaker_embedding = paths.sv is not None
     ensure_ray()
     _check_resources(config)
     table = input_table(rows)
@@ -308,13 +316,17 @@ def _run_pipeline(rows: list[dict], config: PrepareConfig, paths: PretrainedPath
         ds = ds.map_batches(AudioFeatureStage, batch_format="pyarrow", batch_size=a.batch_size,
                             compute=ActorPoolStrategy(size=a.concurrency), num_cpus=a.num_cpus, num_gpus=a.num_gpus,
                             fn_constructor_kwargs={"hubert_dir": str(paths.hubert), "sovits_path": str(paths.sovits_g),
-                                                   "torch_threads": a.torch_threads, "num_gpus": a.num_gpus})
-        ds = ds.map_batches(finalize, fn_kwargs={"audio_dtype": config.audio_dtype}, **cpu)
+                                                   "torch_threads": a.torch_threads, "num_gpus": a.num_gpus,
+                                                   "sv_path": str(paths.sv) if speaker_embedding else None,
+                                                   "audio_dtype": config.audio_dtype})
+        ds = ds.map_batches(finalize, fn_kwargs={"audio_dtype": config.audio_dtype,
+                                                 "speaker_embedding": speaker_embedding}, **cpu)
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None, prefetch_batches=0):
             ok = pc.is_null(batch.column("reason"))
             failed = batch.filter(pc.invert(ok))
             rejects = [_reject_row(r, r["reason"], r["detail"], r["duration_s"])
-                       for r in failed.drop_columns(["audio_32k", "hubert", "bert"]).to_pylist()]
+                       for r in failed.drop_columns([c for c in ("audio_32k", "hubert", "bert", "sv_emb")
+                                                      if c in failed.column_names]).to_pylist()]
             done += batch.num_rows
             if progress:
                 progress(done, total)

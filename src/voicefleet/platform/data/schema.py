@@ -26,6 +26,8 @@ split               string                  "train" or "val"
 source              string                  the resolved audio location that was read
 audio_sha256        string                  sha256 of the audio file's bytes
 row_key             string                  hash of the list row and the audio bytes (incremental runs)
+sv_emb              list<float32>           v2Pro/v2ProPlus datasets only: the clip's speaker-verification
+                                            embedding (official ``7-sv_cn``), 20480 values
 ==================  ======================  =====================================================
 
 Rejects (``<out>/rejects.parquet``): one row per list row that is not in the dataset, with
@@ -45,10 +47,13 @@ from voicefleet.models.config import SAMPLE_RATE
 FORMAT_VERSION = 1
 
 _F16 = np.dtype("<f2")
+SV_COLUMN = "sv_emb"  # the speaker-verification embedding of v2Pro/v2ProPlus datasets
 
 
-def dataset_schema(audio_dtype: str = "int16") -> pa.Schema:
-    """The dataset schema; `audio_dtype` is "int16" or "float32"."""
+def dataset_schema(audio_dtype: str = "int16", speaker_embedding: bool = False) -> pa.Schema:
+    """The dataset schema; `audio_dtype` is "int16" or "float32". `speaker_embedding` adds the
+    `sv_emb` column of datasets prepared with a v2Pro/v2ProPlus pretrained folder (v2 datasets
+    do not have it)."""
     if audio_dtype not in ("int16", "float32"):
         raise ValueError(f"audio_dtype must be 'int16' or 'float32', got {audio_dtype!r}")
     fields = [
@@ -73,6 +78,8 @@ def dataset_schema(audio_dtype: str = "int16") -> pa.Schema:
         pa.field("audio_sha256", pa.string(), nullable=False),
         pa.field("row_key", pa.string(), nullable=False),
     ]
+    if speaker_embedding:
+        fields.append(pa.field(SV_COLUMN, pa.list_(pa.float32()), nullable=False))
     metadata = {"voicefleet.format_version": str(FORMAT_VERSION), "sample_rate": str(SAMPLE_RATE),
                 "hubert_frame_rate_hz": "50", "semantic_frame_rate_hz": "25", "audio_dtype": audio_dtype}
     return pa.schema(fields, metadata=metadata)
@@ -111,7 +118,8 @@ class ClipArrays:
     """One dataset row's arrays, decoded.
 
     audio: `(samples,)` float32 in [-1, 1] at 32 kHz; hubert: `(768, frames)` float16 at 50 Hz;
-    semantic: `(tokens,)` int64 at 25 Hz; bert: `(1024, phones)` float16, or None for en.
+    semantic: `(tokens,)` int64 at 25 Hz; bert: `(1024, phones)` float16, or None for en;
+    sv: `(sv_dim,)` float32 speaker-verification embedding, None in v2 datasets.
     """
 
     audio: np.ndarray
@@ -119,6 +127,7 @@ class ClipArrays:
     semantic: np.ndarray
     phone_ids: np.ndarray
     bert: np.ndarray | None
+    sv: np.ndarray | None = None
 
 
 def clip_arrays(row: dict) -> ClipArrays:
@@ -126,8 +135,10 @@ def clip_arrays(row: dict) -> ClipArrays:
     audio = np.asarray(row["audio_32k"])
     audio = audio.astype(np.float32) / 32768.0 if audio.dtype.kind == "i" else audio.astype(np.float32)
     bert = from_f16_blob(row["bert_shape"], row["bert"]) if row.get("bert") is not None else None
+    sv = np.asarray(row[SV_COLUMN], dtype=np.float32) if row.get(SV_COLUMN) is not None else None
     return ClipArrays(audio, from_f16_blob(row["hubert_shape"], row["hubert"]),
-                      np.asarray(row["semantic"], dtype=np.int64), np.asarray(row["phone_ids"], dtype=np.int64), bert)
+                      np.asarray(row["semantic"], dtype=np.int64), np.asarray(row["phone_ids"], dtype=np.int64), bert,
+                      sv)
 
 
 # --- variable-length numeric columns ----------------------------------------------------------

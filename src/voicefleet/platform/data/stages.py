@@ -11,7 +11,10 @@ untouched by later stages, so the driver receives every row exactly once.
   text front end is a model too (jieba's dictionary, the English lexicon and neural G2P): it
   loads in seconds, once per actor instead of once per task worker process.
 * `AudioFeatureStage` (actor): HuBERT features and SoVITS semantic tokens (official
-  ``2-get-hubert-wav32k.py`` and ``3-get-semantic.py``).
+  ``2-get-hubert-wav32k.py`` and ``3-get-semantic.py``); with a v2Pro/v2ProPlus pretrained folder
+  also each clip's speaker-verification embedding (`SpeakerEmbedder`, official ``2-get-sv.py``).
+  The embedding shares the actor (and its GPU) rather than having a pool of its own: it is one
+  more small network over the same audio, and a third pool would not fit a 2-core machine.
 * `finalize` (CPU task): storage dtype of the audio; drops the intermediate column.
 
 Rows go through each model one at a time: padding a batch would change HuBERT's group norm, and
@@ -36,7 +39,7 @@ from voicefleet.models.config import SAMPLE_RATE
 
 from voicefleet.platform.data import quality, uris
 from voicefleet.platform.data.quality import RejectReason
-from voicefleet.platform.data.schema import list_column, list_values, to_f16_blob
+from voicefleet.platform.data.schema import SV_COLUMN, list_column, list_values, to_f16_blob
 from voicefleet.platform.data.transcripts import BertPiece, transcribe
 
 logger = logging.getLogger(__name__)
@@ -53,9 +56,10 @@ WORK_SCHEMA = pa.schema([
     ("word2ph", pa.list_(pa.int32())),
     ("hubert_shape", pa.list_(pa.int32())), ("hubert", pa.binary()), ("semantic", pa.list_(pa.int32())),
     ("bert_shape", pa.list_(pa.int32())), ("bert", pa.binary()),
+    (SV_COLUMN, pa.list_(pa.float32())),  # v2Pro only: filled by `AudioFeatureStage`
 ])
 INPUT_COLUMNS = ("clip_id", "line", "source", "speaker", "lang_code", "lang", "text", "row_key", "audio_sha256")
-_NUMERIC_LISTS = ("audio_32k", "hubert_input")  # carried as numpy arrays, not Python lists
+_NUMERIC_LISTS = ("audio_32k", "hubert_input", SV_COLUMN)  # carried as numpy arrays, not Python lists
 
 
 # --- batches as columns ---------------------------------------------------------------------------
@@ -175,7 +179,8 @@ class AudioFeatureStage:
     Only the SoVITS parts that make tokens (``ssl_proj`` and the quantizer) are kept after loading.
     """
 
-    def __init__(self, hubert_dir: str, sovits_path: str, torch_threads: int = 1, num_gpus: float = 0.0):
+    def __init__(self, hubert_dir: str, sovits_path: str, torch_threads: int = 1, num_gpus: float = 0.0,
+                 sv_path: str | None = None, audio_dtype: str = "int16"):
         import torch
 
         from voicefleet.models.checkpoint.sovits_io import load_sovits
@@ -188,6 +193,7 @@ class AudioFeatureStage:
         self.tokenizer = torch.nn.ModuleDict({"ssl_proj": sovits.ssl_proj, "quantizer": sovits.quantizer})
         self.tokenizer.to(self.device).eval()
         del sovits
+        self.speaker = SpeakerEmbedder(sv_path, audio_dtype, self.device) if sv_path is not None else None
 
     def semantic_tokens(self, features):
         """HuBERT features `(1, 768, frames)` -> tokens `(frames // 2,)` (official ``extract_latent``)."""
@@ -211,6 +217,13 @@ class AudioFeatureStage:
                 tokens = self.semantic_tokens(features)
             columns["hubert_shape"][i], columns["hubert"][i] = to_f16_blob(features[0].float().cpu().numpy())
             columns["semantic"][i] = tokens.cpu().numpy().astype(np.int32).tolist()
+            if self.speaker is not None:
+                emb = self.speaker.embedding(columns["audio_32k"][i])
+                if not np.isfinite(emb).all():
+                    _reject(columns, i, RejectReason.FEATURE_ERROR,
+                            "the speaker-verification embedding contains NaN or inf")
+                    continue
+                columns[SV_COLUMN][i] = emb
         return write_batch(columns)
 
 
@@ -265,18 +278,49 @@ class TextStage:
         return write_batch(columns)
 
 
+class SpeakerEmbedder:
+    """The speaker-verification embedding `(sv_dim,)` of a clip (v2Pro/v2ProPlus datasets).
+
+    The official chain (``2-get-sv.py``): 32 kHz -> 16 kHz -> Kaldi fbank -> ERes2NetV2 feature-map
+    embedding, computed from the clip as stored: with int16 storage the audio is rounded to int16
+    first, as reading the official ``5-wav32k`` file does.
+    """
+
+    def __init__(self, sv_path: str, audio_dtype: str, device):
+        from voicefleet.models.checkpoint.speaker_io import load_speaker_verifier
+
+        self.device = device
+        self.verifier = load_speaker_verifier(sv_path).to(device).eval()
+        self.audio_dtype = audio_dtype
+
+    def embedding(self, audio: np.ndarray) -> np.ndarray:
+        """Normalised 32 kHz audio `(samples,)` -> `(sv_dim,)` float32."""
+        import torch
+
+        from voicefleet.models.speaker_frontend import speaker_features
+
+        if self.audio_dtype == "int16":
+            audio = quality.to_pcm16(audio).astype(np.float32) / 32768.0
+        wave = torch.from_numpy(np.asarray(audio, dtype=np.float32))[None].to(self.device)
+        with torch.no_grad():
+            emb = self.verifier.feature_map_embedding(speaker_features(wave, SAMPLE_RATE))
+        return emb[0].float().cpu().numpy()
+
+
 # --- last stage ---------------------------------------------------------------------------------------
 
-def result_schema(audio_dtype: str) -> pa.Schema:
-    """`WORK_SCHEMA` without the intermediate columns, with the configured audio type."""
-    fields = [f for f in WORK_SCHEMA if f.name != "hubert_input"]
+def result_schema(audio_dtype: str, speaker_embedding: bool = False) -> pa.Schema:
+    """`WORK_SCHEMA` without the intermediate columns, with the configured audio type; the
+    `sv_emb` column only when `speaker_embedding` (v2Pro datasets)."""
+    dropped = {"hubert_input"} | (set() if speaker_embedding else {SV_COLUMN})
+    fields = [f for f in WORK_SCHEMA if f.name not in dropped]
     audio_type = pa.list_(pa.int16() if audio_dtype == "int16" else pa.float32())
     return pa.schema([pa.field("audio_32k", audio_type) if f.name == "audio_32k" else f for f in fields])
 
 
-def finalize(batch: pa.Table, *, audio_dtype: str) -> pa.Table:
+def finalize(batch: pa.Table, *, audio_dtype: str, speaker_embedding: bool = False) -> pa.Table:
     """Last stage (CPU): audio in its storage dtype; intermediate columns dropped."""
     columns = read_batch(batch)
     if audio_dtype == "int16":
         columns["audio_32k"] = [None if a is None else quality.to_pcm16(a) for a in columns["audio_32k"]]
-    return write_batch(columns, result_schema(audio_dtype))
+    return write_batch(columns, result_schema(audio_dtype, speaker_embedding))

@@ -38,7 +38,7 @@ from voicefleet.platform.data import uris
 from voicefleet.platform.data.config import PrepareConfig
 from voicefleet.platform.data.listfile import ListEntry, ListFile
 from voicefleet.platform.data.quality import RejectReason
-from voicefleet.platform.data.schema import REJECTS_SCHEMA, dataset_schema
+from voicefleet.platform.data.schema import REJECTS_SCHEMA, SV_COLUMN, dataset_schema
 from voicefleet.platform.data.split import VAL, assign_splits
 
 logger = logging.getLogger(__name__)
@@ -58,11 +58,16 @@ def read_dataset(out_dir: str | Path, columns: list[str] | None = None) -> pa.Ta
     manifest = mf.read_manifest(out_dir)
     if manifest is None:
         raise FileNotFoundError(f"{out_dir} is not a prepared dataset (no {mf.MANIFEST})")
-    schema = dataset_schema(manifest["config"]["audio_dtype"])
+    schema = dataset_schema(manifest["config"]["audio_dtype"], speaker_embedding=has_speaker_embedding(manifest))
     tables = [pq.read_table(out_dir / p, columns=columns) for p in manifest["files"]["data"]]
     if not tables:
         return schema.empty_table() if columns is None else schema.empty_table().select(columns)
     return pa.concat_tables(tables)
+
+
+def has_speaker_embedding(manifest: dict) -> bool:
+    """Whether a dataset (its manifest) holds the `sv_emb` column (prepared with a v2Pro* folder)."""
+    return bool(manifest.get("schema", {}).get("sv_embedding", False))
 
 
 def read_rejects(out_dir: str | Path) -> pa.Table:
@@ -153,7 +158,8 @@ def write_dataset(out_dir: Path, kept: pa.Table, rejects: pa.Table, manifest: di
 
 
 def build_manifest(*, listing: ListFile, fingerprint: str, processing: str, config: PrepareConfig, hashes: dict,
-                   kept: pa.Table, rejects: pa.Table, processed: int, reused: int, audio_dir: str | None) -> dict:
+                   kept: pa.Table, rejects: pa.Table, processed: int, reused: int, audio_dir: str | None,
+                   model_version: str = "v2") -> dict:
     speakers: dict[str, dict] = defaultdict(lambda: {"clips": 0, "train": 0, "val": 0, "seconds": 0.0})
     for speaker, split, seconds in zip(kept.column("speaker").to_pylist(), kept.column("split").to_pylist(),
                                        kept.column("duration_s").to_pylist()):
@@ -188,7 +194,8 @@ def build_manifest(*, listing: ListFile, fingerprint: str, processing: str, conf
         "libraries": mf.library_versions(),
         "files": {"data": part_names(kept.num_rows), "rejects": REJECTS_FILE},
         "schema": {"audio_dtype": config.audio_dtype, "sample_rate": SAMPLE_RATE, "hubert_frame_rate_hz": 50,
-                   "semantic_frame_rate_hz": 25},
+                   "semantic_frame_rate_hz": 25, "sv_embedding": SV_COLUMN in kept.column_names},
+        "model_version": model_version,  # of the pretrained folder the features were made with
     }
 
 

@@ -146,17 +146,50 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}{': ' + text if text else ''}{where}"
 
 
-def check_sovits_trainable(paths) -> None:
-    """Refuse, in one line, to fine-tune a SoVITS from a v2Pro/v2ProPlus pretrained folder.
+def find_training_pretrained(pretrained: str | Path, dataset: str | Path, *, need_discriminator: bool):
+    """The pretrained folder's files of the version the dataset was prepared for (its manifest's
+    `model_version`), so a folder holding several versions trains the one its data belongs to;
+    the folder's default version when the dataset names none or the folder lacks it (then
+    `check_sovits_trainable` explains the mismatch)."""
+    from voicefleet.models.pretrained import PretrainedError
+    from voicefleet.platform.data.manifest import read_manifest
 
-    Their training forward needs each clip's speaker-verification embedding, which `prepare`
-    does not compute yet; they synthesise, serve and export, and their GPT fine-tunes as v2's.
+    manifest = read_manifest(Path(dataset)) if Path(dataset).is_dir() else None
+    version = (manifest or {}).get("model_version")
+    if version is not None:
+        try:
+            return find_pretrained(pretrained, need_discriminator=need_discriminator, version=version)
+        except PretrainedError:
+            pass
+    return find_pretrained(pretrained, need_discriminator=need_discriminator)
+
+
+def check_sovits_trainable(paths, dataset: str | Path | None = None) -> None:
+    """Refuse, in one line, a SoVITS fine-tune whose dataset does not match the pretrained version.
+
+    A v2Pro/v2ProPlus generator's training forward takes each clip's speaker-verification
+    embedding, which `prepare` computes only with a v2Pro/v2ProPlus pretrained folder; a dataset
+    prepared with one holds it and was tokenised by that folder's SoVITS, so a v2 folder is refused
+    for it too. Without `dataset` (or for a folder that is not a dataset yet) nothing is checked.
     """
-    if paths.version != "v2":
-        raise TrainingError(f"fine-tuning a {paths.version} SoVITS is not available yet (only v2 SoVITS models "
-                            f"fine-tune): {paths.sovits_g} is {paths.version}; train from a v2 pretrained folder "
-                            f"(gsv-v2final-pretrained/), or synthesise and serve the {paths.version} weights as "
-                            "they are")
+    from voicefleet.platform.data.manifest import read_manifest
+    from voicefleet.platform.data.store import has_speaker_embedding
+
+    manifest = read_manifest(Path(dataset)) if dataset is not None and Path(dataset).is_dir() else None
+    if manifest is None:
+        return
+    # datasets written before the manifest named the version: told apart by the embedding column
+    fallback = "v2Pro/v2ProPlus" if has_speaker_embedding(manifest) else "v2"
+    prepared_with = manifest.get("model_version") or fallback
+    pro = paths.version != "v2"
+    if pro and not has_speaker_embedding(manifest):
+        raise TrainingError(f"the dataset {dataset} was prepared with a {prepared_with} pretrained folder and has no "
+                            f"speaker-verification embeddings, which a {paths.version} SoVITS trains on; prepare it "
+                            f"again with the {paths.version} pretrained folder ({paths.root})")
+    if not pro and has_speaker_embedding(manifest):
+        raise TrainingError(f"the dataset {dataset} was prepared with a {prepared_with} pretrained folder but "
+                            f"{paths.sovits_g} is v2; train from the {prepared_with} folder, or prepare the "
+                            "dataset again with the v2 pretrained folder")
 
 
 def _check_stage_builds(config: TrainConfig, pretrained: dict[str, str]) -> None:
@@ -184,9 +217,9 @@ def train_stage(config: TrainConfig, dataset: str | Path, pretrained: str | Path
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
-    paths = find_pretrained(pretrained, need_discriminator=config.stage == "sovits")
+    paths = find_training_pretrained(pretrained, dataset, need_discriminator=config.stage == "sovits")
     if config.stage == "sovits":
-        check_sovits_trainable(paths)
+        check_sovits_trainable(paths, dataset)
     dataset = Path(dataset).resolve()
     if not dataset.exists():
         raise FileNotFoundError(f"prepared dataset {dataset} does not exist (run `voicefleet prepare` first)")

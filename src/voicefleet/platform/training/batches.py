@@ -1,7 +1,7 @@
 """Training examples and the padded batches both stages train on (official collate semantics).
 
 An `Example` is one prepared clip: 32 kHz audio, HuBERT features at 50 Hz, phoneme ids, semantic
-tokens at 25 Hz and (Chinese) BERT features. The data pipeline writes them to Parquet; these
+tokens at 25 Hz, (Chinese) BERT features and (v2Pro/v2ProPlus) the speaker-verification embedding. The data pipeline writes them to Parquet; these
 functions only need the fields.
 """
 
@@ -29,18 +29,21 @@ class Example:
     phone_ids: Sequence[int]
     semantic: Sequence[int]  # 25 Hz tokens
     bert: np.ndarray | None = None  # (1024, n_phones) for Chinese; None means zeros
+    sv: np.ndarray | None = None  # (sv_dim,) speaker-verification embedding of v2Pro datasets
 
 
 class _Batch:
     """Moves every tensor field to a device."""
 
     def to(self, device: torch.device | str):
-        return type(self)(*(getattr(self, f).to(device, non_blocking=True) for f in self.__dataclass_fields__))
+        return type(self)(*(None if getattr(self, f) is None else getattr(self, f).to(device, non_blocking=True)
+                            for f in self.__dataclass_fields__))
 
 
 @dataclass
 class SoVITSBatch(_Batch):
-    """ssl (b, 768, t), spec (b, 1025, t), spec_lengths (b,), wave (b, 1, samples), text (b, n), text_lengths (b,)."""
+    """ssl (b, 768, t), spec (b, 1025, t), spec_lengths (b,), wave (b, 1, samples), text (b, n), text_lengths (b,);
+    sv (b, sv_dim) the clips' speaker-verification embeddings (v2Pro/v2ProPlus datasets), else None."""
 
     ssl: torch.Tensor
     spec: torch.Tensor
@@ -48,6 +51,7 @@ class SoVITSBatch(_Batch):
     wave: torch.Tensor
     text: torch.Tensor
     text_lengths: torch.Tensor
+    sv: torch.Tensor | None = None
 
 
 @dataclass
@@ -79,7 +83,13 @@ def sovits_item(ex: Example) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, 
 
 def collate_sovits(examples: Sequence[Example], min_frames: int = 32) -> SoVITSBatch:
     """Zero-padded batch; frame widths rounded up to 2 * (max // 2 + 1) as the official collate does,
-    and to at least `min_frames` (the decoder's training slice) so short clips can be sliced."""
+    and to at least `min_frames` (the decoder's training slice) so short clips can be sliced.
+    The embeddings are stacked when the clips have them (all or none: a mix is an error)."""
+    with_sv = sum(e.sv is not None for e in examples)
+    if with_sv not in (0, len(examples)):
+        raise ValueError(f"{with_sv} of {len(examples)} clips have a speaker-verification embedding; a dataset "
+                         "holds it for every clip (v2Pro) or for none (v2)")
+    sv = torch.stack([torch.from_numpy(np.asarray(e.sv, dtype=np.float32)) for e in examples]) if with_sv else None
     items = [sovits_item(e) for e in examples]
     b = len(items)
     width = max(2 * (max(i[1].shape[-1] for i in items) // 2 + 1), min_frames)
@@ -96,7 +106,7 @@ def collate_sovits(examples: Sequence[Example], min_frames: int = 32) -> SoVITSB
         wave[k, 0, : w.shape[-1]] = w
         text[k, : tx.shape[0]] = tx
         spec_lengths[k], text_lengths[k] = sp.shape[-1], tx.shape[0]
-    return SoVITSBatch(ssl, spec, spec_lengths, wave, text, text_lengths)
+    return SoVITSBatch(ssl, spec, spec_lengths, wave, text, text_lengths, sv)
 
 
 def collate_gpt(examples: Sequence[Example], bert_dim: int = BERT_DIM) -> GPTBatch:

@@ -200,7 +200,7 @@ class SoVITSStage(_Stage):
         """The generator's training forward and the sliced targets its losses compare against."""
         g = unwrap(self.net_g)
         with self.autocast():
-            out = self.net_g(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths)
+            out = self.net_g(batch.ssl, batch.spec, batch.spec_lengths, batch.text, batch.text_lengths, batch.sv)
         # mels and losses in fp32
         y_mel = slice_segments(spec_to_mel(batch.spec.float()), out.slice_starts, g.config.segment_frames)
         y_hat = out.wave.float()
@@ -244,7 +244,8 @@ class SoVITSStage(_Stage):
                 spec = batch.spec[k:k + 1, :, :n]
                 codes = g.extract_latent(batch.ssl[k:k + 1, :, :n - n % 2])
                 text = batch.text[k:k + 1, : int(batch.text_lengths[k])]
-                wave = g.decode(codes, text, spec, noise_scale=0.0)
+                sv = batch.sv[k:k + 1] if batch.sv is not None else None  # v2Pro: the clip's own embedding
+                wave = g.decode(codes, text, spec, noise_scale=0.0, sv=sv)
                 mel_hat = mel_spectrogram(wave[:, 0].float())
                 mel = spec_to_mel(spec.float())
                 m = min(mel.shape[-1], mel_hat.shape[-1])

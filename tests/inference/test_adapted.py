@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.inference.adapter_files import save_random_adapter
 from voicefleet.inference.adapted import Backbone, load_adapter_voice, voice_nbytes
 from voicefleet.inference.generation import TokenGenerator
 from voicefleet.inference.pipeline import SynthesisParams, Synthesizer, Voice
@@ -33,13 +34,6 @@ def backbone(tiny_pretrained):
     return Backbone.load(tiny_pretrained)
 
 
-def _save(model, stage, fingerprint, path, seed):
-    adapter = lora.Adapter.create(model, lora.AdapterSpec(stage, rank=4), fingerprint)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, layer in adapter.items():
-            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=g) * 0.2)
-    return lora.save_adapter(adapter, path)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +42,8 @@ def adapter_files(tiny_pretrained, tmp_path_factory):
     gpt = load_gpt(tiny_pretrained.gpt)[0]
     sovits = load_sovits(tiny_pretrained.sovits_g).model
     fp = {"gpt": lora.base_fingerprint_of(gpt, "gpt"), "sovits": lora.base_fingerprint_of(sovits, "sovits")}
-    return [{"gpt": _save(gpt, "gpt", fp["gpt"], folder / f"v{i}.gpt.lora.safetensors", 2 * i),
-             "sovits": _save(sovits, "sovits", fp["sovits"], folder / f"v{i}.sovits.lora.safetensors", 2 * i + 1)}
+    return [{"gpt": save_random_adapter(gpt, "gpt", fp["gpt"], folder / f"v{i}.gpt.lora.safetensors", 2 * i),
+             "sovits": save_random_adapter(sovits, "sovits", fp["sovits"], folder / f"v{i}.sovits.lora.safetensors", 2 * i + 1)}
             for i in range(N_VOICES)]
 
 
@@ -106,6 +100,6 @@ def test_fifty_voices_interleaved_concurrently_each_get_their_own_audio(synth, b
 def test_an_adapter_for_another_base_is_refused(synth, backbone, reference_wav, tmp_path):
     torch.manual_seed(123)
     other = gpt_tiny()
-    path = _save(other, "gpt", lora.base_fingerprint_of(other, "gpt"), tmp_path / "x.gpt.lora.safetensors", 0)
+    path = save_random_adapter(other, "gpt", lora.base_fingerprint_of(other, "gpt"), tmp_path / "x.gpt.lora.safetensors", 0)
     with pytest.raises(lora.AdapterError, match="voice x's gpt adapter was trained on a different gpt base"):
         load_adapter_voice(synth, backbone, "x", gpt=path, sovits=path, reference=reference_wav)

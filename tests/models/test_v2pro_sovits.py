@@ -37,14 +37,6 @@ def _t(a) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def v2pro_dir(compat_dir):
-    path = compat_dir / "v2pro"
-    if not path.is_dir():
-        pytest.skip(f"v2Pro compat fixtures not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
 def configs(v2pro_dir):
     return json.loads((v2pro_dir / "configs.json").read_text())
 

@@ -29,14 +29,6 @@ FBANK = dict(atol=2e-3, rtol=1e-4)
 
 
 @pytest.fixture(scope="module")
-def v2pro_dir(compat_dir):
-    path = compat_dir / "v2pro"
-    if not path.is_dir():
-        pytest.skip(f"v2Pro compat fixtures not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
 def sv(v2pro_dir):
     return load_npz(v2pro_dir, "sv.npz")
 

@@ -10,6 +10,7 @@ import torch
 
 httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install httpx==0.28.1)")
 
+from tests.inference.adapter_files import save_random_adapter
 from voicefleet.inference.adapted import Backbone, load_adapter_voice
 from voicefleet.inference.audio_io import encode_audio
 from voicefleet.inference.pipeline import SynthesisParams, Synthesizer
@@ -26,13 +27,6 @@ TEXT = "今天天气很好。"
 SMALL = {"max_tokens": 12}
 
 
-def _adapter(model, stage, fingerprint, path, seed):
-    adapter = lora.Adapter.create(model, lora.AdapterSpec(stage, rank=4), fingerprint)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, layer in adapter.items():
-            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=g) * 0.2)
-    return lora.save_adapter(adapter, path)
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +39,12 @@ def adapter_voices(serve_settings, tiny_pretrained, storage, tmp_path_factory):
     reference = registry.local_files("alpha")["reference"]
     ids = [f"lora-{i:02d}" for i in range(N_VOICES)]
     for i, voice_id in enumerate(ids):
-        registry.register(voice_id, gpt=_adapter(gpt, "gpt", fp["gpt"], folder / f"{i}.gpt.lora.safetensors", 2 * i),
-                          sovits=_adapter(sovits, "sovits", fp["sovits"], folder / f"{i}.s.lora.safetensors", 2 * i + 1),
+        registry.register(voice_id, gpt=save_random_adapter(gpt, "gpt", fp["gpt"], folder / f"{i}.gpt.lora.safetensors", 2 * i),
+                          sovits=save_random_adapter(sovits, "sovits", fp["sovits"], folder / f"{i}.s.lora.safetensors", 2 * i + 1),
                           reference=reference, prompt_text="你好。", prompt_lang="zh")
     torch.manual_seed(77)
     other = gpt_tiny()
-    registry.register("foreign", gpt=_adapter(other, "gpt", lora.base_fingerprint_of(other, "gpt"),
+    registry.register("foreign", gpt=save_random_adapter(other, "gpt", lora.base_fingerprint_of(other, "gpt"),
                                               folder / "foreign.gpt.lora.safetensors", 0),
                       sovits=tiny_pretrained.sovits_g, reference=reference, prompt_text="你好。", prompt_lang="zh")
     yield ids

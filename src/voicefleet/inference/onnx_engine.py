@@ -26,8 +26,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from voicefleet.inference.onnx_sampling import sample_next
-from voicefleet.inference.params import (MIN_STEPS_BEFORE_EOS, REFERENCE_MAX_S, REFERENCE_MIN_S, SEED_MAX,
-                                         SamplingParams, SynthesisError, SynthesisParams, fragment_seed)
+from voicefleet.inference.params import (MIN_STEPS_BEFORE_EOS, SEED_MAX,
+                                         SamplingParams, SynthesisError, SynthesisParams, check_reference_wave,
+                                         fragment_seed)
 from voicefleet.models.audio_files import load_audio
 from voicefleet.models.config import SAMPLE_RATE, SSL_SAMPLE_RATE
 from voicefleet.text.splitting import SENTENCE_MARKS, length_buckets, split_text
@@ -289,12 +290,7 @@ class OnnxSynthesizer:
             prompt_text = stored.get("prompt_text", "") if prompt_text is None else prompt_text
             prompt_lang = prompt_lang or stored.get("prompt_lang")
         wave16 = load_audio(ref_audio, SSL_SAMPLE_RATE)
-        duration = len(wave16) / SSL_SAMPLE_RATE
-        if not REFERENCE_MIN_S <= duration <= REFERENCE_MAX_S:
-            raise SynthesisError(f"reference audio is {duration:.1f} s long; it must be between "
-                                 f"{REFERENCE_MIN_S:.0f} and {REFERENCE_MAX_S:.0f} s")
-        if float(np.abs(wave16).max(initial=0.0)) < 1e-4:
-            raise SynthesisError("reference audio is silent")
+        duration = check_reference_wave(wave16, SSL_SAMPLE_RATE)
         padded = np.pad(wave16, (0, self.manifest["hubert"]["reference_pad_samples"]))[None]
         (ssl,) = self._run("hubert", wave=padded.astype(np.float32))
         (codes,) = self._run("sovits_latent", ssl=ssl)

@@ -63,6 +63,18 @@ class SynthesisError(ValueError):
     engines raise it (importable from `voicefleet.inference.pipeline` too)."""
 
 
+def check_reference_wave(wave, sample_rate: int) -> float:
+    """The duration in seconds of a reference clip (a numpy array at `sample_rate`); refused outside
+    the official length limits or when silent. Both engines call it."""
+    duration = len(wave) / sample_rate
+    if not REFERENCE_MIN_S <= duration <= REFERENCE_MAX_S:
+        raise SynthesisError(f"reference audio is {duration:.1f} s long; it must be between "
+                             f"{REFERENCE_MIN_S:.0f} and {REFERENCE_MAX_S:.0f} s")
+    if float(abs(wave).max(initial=0.0)) < 1e-4:
+        raise SynthesisError("reference audio is silent")
+    return duration
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How the next token is drawn; defaults are the official TTS API defaults.

@@ -35,7 +35,8 @@ import torch
 
 # SynthesisParams and the limits are defined in `params` and stay importable from here.
 from voicefleet.inference.params import (  # noqa: F401
-    FIRST_CHUNK_HOLDBACK_TOKENS, PRECISIONS, REFERENCE_MAX_S, REFERENCE_MIN_S, SEED_MAX, SynthesisError, SynthesisParams, fragment_seed)
+    FIRST_CHUNK_HOLDBACK_TOKENS, PRECISIONS, REFERENCE_MAX_S, REFERENCE_MIN_S, SEED_MAX, SynthesisError, SynthesisParams,
+    check_reference_wave, fragment_seed)
 from voicefleet.inference.generation import SamplingParams, TokenGenerator, relayout_for_cpu_decoding_
 from voicefleet.models.adapters import Adapter, adapted_iter, use_adapter
 from voicefleet.models.audio import linear_spectrogram, load_audio
@@ -278,12 +279,7 @@ class Synthesizer:
     def reference(self, source: str | Path | bytes, sovits: SoVITS) -> Reference:
         """Load and check a reference clip, and compute its prompt tokens and spectrogram."""
         wave16 = load_audio(source, SSL_SAMPLE_RATE)
-        duration = len(wave16) / SSL_SAMPLE_RATE
-        if not REFERENCE_MIN_S <= duration <= REFERENCE_MAX_S:
-            raise SynthesisError(f"reference audio is {duration:.1f} s long; it must be between "
-                                 f"{REFERENCE_MIN_S:.0f} and {REFERENCE_MAX_S:.0f} s")
-        if float(np.abs(wave16).max(initial=0.0)) < 1e-4:
-            raise SynthesisError("reference audio is silent")
+        duration = check_reference_wave(wave16, SSL_SAMPLE_RATE)
         ssl = self.hubert(pad_reference_16k(torch.from_numpy(wave16).unsqueeze(0)))
         tokens = sovits.extract_latent(ssl)[0, 0]
         wave32 = torch.from_numpy(load_audio(source, SAMPLE_RATE)).unsqueeze(0)

@@ -1,6 +1,6 @@
 """Faults on record: each failure voicefleet promises to survive, injected on the embedded local Ray.
 
-    .venv/bin/python benchmarks/faults.py                      # every scenario once, serve kills twice
+    .venv/bin/python benchmarks/faults.py                      # every scenario twice
     .venv/bin/python benchmarks/faults.py --runs 3 --only serve --only upload
 
 Everything runs on this machine: a local Ray (2 CPUs), tiny random-initialised models, a generated
@@ -489,7 +489,7 @@ def upload_scenario(work: Path, pretrained: Path, runs: int) -> Row:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=1, help="runs of each driver/worker scenario")
+    p.add_argument("--runs", type=int, default=2, help="runs of each prepare, training and sweep scenario")
     p.add_argument("--serve-runs", type=int, default=2, help="runs of each serve and upload scenario")
     p.add_argument("--only", action="append", choices=SCENARIOS, help="run only these scenarios (repeatable)")
     p.add_argument("--timeout", type=float, default=300, help="seconds each injected fault may wait for its moment")
@@ -539,11 +539,12 @@ def main() -> None:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
     wall = time.monotonic() - started
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     report("Faults on record (tiny models, embedded local Ray, 2 CPUs)", HEADERS, [r.cells() for r in rows],
            notes=f"`benchmarks/faults.py --runs {args.runs} --serve-runs {args.serve_runs}`, whole run {wall / 60:.1f} "
                  "min. Work lost: steps between the newest checkpoint on disk at the kill and the step the run "
                  "resumed at; clips computed again. Replacement: from a replica's disappearance to a new one "
-                 "running. The machine was shared with other jobs while this ran.")
+                 f"running. Load average at the end (1 / 5 / 15 min): {load} on {os.cpu_count()} cores.")
 
 
 if __name__ == "__main__":

@@ -316,8 +316,9 @@ class VoiceSynthesizer:
         start = time.perf_counter()
 
         def settle(j: int, result) -> None:  # each request as soon as its audio is done
-            if j in seconds:  # its compute time includes the decode it shared
-                self.metrics.synthesized(voice_id, kind, seconds[j], time.perf_counter() - start)
+            made = seconds.pop(j, None)  # once, even when a failure settles the rest
+            if made is not None:  # its compute time includes the decode it shared
+                self.metrics.synthesized(voice_id, kind, made, time.perf_counter() - start)
             loop, future = futures[j]
             loop.call_soon_threadsafe(_settle, future, result)
 

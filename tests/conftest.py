@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -115,12 +116,22 @@ def reference_wav(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for the whole test session: 2 CPUs, no dashboard, a capped object store."""
+def ray_metrics_port() -> int:
+    """A free local port for the session's Ray to export Prometheus metrics on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_metrics_port):
+    """One local Ray for the whole test session: 2 CPUs, no dashboard, a capped object store, its
+    metrics on a fixed port (as `voicefleet serve --metrics-port`)."""
     import ray
 
     from voicefleet.platform.cluster import ensure_ray
 
-    ensure_ray(num_cpus=2, object_store_bytes=300 * 1024 * 1024, configure_logging=False)
+    ensure_ray(num_cpus=2, object_store_bytes=300 * 1024 * 1024, configure_logging=False,
+               metrics_export_port=ray_metrics_port)
     yield ray
     ray.shutdown()

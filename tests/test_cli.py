@@ -194,3 +194,11 @@ def test_phonemes_errors_are_one_line(tmp_path):
     _one_line_error(run("phonemes", "안녕하세요.", "--lang", "all_yue"), "no phonemes in")
     _one_line_error(run("phonemes", "--batch", tmp_path / "missing.jsonl"), "missing.jsonl")
     _one_line_error(run("phonemes", "你好", "--g2pw-model", tmp_path), "--pretrained")
+
+
+def test_serve_metrics_port_is_for_the_local_ray_only(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    _one_line_error(run("serve", "--metrics-port", "8080", "--address", "auto"), "--metrics-port",
+                    "--metrics-export-port")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    _one_line_error(run("serve", "--metrics-port", "8080"), "--metrics-port")

@@ -25,7 +25,7 @@ from voicefleet.platform.training.config import STAGE_EPOCHS, TrainConfig
 from voicefleet.platform.training.schedules import ScheduleConfig
 from voicefleet.recipes.end_to_end import EndToEndConfig
 from voicefleet.serve.schemas import SpeechRequest, TTSRequest
-from voicefleet.serve.settings import HTTP_HOST, HTTP_PORT, HttpHost, HttpPort, ServeSettings
+from voicefleet.serve.settings import HTTP_HOST, HTTP_PORT, HttpHost, HttpPort, MetricsPort, ServeSettings
 from voicefleet.text.g2pw import G2PWModelField
 from voicefleet.tuning.space import SearchSpace
 from voicefleet.tuning.sweep import SweepConfig
@@ -100,6 +100,7 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
         "g2pw_model": (_field(ServeSettings, "g2pw_model"), None),
         "host": (_annotated(HttpHost, HTTP_HOST), None),
         "port": (_annotated(HttpPort, HTTP_PORT), None),
+        "metrics_port": (_annotated(MetricsPort, None), None),
     },
     ("run",): {name: (_field(EndToEndConfig, name), None) for name in (
         "list_file", "voice", "pretrained", "workdir", "storage", "trials", "rounds", "steps_per_round",

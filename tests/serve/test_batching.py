@@ -53,6 +53,19 @@ def test_group_decodes_every_request_and_isolates_errors(voice_and_synth):
     assert again[0] == out[0] and again[2] == out[2]  # same companions, same seeds: same audio
 
 
+@pytest.mark.parametrize("texts", [[TEXT], [TEXT, "。。。", "你好。再见。一二三。"]], ids=["alone", "group"])
+def test_group_reports_each_request_audio_duration(voice_and_synth, texts):
+    """What a synthesis replica counts as audio seconds: the duration of the audio each client gets."""
+    synth, voice = voice_and_synth
+    seconds: dict[int, float] = {}
+    out = synthesize_group(synth, voice, [job(i + 1, t) for i, t in enumerate(texts)], on_audio=seconds.__setitem__)
+    made = [j for j, result in enumerate(out) if isinstance(result, bytes)]
+    assert sorted(seconds) == made  # a failed request made no audio
+    for j in made:
+        info = sf.info(io.BytesIO(out[j]))
+        assert seconds[j] == info.frames / info.samplerate > 0
+
+
 def test_group_hands_each_request_over_as_soon_as_its_audio_is_done(voice_and_synth, monkeypatch):
     synth, voice = voice_and_synth
     events: list = []

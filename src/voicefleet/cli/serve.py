@@ -1,17 +1,18 @@
 """`voicefleet serve`: run the HTTP service on local Ray or a cluster.
 
-    voicefleet serve --storage runs --pretrained pretrained_models --port 8000
+    voicefleet serve --storage runs --pretrained pretrained_models --port 8000 --metrics-port 8080
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from voicefleet.cli.common import annotated_option, field_option, user_facing
-from voicefleet.serve.settings import HTTP_HOST, HTTP_PORT, HttpHost, HttpPort, ServeSettings
+from voicefleet.cli.common import UserError, annotated_option, field_option, user_facing
+from voicefleet.serve.settings import HTTP_HOST, HTTP_PORT, HttpHost, HttpPort, MetricsPort, ServeSettings
 
 
 @user_facing
@@ -21,6 +22,7 @@ def serve_cmd(
         address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
         host: str = annotated_option(HttpHost, HTTP_HOST, "--host"),
         port: int = annotated_option(HttpPort, HTTP_PORT, "--port"),
+        metrics_port: Optional[int] = annotated_option(MetricsPort, None, "--metrics-port"),
         precision: str = field_option(ServeSettings, "precision"),
         max_voices: int = field_option(ServeSettings, "max_voices_per_replica", "--max-voices"),
         replicas: int = field_option(ServeSettings, "max_replicas", "--replicas"),
@@ -32,6 +34,9 @@ def serve_cmd(
     from voicefleet.models.pretrained import find_pretrained
     from voicefleet.serve.app import start
 
+    if metrics_port is not None and (address or os.environ.get("RAY_ADDRESS")):
+        raise UserError("--metrics-port sets the port of the local Ray; a cluster's nodes export metrics on the "
+                        "port of their `ray start --metrics-export-port` (see docs/metrics.md)")
     settings = ServeSettings(storage=storage, pretrained=pretrained, precision=precision,
                              max_voices_per_replica=max_voices, max_replicas=replicas, num_cpus=num_cpus,
                              num_gpus=num_gpus, g2pw_model=g2pw_model)
@@ -41,4 +46,5 @@ def serve_cmd(
 
         check_folder(settings.g2pw_model)
     typer.echo(f"voicefleet serving on http://{host}:{port} (docs: /docs); Ctrl-C to stop")
-    start(settings, address=address, host=host, port=port, blocking=True)
+    start(settings, address=address, host=host, port=port, blocking=True, metrics_port=metrics_port,
+          announce=typer.echo)

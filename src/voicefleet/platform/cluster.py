@@ -18,14 +18,17 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, object_store_bytes: int | None = None,
-               log_to_driver: bool = False, configure_logging: bool = True) -> bool:
+               log_to_driver: bool = False, configure_logging: bool = True,
+               metrics_export_port: int | None = None) -> bool:
     """Connect this process to Ray unless it already is; returns whether it connected now.
 
     `address` (else `RAY_ADDRESS`) joins an existing cluster, whose resources are the cluster's own
     (`num_cpus` and `object_store_bytes` apply to an embedded local instance only). Without either, a
     local Ray starts without its dashboard. `log_to_driver` forwards workers' logs to this process
     (off by default: voicefleet prints its own progress and tables); `configure_logging` lets Ray set
-    up its own log handlers (the test session turns it off to keep pytest's).
+    up its own log handlers (the test session turns it off to keep pytest's). `metrics_export_port`
+    fixes where the local instance exports Prometheus metrics (default: a free port; a cluster's
+    nodes set theirs with `ray start --metrics-export-port`); `metrics_urls` says where they are.
     """
     import ray
 
@@ -38,5 +41,15 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None, objec
     else:
         logger.info("starting a local Ray instance")
         ray.init(num_cpus=num_cpus, object_store_memory=object_store_bytes, include_dashboard=False,
-                 log_to_driver=log_to_driver, configure_logging=configure_logging)
+                 log_to_driver=log_to_driver, configure_logging=configure_logging,
+                 _metrics_export_port=metrics_export_port)
     return True
+
+
+def metrics_urls() -> list[str]:
+    """The Prometheus endpoint of every live node of the connected Ray (one per node: each exports
+    the metrics of the processes it runs)."""
+    import ray
+
+    return [f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+            for node in ray.nodes() if node.get("Alive") and node.get("MetricsExportPort")]

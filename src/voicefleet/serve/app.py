@@ -12,14 +12,19 @@ uses it with the field named, never the import.
 
 # no `from __future__ import annotations`: Serve reads `app_builder`'s annotation as a class
 
+import logging
+from typing import Callable
+
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from voicefleet.platform.cluster import ensure_ray
+from voicefleet.platform.cluster import ensure_ray, metrics_urls
 from voicefleet.serve.asgi import create_app
 from voicefleet.serve.settings import ServeSettings
 from voicefleet.serve.synthesizer import VoiceSynthesizer
+
+logger = logging.getLogger(__name__)
 
 
 @serve.deployment(name="Gateway", max_ongoing_requests=256)
@@ -54,10 +59,16 @@ def app_builder(args: ServeSettings) -> Application:
 
 
 def start(settings: ServeSettings, *, address: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          blocking: bool = True) -> None:
-    """Connect to Ray (local by default, or `address`), start Serve's HTTP proxy, run the app."""
+          blocking: bool = True, metrics_port: int | None = None, announce: Callable[[str], None] = logger.info
+          ) -> None:
+    """Connect to Ray (local by default, or `address`), start Serve's HTTP proxy, run the app.
 
-    ensure_ray(address, log_to_driver=True)
+    `metrics_port` fixes the local Ray's Prometheus port; `announce` is told where every node's
+    metrics are (docs/metrics.md)."""
+
+    ensure_ray(address, log_to_driver=True, metrics_export_port=metrics_port)
+    for url in metrics_urls():
+        announce(f"metrics (Prometheus): {url}")
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(settings), name="voicefleet", route_prefix="/", blocking=blocking)
 

@@ -16,6 +16,7 @@ from voicefleet import __version__
 from voicefleet.platform.registry import VoiceRegistry
 from voicefleet.serve.dependencies import Services
 from voicefleet.serve.errors import BadRequest, TooLarge, Unavailable, error_response, handled_types, openapi_errors
+from voicefleet.serve.replica_metrics import RequestMetrics
 from voicefleet.serve.routers import page, reports, speech, voices
 from voicefleet.serve.settings import ServeSettings
 
@@ -30,7 +31,7 @@ def create_app(settings: ServeSettings, synthesizer: Any = None) -> FastAPI:
     app = FastAPI(title="voicefleet", version=__version__,
                   description="GPT-SoVITS v2 voices behind one endpoint (Ray Serve).")
     app.state.services = Services(settings=settings, registry=VoiceRegistry(settings.registry_root),
-                                  synthesizer=synthesizer)
+                                  synthesizer=synthesizer, metrics=RequestMetrics(settings.metrics_per_voice))
     for exc_type in handled_types():
         app.add_exception_handler(exc_type, _error)
     app.add_exception_handler(Exception, _error)  # server faults: 500 (Starlette re-raises them to the server)

@@ -18,6 +18,7 @@ import torch
 
 from voicefleet.inference.audio_io import encode_audio
 from voicefleet.inference.pipeline import Synthesizer, TextUnit, Voice
+from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.serve.errors import RequestFailed, client_error
 from voicefleet.serve.schemas import SynthesisJob
 
@@ -38,23 +39,33 @@ def _fail(e: BaseException) -> RequestFailed:
     return mapped
 
 
-def synthesize_one(synth: Synthesizer, voice: Voice, job: SynthesisJob) -> bytes:
+def audio_seconds(audio: np.ndarray) -> float:
+    """Duration of a mono waveform at the synthesis sample rate."""
+    return len(audio) / SAMPLE_RATE
+
+
+def synthesize_one(synth: Synthesizer, voice: Voice, job: SynthesisJob,
+                   on_audio: Callable[[float], None] | None = None) -> bytes:
+    """One request -> encoded audio; `on_audio(seconds)` is told the audio's duration."""
     try:
         audio = synth.synthesize(voice, job.text, job.lang, job.params)
     except Exception as e:  # noqa: BLE001
         raise _fail(e) from None
+    if on_audio is not None:
+        on_audio(audio_seconds(audio))
     return encode_audio(audio, job.fmt)
 
 
 @torch.inference_mode()
 def synthesize_group(synth: Synthesizer, voice: Voice, jobs: Sequence[SynthesisJob],
-                     on_result: Callable[[int, bytes | RequestFailed], None] | None = None
-                     ) -> list[bytes | RequestFailed]:
+                     on_result: Callable[[int, bytes | RequestFailed], None] | None = None,
+                     on_audio: Callable[[int, float], None] | None = None) -> list[bytes | RequestFailed]:
     """Compatible requests for one voice -> encoded audio (or the request's error), in order.
 
     The GPT decodes every request's fragments together; SoVITS then finishes the requests one by
     one, and `on_result(i, result)` is called as soon as request i is done (its caller need not
-    wait for the rest of the group).
+    wait for the rest of the group). `on_audio(i, seconds)`, if given, is told the duration of
+    request i's audio just before.
     """
     results: list[bytes | RequestFailed | None] = [None] * len(jobs)
 
@@ -67,7 +78,8 @@ def synthesize_group(synth: Synthesizer, voice: Voice, jobs: Sequence[SynthesisJ
         # alone, or no transcript (the official path then decodes row by row anyway)
         for j, job in enumerate(jobs):
             try:
-                done(j, synthesize_one(synth, voice, job))
+                done(j, synthesize_one(synth, voice, job,
+                                       None if on_audio is None else lambda s, j=j: on_audio(j, s)))
             except RequestFailed as e:
                 done(j, e)
         return results  # type: ignore[return-value]
@@ -91,6 +103,9 @@ def synthesize_group(synth: Synthesizer, voice: Voice, jobs: Sequence[SynthesisJ
         if isinstance(us, RequestFailed):
             done(j, us)
             continue
-        audio = [synth.fragment_audio(voice, u, tokens[(j, i)], i, job.params) for i, u in enumerate(us)]
-        done(j, encode_audio(np.concatenate(audio), job.fmt))
+        audio = np.concatenate([synth.fragment_audio(voice, u, tokens[(j, i)], i, job.params)
+                                for i, u in enumerate(us)])
+        if on_audio is not None:
+            on_audio(j, audio_seconds(audio))
+        done(j, encode_audio(audio, job.fmt))
     return results  # type: ignore[return-value]

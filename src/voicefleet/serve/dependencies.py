@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from voicefleet.platform.registry import VoiceRegistry
 from voicefleet.serve.errors import Forbidden, Unauthenticated
+from voicefleet.serve.replica_metrics import RequestMetrics
 from voicefleet.serve.settings import ApiKey, ServeSettings
 
 
@@ -21,6 +22,7 @@ class Services:
     settings: ServeSettings
     registry: VoiceRegistry
     synthesizer: Any  # ray.serve.handle.DeploymentHandle to VoiceSynthesizer
+    metrics: RequestMetrics  # this ingress replica's request counters
 
 
 def get_services(request: Request) -> Services:

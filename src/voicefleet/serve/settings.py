@@ -3,7 +3,7 @@ variables or given directly (app builder, `serve_config.yaml` args, CLI)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +21,9 @@ HTTP_HOST = "127.0.0.1"
 HttpHost = Annotated[str, Field(description="HTTP host (0.0.0.0 to listen on every interface).")]
 HTTP_PORT = 8000
 HttpPort = Annotated[int, Field(ge=1, le=65535, description="HTTP port.")]
+# Where the local Ray started by `voicefleet serve` exports metrics (None: a port Ray picks).
+MetricsPort = Annotated[Optional[int], Field(ge=1, le=65535, description="Prometheus metrics port of the local "
+                                                                       "Ray (default: a free port, printed).")]
 
 
 class ApiKey(BaseModel):
@@ -109,6 +112,11 @@ class ServeSettings(BaseSettings):
                                    description=f"Shortest reference clip accepted (official: {REFERENCE_MIN_S:g} s).")
     reference_max_s: float = Field(REFERENCE_MAX_S, ge=REFERENCE_MIN_S, le=REFERENCE_MAX_S,
                                    description=f"Longest reference clip accepted (official: {REFERENCE_MAX_S:g} s).")
+
+    # On by default: a voice's requests and audio seconds are what an operator bills and sizes by.
+    # With thousands of voices every counter grows a series per voice; off records them without it.
+    metrics_per_voice: bool = Field(True, description="Tag the request and audio counters of the service's "
+                                                      "metrics with the voice id (off: one series for all voices).")
 
     api_keys: list[ApiKey] = Field(default_factory=list,
                                    description="Bearer keys; empty means no authentication.")

@@ -23,6 +23,7 @@ import logging
 import os
 import pickle
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -36,8 +37,9 @@ from voicefleet.inference.adapted import Backbone, load_adapter_voice, voice_nby
 from voicefleet.inference.pipeline import Synthesizer, Voice
 from voicefleet.models.pretrained import find_pretrained
 from voicefleet.platform.registry import VoiceDamaged, VoiceRegistry, check_voice_id
-from voicefleet.serve.batching import compat_key, synthesize_group, synthesize_one
+from voicefleet.serve.batching import audio_seconds, compat_key, synthesize_group, synthesize_one
 from voicefleet.serve.errors import RequestFailed, client_error
+from voicefleet.serve.replica_metrics import SynthesisMetrics
 from voicefleet.serve.schemas import SynthesisJob
 from voicefleet.serve.settings import ServeSettings
 from voicefleet.serve.voice_cache import VoiceCache
@@ -70,6 +72,18 @@ def shared_model_problem(synth: Synthesizer) -> str | None:
                 if not bool(torch.isfinite(p.sum())) and not bool(torch.isfinite(p).all()):
                     return f"{name} parameter {pname} has non-finite values"
     return None
+
+
+def voice_kind(voice: Voice) -> str:
+    """`adapter` for a voice of LoRA adapters over the shared backbone, else `full`."""
+    return "adapter" if voice.adapters else "full"
+
+
+def _timed(fn, *args):
+    """`fn(*args)` and the seconds it took (on the thread that runs it: queueing excluded)."""
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
 
 
 def intra_op_threads(settings: ServeSettings, active_jobs: int) -> int:
@@ -130,6 +144,7 @@ class VoiceSynthesizer:
                                                     settings.adapter_memory_mb * 2**20)
         self._backbone: Backbone | None = None
         self._backbone_lock = threading.Lock()
+        self.metrics = SynthesisMetrics(settings.metrics_per_voice)
 
         # The cache size comes from settings, so the multiplexed loader is wired up per instance
         # (a closure: Serve keeps its LRU on the decorated function object). Serve's LRU holds
@@ -205,6 +220,7 @@ class VoiceSynthesizer:
             files = self.registry.local_files(voice_id)
             if record.version != version:
                 logger.info("voice %s: asked for version %d, registry has %d", voice_id, version, record.version)
+            start = time.perf_counter()
             try:
                 if record.is_adapter:
                     voice = load_adapter_voice(self.synth, self.backbone(), key, gpt=files["gpt"], sovits=files["sovits"],
@@ -226,10 +242,12 @@ class VoiceSynthesizer:
             if mapped is None:
                 raise
             raise mapped from None
+        self.metrics.voice_loaded(voice_kind(voice), time.perf_counter() - start)
         if self._wide is None:
             self._check_wide(voice)
         self.loads.append(key)
         evicted = self.voices.put(key, voice, adapter=record.is_adapter, nbytes=voice_nbytes(voice))
+        self.metrics.residency(self.voices.stats())
         logger.info("loaded %svoice %s on pid %d%s", "adapter " if record.is_adapter else "", key, os.getpid(),
                     f" (evicted {', '.join(evicted)})" if evicted else "")
         return voice
@@ -246,7 +264,10 @@ class VoiceSynthesizer:
         key = serve.get_multiplexed_model_id()
         voice = await self._get_voice()
         if self.settings.batch_max_size <= 1:
-            return await self._run(synthesize_one, self.synth, voice, job)
+            seconds: list[float] = []
+            audio, compute_s = await self._run(_timed, synthesize_one, self.synth, voice, job, seconds.append)
+            self.metrics.synthesized(parse_voice_key(key)[0], voice_kind(voice), sum(seconds), compute_s)
+            return audio
         result = await (await self._batched((key, voice, job)))
         if isinstance(result, RequestFailed):
             raise result
@@ -291,14 +312,19 @@ class VoiceSynthesizer:
                     size += len(group.jobs)
         jobs = [job for group in taken for job in group.jobs]
         futures = [(group.loop, future) for group in taken for future in group.futures]
+        voice_id, kind, seconds = parse_voice_key(head.key)[0], voice_kind(head.voice), {}
+        start = time.perf_counter()
 
         def settle(j: int, result) -> None:  # each request as soon as its audio is done
+            made = seconds.pop(j, None)  # once, even when a failure settles the rest
+            if made is not None:  # its compute time includes the decode it shared
+                self.metrics.synthesized(voice_id, kind, made, time.perf_counter() - start)
             loop, future = futures[j]
             loop.call_soon_threadsafe(_settle, future, result)
 
         self.batches.append(len(jobs))
         try:
-            synthesize_group(self.synth, head.voice, jobs, on_result=settle)
+            synthesize_group(self.synth, head.voice, jobs, on_result=settle, on_audio=seconds.__setitem__)
         except BaseException as e:  # noqa: BLE001 - every request still waiting gets the failure
             for j in range(len(jobs)):
                 settle(j, e)
@@ -306,6 +332,7 @@ class VoiceSynthesizer:
     async def stream(self, job: SynthesisJob) -> AsyncIterator[bytes]:
         """One s16le PCM chunk per fragment, each as soon as it is synthesised."""
         voice = await self._get_voice()
+        voice_id = parse_voice_key(serve.get_multiplexed_model_id())[0]
 
         def start():
             try:
@@ -316,13 +343,18 @@ class VoiceSynthesizer:
                     raise
                 raise mapped from None
 
-        chunks = await self._run(start)
-        done = object()
-        while True:
-            chunk = await self._run(next, chunks, done)
-            if chunk is done:
-                return
-            yield encode_audio(np.asarray(chunk), "pcm")
+        chunks, compute_s = await self._run(_timed, start)
+        done, audio_s = object(), 0.0
+        try:
+            while True:
+                chunk, chunk_s = await self._run(_timed, next, chunks, done)
+                compute_s += chunk_s
+                if chunk is done:
+                    return
+                audio_s += audio_seconds(chunk)
+                yield encode_audio(np.asarray(chunk), "pcm")
+        finally:  # a stream the client left early counts what it was sent
+            self.metrics.synthesized(voice_id, voice_kind(voice), audio_s, compute_s)
 
     def stats(self) -> dict:
         """This replica's voice cache (for tests and operators)."""

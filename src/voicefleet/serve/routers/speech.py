@@ -14,6 +14,7 @@ from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.platform.registry import VoiceRegistry, check_voice_id
 from voicefleet.serve.dependencies import Caller, ServeSettings, Services, get_caller, get_services
 from voicefleet.serve.errors import BadRequest, InvalidInput, TooLarge, Unavailable, openapi_errors
+from voicefleet.serve.replica_metrics import CountedRequest
 from voicefleet.serve.retry import RetryLog, with_replica_retry
 from voicefleet.serve.schemas import MEDIA_TYPES, SEED_MAX, SamplingFields, SpeechRequest, SynthesisJob, TTSRequest
 from voicefleet.serve.synthesizer import voice_key
@@ -44,8 +45,9 @@ def _voice_key(registry: VoiceRegistry, voice_id: str) -> str:
     return voice_key(voice_id, registry.get(voice_id).version)
 
 
-async def synthesize(services: Services, caller: Caller, voice_id: str, text: str, lang: str, fmt: str,
-                     fields, stream: bool) -> Response:
+async def synthesize(services: Services, caller: Caller, counted: CountedRequest, voice_id: str, text: str,
+                     lang: str, fmt: str, fields, stream: bool) -> Response:
+    """One synthesis request; `counted.voice` is set once the voice is found (its metrics' tag)."""
     settings: ServeSettings = services.settings
     if stream and fmt not in STREAMABLE:
         raise BadRequest(f"streaming sends wav (open-ended header) or pcm; {fmt!r} cannot be streamed -- "
@@ -56,6 +58,7 @@ async def synthesize(services: Services, caller: Caller, voice_id: str, text: st
         raise InvalidInput("text is blank: give some text to speak")
     caller.require_voice(voice_id)  # before the registry, so a key cannot probe for voice names
     key = await run_in_threadpool(_voice_key, services.registry, voice_id)
+    counted.voice = voice_id
     if services.synthesizer is None:
         raise Unavailable("no synthesis deployment is attached to this app")
     seed = fields.seed if fields.seed is not None else secrets.randbelow(SEED_MAX)
@@ -92,7 +95,9 @@ async def synthesize(services: Services, caller: Caller, voice_id: str, text: st
 async def tts(req: TTSRequest, services: Services = Depends(get_services), caller: Caller = Depends(get_caller)):
     """Text -> audio. `stream=true` sends one chunk per text fragment as soon as it is ready, and
     the first fragment's first `first_chunk_tokens` tokens of audio ahead of it."""
-    return await synthesize(services, caller, req.voice, req.text, req.lang, req.format, req, req.stream)
+    with services.metrics.request("tts_stream" if req.stream else "tts") as counted:
+        return await synthesize(services, caller, counted, req.voice, req.text, req.lang, req.format, req,
+                                req.stream)
 
 
 @router.post("/audio/speech", response_class=Response, responses={**AUDIO, **ERRORS},
@@ -103,13 +108,14 @@ async def speech(req: SpeechRequest, services: Services = Depends(get_services),
     text read in the server's `openai_lang` mode (default `zh`: Chinese, with English words read
     as English -- the official default; `auto` would misdetect short Chinese phrases as Japanese). Formats: wav (default), flac, pcm (32 kHz, not
     OpenAI's 24 kHz), opus/ogg (Ogg Vorbis); mp3 and aac are refused with 400."""
-    fmt = OPENAI_FORMATS.get(req.response_format.lower())
-    if fmt is None:
-        raise BadRequest(f"response_format {req.response_format!r} is not available; use one of wav, flac, pcm, "
-                         f"opus (mp3 and aac encoders are not installed on this server)")
-    if req.stream_format == "sse":
-        raise BadRequest("stream_format 'sse' is not supported; use 'audio'")
-    check_voice_id(req.voice)  # OpenAI's schema has no pattern for it; RegistryError -> 422
-    fields = SamplingFields(speed=req.speed)
-    return await synthesize(services, caller, req.voice, req.input, services.settings.openai_lang, fmt, fields,
-                            stream=False)
+    with services.metrics.request("speech") as counted:
+        fmt = OPENAI_FORMATS.get(req.response_format.lower())
+        if fmt is None:
+            raise BadRequest(f"response_format {req.response_format!r} is not available; use one of wav, flac, "
+                             f"pcm, opus (mp3 and aac encoders are not installed on this server)")
+        if req.stream_format == "sse":
+            raise BadRequest("stream_format 'sse' is not supported; use 'audio'")
+        check_voice_id(req.voice)  # OpenAI's schema has no pattern for it; RegistryError -> 422
+        fields = SamplingFields(speed=req.speed)
+        return await synthesize(services, caller, counted, req.voice, req.input, services.settings.openai_lang, fmt,
+                                fields, stream=False)

@@ -1,6 +1,7 @@
 """`voicefleet serve`: run the HTTP service on local Ray or a cluster.
 
     voicefleet serve --storage runs --pretrained pretrained_models --port 8000
+    voicefleet serve --storage runs --pretrained pretrained_models --engine onnx   (voices exported with `export onnx`)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def serve_cmd(
         address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
         host: str = annotated_option(HttpHost, HTTP_HOST, "--host"),
         port: int = annotated_option(HttpPort, HTTP_PORT, "--port"),
+        engine: str = field_option(ServeSettings, "engine"),
         precision: str = field_option(ServeSettings, "precision"),
         max_voices: int = field_option(ServeSettings, "max_voices_per_replica", "--max-voices"),
         replicas: int = field_option(ServeSettings, "max_replicas", "--replicas"),
@@ -32,7 +34,7 @@ def serve_cmd(
     from voicefleet.models.pretrained import find_pretrained
     from voicefleet.serve.app import start
 
-    settings = ServeSettings(storage=storage, pretrained=pretrained, precision=precision,
+    settings = ServeSettings(storage=storage, pretrained=pretrained, engine=engine, precision=precision,
                              max_voices_per_replica=max_voices, max_replicas=replicas, num_cpus=num_cpus,
                              num_gpus=num_gpus, g2pw_model=g2pw_model)
     find_pretrained(settings.pretrained)  # fail here, not inside a replica

@@ -16,7 +16,7 @@ from voicefleet.serve.dependencies import Caller, ServeSettings, Services, get_c
 from voicefleet.serve.errors import BadRequest, InvalidInput, TooLarge, Unavailable, openapi_errors
 from voicefleet.serve.retry import RetryLog, with_replica_retry
 from voicefleet.serve.schemas import MEDIA_TYPES, SEED_MAX, SamplingFields, SpeechRequest, SynthesisJob, TTSRequest
-from voicefleet.serve.synthesizer import voice_key
+from voicefleet.serve.replica import voice_key
 
 router = APIRouter(prefix="/v1", tags=["speech"])
 

@@ -355,6 +355,7 @@ class VoiceRegistry:
         target = f"{self._dir(voice_id)}/{name}"
         if self.has_folder(voice_id, name):
             self.fs.delete_dir(target)
+        self.fs.create_dir(target, recursive=True)  # object stores' file systems want the folder first
         pafs.copy_files(str(source), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
 
     def local_folder(self, voice_id: str, name: str, cache_dir: str | Path | None = None) -> Path | None:
@@ -367,6 +368,7 @@ class VoiceRegistry:
             return None
         source = f"{self._dir(voice_id)}/{name}"
         target = Path(cache_dir or tempfile.mkdtemp(prefix="voicefleet-voice-")) / voice_id / name
+        target.mkdir(parents=True, exist_ok=True)
         pafs.copy_files(source, str(target), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem())
         return target
 

@@ -20,7 +20,7 @@ from voicefleet.serve.replica import voice_key
 
 router = APIRouter(prefix="/v1", tags=["speech"])
 
-ERRORS = openapi_errors(400, 401, 403, 404, 413, 422, 500, 503)
+ERRORS = openapi_errors(400, 401, 403, 404, 409, 413, 422, 500, 503)
 AUDIO = {200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "Audio bytes."}}
 STREAMABLE = ("wav", "pcm")
 # OpenAI names -> ours; mp3/aac need encoders libsndfile lacks here, so they are refused with 400

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from tests.inference.test_onnx import BLOCK_TORCH, mel_distance
 from voicefleet.cli.app import app
+from voicefleet.inference.onnx_engine import GRAPHS
 from voicefleet.platform.onnx_exports import ONNX_FOLDER, export_stamp
 from voicefleet.platform.registry import VoiceRegistry
 from voicefleet.serve.errors import RequestFailed
@@ -148,46 +149,50 @@ def replica(onnx_settings, registry):
     replica.pool.shutdown()
 
 
-def test_a_damaged_export_answers_409_and_the_replica_goes_on(replica, registry):
-    alpha, record = registry.local_files("alpha"), registry.get("alpha")
-    registry.register("onnx-damaged", **alpha, prompt_text=record.prompt_text, prompt_lang=record.prompt_lang)
-    try:
-        folder = registry.local_dir("onnx-damaged") / ONNX_FOLDER
+@pytest.fixture
+def copy_of_export(registry):
+    """Voices registered from alpha's files with a copy of the exported voice's folder, its manifest
+    made current for them (as their own export would be); removed after the test."""
+    made = []
+
+    def make(voice_id: str) -> Path:
+        alpha, record = registry.local_files("alpha"), registry.get("alpha")
+        registry.register(voice_id, **alpha, prompt_text=record.prompt_text, prompt_lang=record.prompt_lang)
+        made.append(voice_id)
+        folder = registry.local_dir(voice_id) / ONNX_FOLDER
         shutil.copytree(registry.local_dir(EXPORTED) / ONNX_FOLDER, folder)
         manifest = json.loads((folder / "manifest.json").read_text())
-        manifest["voice"] = {**manifest["voice"], "id": "onnx-damaged",  # current for this voice ...
-                             "registry": export_stamp(registry.get("onnx-damaged"), registry.local_files("onnx-damaged"))}
+        manifest["voice"] = {**manifest["voice"], "id": voice_id,
+                             "registry": export_stamp(registry.get(voice_id), registry.local_files(voice_id))}
         (folder / "manifest.json").write_text(json.dumps(manifest))
-        with open(folder / "sovits_decode.onnx", "ab") as f:  # ... but a graph changed after export
-            f.write(b"\0")
-        with pytest.raises(RequestFailed) as raised:
-            replica._load_voice("onnx-damaged@1")
-        failed = raised.value
-        assert (failed.status, failed.type) == (409, "voice_not_exported")
-        assert failed.message.startswith("the ONNX export of voice 'onnx-damaged' is damaged (sovits_decode.onnx "
-                                         "does not match the manifest")
-        assert str(folder) not in failed.message and "--overwrite" in failed.message
-        assert replica._load_voice(f"{EXPORTED}@1") is not None  # the other voices load
-    finally:
-        registry.delete("onnx-damaged")
+        return folder
+
+    yield make
+    for voice_id in made:
+        registry.delete(voice_id)
 
 
-def test_voices_share_the_graphs_of_their_pretrained_parts(replica, registry):
-    """HuBERT and BERT (and, for two copies of one voice, every graph) are opened once per replica."""
-    alpha, record = registry.local_files("alpha"), registry.get("alpha")
-    registry.register("onnx-twin", **alpha, prompt_text=record.prompt_text, prompt_lang=record.prompt_lang)
-    try:
-        shutil.copytree(registry.local_dir(EXPORTED) / ONNX_FOLDER, registry.local_dir("onnx-twin") / ONNX_FOLDER)
-        folder = registry.local_dir("onnx-twin") / ONNX_FOLDER
-        manifest = json.loads((folder / "manifest.json").read_text())
-        manifest["voice"] = {**manifest["voice"], "id": "onnx-twin",
-                             "registry": export_stamp(registry.get("onnx-twin"), registry.local_files("onnx-twin"))}
-        (folder / "manifest.json").write_text(json.dumps(manifest))
-        a, b = replica._load_voice(f"{EXPORTED}@1"), replica._load_voice("onnx-twin@1")
-        assert a.engine.sessions["bert"] is b.engine.sessions["bert"]
-        assert a.engine.sessions["hubert"] is b.engine.sessions["hubert"]
-    finally:
-        registry.delete("onnx-twin")
+def test_a_damaged_export_answers_409_and_the_replica_goes_on(replica, copy_of_export):
+    folder = copy_of_export("onnx-damaged")
+    with open(folder / "sovits_decode.onnx", "ab") as f:  # a graph changed after export
+        f.write(b"\0")
+    with pytest.raises(RequestFailed) as raised:
+        replica._load_voice("onnx-damaged@1")
+    failed = raised.value
+    assert (failed.status, failed.type) == (409, "voice_not_exported")
+    assert failed.message.startswith("the ONNX export of voice 'onnx-damaged' is damaged (sovits_decode.onnx "
+                                     "does not match the manifest")
+    assert str(folder) not in failed.message and "--overwrite" in failed.message
+    assert replica._load_voice(f"{EXPORTED}@1") is not None  # the other voices load
+
+
+def test_voices_share_the_graphs_of_their_pretrained_parts(replica, copy_of_export):
+    """Graphs of the same weights (HuBERT and BERT of one pretrained folder; here, two voices of the
+    same weights, every graph) are opened once per replica, each voice with its own reference."""
+    copy_of_export("onnx-twin")
+    a, b = replica._load_voice(f"{EXPORTED}@1"), replica._load_voice("onnx-twin@1")
+    assert a is not b and a.voice.name != b.voice.name
+    assert all(a.engine.sessions[graph] is b.engine.sessions[graph] for graph in GRAPHS)
 
 
 def test_a_v2proplus_voice_answers_409_naming_the_torch_engine(replica, registry, tiny_pretrained_v2proplus,

@@ -92,6 +92,7 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
     ("serve",): {
         "storage": (_field(ServeSettings, "storage"), None),
         "pretrained": (_field(ServeSettings, "pretrained"), None),
+        "engine": (_field(ServeSettings, "engine"), None),
         "precision": (_field(ServeSettings, "precision"), None),
         "max_voices": (_field(ServeSettings, "max_voices_per_replica"), None),
         "replicas": (_field(ServeSettings, "max_replicas"), None),

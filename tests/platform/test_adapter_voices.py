@@ -107,3 +107,26 @@ def test_export_on_a_different_base_is_refused_and_writes_nothing(storage, tmp_p
     done = runner.invoke(app, ["export", "bob", "--storage", storage, "--to", str(out)])
     assert done.exit_code == 0, done.output
     assert (out / "GPT_weights_v2" / "bob_v1.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_onnx_export_of_an_adapter_voice_holds_merged_weights_in_the_registry(storage, tiny_pretrained):
+    pytest.importorskip("onnx", reason="exporting ONNX needs the onnx package (pip install 'voicefleet[onnx]')")
+    from voicefleet.inference.onnx_engine import file_sha256, read_manifest
+    from voicefleet.platform.onnx_exports import ONNX_FOLDER, served_export
+
+    done = runner.invoke(app, ["export", "onnx", "bob", "--storage", storage, "--pretrained",
+                               str(tiny_pretrained.root)])
+    assert done.exit_code == 0, done.output
+    registry = registry_for(storage)
+    folder = registry.local_dir("bob") / ONNX_FOLDER
+    manifest = read_manifest(folder)
+    files = registry.local_files("bob")
+    # the graphs come from merged weights, neither the adapter files nor the plain pretrained ones
+    sources = {manifest["sources"][k]["sha256"] for k in ("gpt", "sovits")}
+    assert not sources & {file_sha256(files["gpt"]), file_sha256(files["sovits"]), file_sha256(tiny_pretrained.gpt),
+                          file_sha256(tiny_pretrained.sovits_g)}
+    # and the export is current for the voice as registered: an ONNX replica serves it
+    record = registry.get("bob")
+    assert manifest["voice"]["registry"]["version"] == record.version
+    assert served_export(registry, record, files, storage=storage, pretrained=str(tiny_pretrained.root)) == folder

@@ -125,3 +125,22 @@ def test_first_chunk_tokens_below_the_holdback_is_refused_with_its_reason(bad):
     with pytest.raises(ValidationError, match="first_chunk_tokens must be 0 or more than 2"):
         TTSRequest(voice="alice", text="你好。", stream=True, first_chunk_tokens=bad)
     assert TTSRequest(voice="alice", text="你好。", first_chunk_tokens=0).first_chunk_tokens == 0
+
+
+def test_the_engine_picks_the_synthesis_deployment_and_refuses_torch_only_settings(tmp_path):
+    from pydantic import ValidationError
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    from voicefleet.serve.app import app_builder
+    from voicefleet.serve.settings import ServeSettings
+
+    for engine, cls in (("torch", "VoiceSynthesizer"), ("onnx", "OnnxVoiceSynthesizer")):
+        app = call_user_app_builder_with_args_if_necessary(app_builder, {"engine": engine})
+        synthesis = app._bound_deployment.init_args[0]._bound_deployment
+        assert synthesis.name == "VoiceSynthesizer" and synthesis.func_or_class.__name__ == cls
+    assert ServeSettings().engine == "torch"
+    for name, value in (("precision", "fast"), ("batch_max_size", 2), ("adaptive_threads", True),
+                        ("g2pw_model", tmp_path)):
+        ServeSettings(engine="torch", **{name: value})
+        with pytest.raises(ValidationError, match=f"{name}=.* is a torch-engine setting; with engine onnx"):
+            ServeSettings(engine="onnx", **{name: value})

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 from voicefleet.inference.pipeline import SynthesisError
 from voicefleet.models.adapter_config import AdapterError
+from voicefleet.platform.onnx_exports import VoiceNotExported
 from voicefleet.platform.registry import RegistryError, StorageFull, VoiceDamaged, VoiceExists, VoiceNotFound
 from voicefleet.serve.errors import (
     ERRORS,
@@ -168,6 +169,21 @@ def _foreign_adapter_voice(a):
         return _tts(client, voice="alpha")
 
 
+def _voice_not_exported(a):
+    """An ONNX replica's refusal of a voice with no export (served end to end in
+    tests/serve/test_onnx_serving.py), reaching the ingress as a replica's error."""
+    from fastapi.testclient import TestClient
+
+    from voicefleet.platform.onnx_exports import not_exported
+    from voicefleet.serve.asgi import create_app
+
+    handle = LocalHandle(a.settings)
+    handle.fault = not_exported("alpha", "voice 'alpha' (version 1) has no ONNX export", a.settings.storage,
+                                a.settings.pretrained, overwrite=False)
+    with TestClient(create_app(a.settings, handle)) as client:
+        return _tts(client, voice="alpha")
+
+
 ALPHA_KEY = {"Authorization": "Bearer alpha-key"}
 # (row of the table, what the client did, request); each request fails with that row's status and type
 CASES = [
@@ -210,6 +226,7 @@ CASES = [
     (VoiceDamaged, "voice damaged on disk", _damaged_voice),
     (StorageFull, "upload on a full disk", _upload_on_a_full_disk),
     (AdapterError, "adapter voice of another base", _foreign_adapter_voice),
+    (VoiceNotExported, "ONNX replica, voice not exported", _voice_not_exported),
 ]
 
 

@@ -3,7 +3,8 @@ graphs for the onnxruntime engine.
 
     voicefleet export alice --storage runs --to ~/GPT-SoVITS
     voicefleet export bob --storage runs --to ~/GPT-SoVITS --pretrained pretrained_models   (an adapter voice)
-    voicefleet export onnx alice --storage runs --pretrained pretrained_models -o alice-onnx [--int8]
+    voicefleet export onnx alice --storage runs --pretrained pretrained_models [--int8]   (into the registry)
+    voicefleet export onnx alice --storage runs --pretrained pretrained_models -o alice-onnx
     voicefleet export onnx --gpt voice.ckpt --sovits voice.pth --pretrained pretrained_models -o voice-onnx
 """
 
@@ -67,7 +68,9 @@ def export_cmd(
 @user_facing
 def export_onnx_cmd(
     voice: Optional[str] = typer.Argument(None, help="Registered voice id (or give --gpt and --sovits)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (graphs, tokenizer.json, manifest.json)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (graphs, tokenizer.json, "
+                                       "manifest.json); default for a registered voice: into the registry beside "
+                                       "its files, where `serve --engine onnx` reads it."),
     pretrained: Path = typer.Option(..., "--pretrained", help="Official pretrained folder (HuBERT and BERT; the "
                                                               "GPT and SoVITS too unless a voice is given)."),
     gpt: Optional[Path] = typer.Option(None, "--gpt", help="GPT .ckpt instead of a registered voice."),
@@ -75,15 +78,20 @@ def export_onnx_cmd(
     storage: str = typer.Option("runs", help="Storage path; a voice id is read from <storage>/registry."),
     int8: bool = typer.Option(False, "--int8", help="Quantise the GPT and BERT graphs to int8 weights "
                                                     "(onnxruntime dynamic quantisation); SoVITS stays fp32."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing folder (or the voice's export "
+                                                              "in the registry)."),
 ) -> None:
-    """Write a voice and its pretrained HuBERT/BERT as ONNX graphs for `synthesize --engine onnx`."""
+    """Write a voice and its pretrained HuBERT/BERT as ONNX graphs for `synthesize --engine onnx` and
+    `serve --engine onnx`."""
     from voicefleet.inference.onnx_engine import GRAPHS
     from voicefleet.models.pretrained import find_pretrained
 
     if voice is not None and (gpt or sovits):
         raise UserError("give a registered voice or --gpt/--sovits, not both")
-    if out.exists() and not overwrite:
+    if out is None and voice is None:
+        raise UserError("-o/--out is needed with --gpt/--sovits (a registered voice's export goes into the registry "
+                        "without it)")
+    if out is not None and out.exists() and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it")
     paths = find_pretrained(pretrained)
     with Progress(TextColumn("exporting {task.fields[graph]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -1,6 +1,7 @@
 """`voicefleet serve`: run the HTTP service on local Ray or a cluster.
 
     voicefleet serve --storage runs --pretrained pretrained_models --port 8000 --metrics-port 8080
+    voicefleet serve --storage runs --pretrained pretrained_models --engine onnx   (voices exported with `export onnx`)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def serve_cmd(
         host: str = annotated_option(HttpHost, HTTP_HOST, "--host"),
         port: int = annotated_option(HttpPort, HTTP_PORT, "--port"),
         metrics_port: Optional[int] = annotated_option(MetricsPort, None, "--metrics-port"),
+        engine: str = field_option(ServeSettings, "engine"),
         precision: str = field_option(ServeSettings, "precision"),
         max_voices: int = field_option(ServeSettings, "max_voices_per_replica", "--max-voices"),
         replicas: int = field_option(ServeSettings, "max_replicas", "--replicas"),
@@ -37,7 +39,7 @@ def serve_cmd(
     if metrics_port is not None and (address or os.environ.get("RAY_ADDRESS")):
         raise UserError("--metrics-port sets the port of the local Ray; a cluster's nodes export metrics on the "
                         "port of their `ray start --metrics-export-port` (see docs/metrics.md)")
-    settings = ServeSettings(storage=storage, pretrained=pretrained, precision=precision,
+    settings = ServeSettings(storage=storage, pretrained=pretrained, engine=engine, precision=precision,
                              max_voices_per_replica=max_voices, max_replicas=replicas, num_cpus=num_cpus,
                              num_gpus=num_gpus, g2pw_model=g2pw_model)
     find_pretrained(settings.pretrained)  # fail here, not inside a replica

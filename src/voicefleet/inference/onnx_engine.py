@@ -21,7 +21,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, MutableMapping, Sequence
 
 import numpy as np
 
@@ -40,6 +40,7 @@ FORMAT_VERSION = 1
 GRAPHS = ("gpt_text", "gpt_prefill", "gpt_step", "sovits_decode", "sovits_latent", "hubert", "bert")
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST_FILE = "manifest.json"
+ONNX_MODEL_VERSIONS = ("v2",)  # the model versions the graphs cover (v2Pro adds a speaker embedding)
 
 
 class OnnxFolderError(ValueError):
@@ -66,7 +67,8 @@ class OnnxVoice:
     prompt: OnnxTextUnit | None = None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks (graphs and weights are large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -100,7 +102,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         file = folder / entry["file"]
         if not file.is_file():
             raise OnnxFolderError(f"{folder}: {entry['file']} is missing")
-        if file.stat().st_size != entry["bytes"] or _sha256(file) != entry["sha256"]:
+        if file.stat().st_size != entry["bytes"] or file_sha256(file) != entry["sha256"]:
             raise OnnxFolderError(f"{folder}: {entry['file']} does not match the manifest (changed after export, "
                                   "or copied from another export); export the voice again")
     if not (folder / TOKENIZER_FILE).is_file():
@@ -194,7 +196,12 @@ class OnnxGPT:
 class OnnxSynthesizer:
     """The graphs of one exported folder and the synthesis steps; safe to call from several threads."""
 
-    def __init__(self, folder: str | Path, *, threads: int | None = None):
+    def __init__(self, folder: str | Path, *, threads: int | None = None,
+                 shared: MutableMapping[str, Any] | None = None):
+        """`shared` (optional): sessions by graph SHA-256, looked up before opening a graph and
+        filled with the ones opened, so folders exported from the same weights (every voice's
+        HuBERT and BERT from one pretrained folder) hold one session between them. A
+        `weakref.WeakValueDictionary` keeps a session only while some folder uses it."""
         from tokenizers import Tokenizer
 
         self.folder = Path(folder)
@@ -202,15 +209,11 @@ class OnnxSynthesizer:
         self.sessions = {}
         for name in GRAPHS:
             entry = self.manifest["graphs"][name]
-            try:
-                session = open_session(self.folder / entry["file"], threads)
-            except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
-                raise OnnxFolderError(f"{self.folder}: {entry['file']} is not a loadable ONNX graph "
-                                      f"({' '.join(str(e).split())[:200]})") from None
-            names = [i.name for i in session.get_inputs()]
-            if names != [i["name"] for i in entry["inputs"]]:
-                raise OnnxFolderError(f"{self.folder}: {entry['file']} takes inputs {names}, the manifest says "
-                                      f"{[i['name'] for i in entry['inputs']]}")
+            session = shared.get(entry["sha256"]) if shared is not None else None
+            if session is None:
+                session = self._open(entry, threads)
+                if shared is not None:
+                    shared[entry["sha256"]] = session
             self.sessions[name] = session
         self.tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER_FILE))
         gpt = self.manifest["gpt"]
@@ -219,6 +222,18 @@ class OnnxSynthesizer:
         self.precision = self.manifest.get("precision", "fp32")
         self.gpt = OnnxGPT(self.sessions, self.eos)
         logger.info("opened %s (%s, %s)", self.folder, self.precision, self.manifest["versions"])
+
+    def _open(self, entry: dict[str, Any], threads: int | None):
+        try:
+            session = open_session(self.folder / entry["file"], threads)
+        except Exception as e:  # onnxruntime raises its own exception types for unreadable graphs
+            raise OnnxFolderError(f"{self.folder}: {entry['file']} is not a loadable ONNX graph "
+                                  f"({' '.join(str(e).split())[:200]})") from None
+        names = [i.name for i in session.get_inputs()]
+        if names != [i["name"] for i in entry["inputs"]]:
+            raise OnnxFolderError(f"{self.folder}: {entry['file']} takes inputs {names}, the manifest says "
+                                  f"{[i['name'] for i in entry['inputs']]}")
+        return session
 
     def _run(self, name: str, **inputs: np.ndarray) -> list[np.ndarray]:
         return self.sessions[name].run(None, inputs)
@@ -368,3 +383,24 @@ class OnnxSynthesizer:
                    ) -> np.ndarray:
         """Text -> one float32 waveform at 32 kHz."""
         return self.synthesize_units(voice, self.fragments(text, lang, params.text_split_method), params)
+
+    def stream(self, voice: OnnxVoice, text: str, lang: str, params: SynthesisParams = SynthesisParams()
+               ) -> Iterator[np.ndarray]:
+        """Text -> float32 audio chunks, one per fragment (each followed by the fragment silence),
+        in order: the first fragment decoded alone so that it can play while the rest is decoded in
+        consecutive batches of `params.batch_size`, as `Synthesizer.stream` does. Whole fragments
+        only: the torch engine's early first chunk (`first_chunk_tokens`) is not offered here.
+        The text is read (and refused) before this returns, so errors come before any audio."""
+        units = self.fragments(text, lang, params.text_split_method)
+        params = self.with_seed(params)
+        silence = np.zeros(int(SAMPLE_RATE * params.fragment_interval), dtype=np.float32)
+        groups = [[0]] + [list(range(start, min(start + params.batch_size, len(units))))
+                          for start in range(1, len(units), params.batch_size)]
+
+        def chunks() -> Iterator[np.ndarray]:
+            for group in groups:
+                tokens = self.decode_tokens(voice, [units[i] for i in group], group, params)
+                for i, t in zip(group, tokens):
+                    yield np.concatenate([self.fragment_wave(voice, units[i], t, i, params), silence])
+
+        return chunks()

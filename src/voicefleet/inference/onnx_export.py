@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from voicefleet import __version__
-from voicefleet.inference.onnx_engine import FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST_FILE, TOKENIZER_FILE
+from voicefleet.inference.onnx_engine import (FORMAT, FORMAT_VERSION, GRAPHS, MANIFEST_FILE, ONNX_MODEL_VERSIONS,
+                                             TOKENIZER_FILE, file_sha256)
 from voicefleet.inference.onnx_graphs import (MAX_POSITIONS, BertGraph, GPTPrefill, GPTStep, GPTTextEmbedding,
                                               HubertGraph, SoVITSDecode, SoVITSLatent)
 from voicefleet.models.checkpoint.files import atomic_folder
@@ -59,14 +60,6 @@ QUANTIZED_GRAPHS = ("gpt_text", "gpt_prefill", "gpt_step", "bert")  # what int8 
 class OnnxExport:
     folder: Path
     manifest: dict[str, Any]
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _folder_fingerprint(folder: Path) -> str:
@@ -188,7 +181,12 @@ def export_onnx(gpt_path: str | Path, sovits_path: str | Path, pretrained: Pretr
     step = progress or (lambda name: None)
     gpt, _, _ = load_gpt(gpt_path)
     gpt = gpt.eval()
-    sovits = load_sovits(sovits_path).model.prepare_for_inference()
+    loaded = load_sovits(sovits_path)
+    if loaded.version not in ONNX_MODEL_VERSIONS:
+        # v2Pro/v2ProPlus decoding also needs the speaker-verification embedding, which no graph carries
+        raise ValueError(f"{sovits_path} is a {loaded.version} SoVITS; the ONNX export covers "
+                         f"{', '.join(ONNX_MODEL_VERSIONS)} voices only (serve this one on the torch engine)")
+    sovits = loaded.model.prepare_for_inference()
     hubert = HubertFeatures.from_pretrained(pretrained.hubert)
     bert = BertFeatures.from_pretrained(pretrained.bert)
     gcfg, scfg = gpt.config, sovits.config

@@ -6,6 +6,7 @@ Layout (`root` is a folder or any URI pyarrow's filesystems accept, e.g. s3://bu
     <root>/voices/<voice_id>/sovits.pth      SoVITS weights (official .pth export)
     <root>/voices/<voice_id>/reference.wav   reference clip (3-10 s)
     <root>/voices/<voice_id>/voice.json      the record: prompt text, language, metrics, lineage
+    <root>/voices/<voice_id>/onnx/           its ONNX export, if made (`voicefleet.platform.onnx_exports`)
 
 An adapter voice stores a LoRA adapter (`voicefleet.models.adapters`) in place of a stage's
 weights: `gpt.lora.safetensors` / `sovits.lora.safetensors`, a few MB, and its record's
@@ -22,6 +23,10 @@ killed writer are ignored by readers and removed by the next registration.
 
 A record or file that cannot be read (damaged on disk) raises `VoiceDamaged` for that voice only;
 `list` leaves such a voice out, so every other voice stays listed and servable.
+
+Folders derived from a voice (its ONNX export) live beside its files and are no part of its
+record: registering the voice again keeps them (their own manifest tells a stale one), deleting
+the voice removes them.
 """
 
 from __future__ import annotations
@@ -335,6 +340,37 @@ class VoiceRegistry:
         self.fs.delete_file(f"{folder}/{RECORD}")  # gone for readers first
         self.fs.delete_dir(folder)
         logger.info("deleted voice %s from %s", voice_id, self.uri)
+
+    def local_dir(self, voice_id: str) -> Path | None:
+        """The voice's folder on this machine, or None for a registry on object storage."""
+        return Path(self._dir(voice_id)) if isinstance(self.fs, pafs.LocalFileSystem) else None
+
+    def has_folder(self, voice_id: str, name: str) -> bool:
+        return self.fs.get_file_info(f"{self._dir(voice_id)}/{name}").type == pafs.FileType.Directory
+
+    def store_folder(self, voice_id: str, name: str, source: str | Path) -> None:
+        """Copy local folder `source` into the voice's folder as `name`, replacing one there (for a
+        registry on object storage; a local one is written in place by its writer)."""
+        self.get(voice_id)  # VoiceNotFound / VoiceDamaged
+        target = f"{self._dir(voice_id)}/{name}"
+        if self.has_folder(voice_id, name):
+            self.fs.delete_dir(target)
+        self.fs.create_dir(target, recursive=True)  # object stores' file systems want the folder first
+        pafs.copy_files(str(source), target, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+
+    def local_folder(self, voice_id: str, name: str, cache_dir: str | Path | None = None) -> Path | None:
+        """Local path of the voice's folder `name` (copied into `cache_dir` from a remote registry
+        first), or None when the voice has none."""
+        local = self.local_dir(voice_id)
+        if local is not None:
+            return local / name if (local / name).is_dir() else None
+        if not self.has_folder(voice_id, name):
+            return None
+        source = f"{self._dir(voice_id)}/{name}"
+        target = Path(cache_dir or tempfile.mkdtemp(prefix="voicefleet-voice-")) / voice_id / name
+        target.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(source, str(target), source_filesystem=self.fs, destination_filesystem=pafs.LocalFileSystem())
+        return target
 
     def local_files(self, voice_id: str, cache_dir: str | Path | None = None) -> dict[str, Path]:
         """Local paths of a voice's files; remote registries are copied into `cache_dir` first."""

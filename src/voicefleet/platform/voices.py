@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -163,17 +163,41 @@ def export_voice(voice_id: str, storage_path: str, to: str | Path, *, version: i
                          official_size=not official_size_mismatches(sovits.config))
 
 
-def export_voice_onnx(voice_id: str, storage_path: str, pretrained, out: str | Path, *, int8: bool = False,
-                      overwrite: bool = False, progress=None):
+def export_voice_onnx(voice_id: str, storage_path: str, pretrained, out: str | Path | None = None, *,
+                      int8: bool = False, overwrite: bool = False, progress=None):
     """A registered voice as an ONNX folder (`voicefleet.inference.onnx_export.export_onnx`), with its
     reference clip, transcript and language stored in the folder, so the engine needs nothing else.
-    `pretrained` is the `PretrainedPaths` of the HuBERT and BERT folders."""
+    `pretrained` is the `PretrainedPaths` of the HuBERT and BERT folders (and, for an adapter voice,
+    the pretrained stages its adapters were trained on: they are exported merged, as `export_voice`
+    writes them).
+
+    Without `out` the folder goes into the registry, beside the voice's files
+    (`voicefleet.platform.onnx_exports`: where ONNX serving replicas read it). Either way the
+    manifest records the registry version and files it was made from (`export_stamp`), so a voice
+    registered again later is known to need a new export."""
     from voicefleet.inference.onnx_export import export_onnx
+    from voicefleet.platform.onnx_exports import ONNX_FOLDER, export_stamp
 
     registry = registry_for(storage_path)
     record = registry.get(voice_id)  # VoiceNotFound names the registry
     files = registry.local_files(voice_id)
     voice = {"id": voice_id, "version": record.version, "prompt_text": record.prompt_text,
-             "prompt_lang": record.prompt_lang, "reference": str(files["reference"])}
-    return export_onnx(files["gpt"], files["sovits"], pretrained, out, int8=int8, overwrite=overwrite, voice=voice,
-                       progress=progress)
+             "prompt_lang": record.prompt_lang, "reference": str(files["reference"]),
+             "registry": export_stamp(record, files)}
+    local = registry.local_dir(voice_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        gpt, sovits = files["gpt"], files["sovits"]
+        if record.is_adapter:
+            merged = export_voice(voice_id, storage_path, Path(tmp) / "merged", pretrained=pretrained.root)
+            gpt, sovits = merged.gpt, merged.sovits
+        if out is not None or local is not None:
+            return export_onnx(gpt, sovits, pretrained, out if out is not None else local / ONNX_FOLDER, int8=int8,
+                               overwrite=overwrite, voice=voice, progress=progress)
+        # a registry on object storage: staged here, then copied beside the voice's files
+        if registry.has_folder(voice_id, ONNX_FOLDER) and not overwrite:
+            raise FileExistsError(f"voice {voice_id!r} already has an ONNX export in {registry.uri}; pass "
+                                  "--overwrite to replace it")
+        exported = export_onnx(gpt, sovits, pretrained, Path(tmp) / ONNX_FOLDER, int8=int8, voice=voice,
+                               progress=progress)
+        registry.store_folder(voice_id, ONNX_FOLDER, exported.folder)
+    return replace(exported, folder=f"{registry.uri.rstrip('/')}/voices/{voice_id}/{ONNX_FOLDER}")

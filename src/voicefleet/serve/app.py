@@ -22,7 +22,6 @@ from ray.serve.handle import DeploymentHandle
 from voicefleet.platform.cluster import ensure_ray, metrics_urls
 from voicefleet.serve.asgi import create_app
 from voicefleet.serve.settings import ServeSettings
-from voicefleet.serve.synthesizer import VoiceSynthesizer
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +39,21 @@ class Gateway:
         return create_app(self.settings, self.synthesizer)
 
 
+def synthesis_deployment(settings: ServeSettings):
+    """The synthesis deployment of `settings.engine` (both are named `VoiceSynthesizer`). Imported
+    here, when asked: the ONNX one's replicas never import torch, which the torch one needs."""
+    if settings.engine == "onnx":
+        from voicefleet.serve.onnx_synthesizer import OnnxVoiceSynthesizer
+
+        return OnnxVoiceSynthesizer
+    from voicefleet.serve.synthesizer import VoiceSynthesizer
+
+    return VoiceSynthesizer
+
+
 def build_app(settings: ServeSettings) -> Application:
     """Ingress + synthesis deployments, sized and limited by `settings`."""
-    synthesizer = VoiceSynthesizer.options(
+    synthesizer = synthesis_deployment(settings).options(
         autoscaling_config=settings.autoscaling_config(),
         ray_actor_options=settings.ray_actor_options(),
         max_ongoing_requests=settings.max_ongoing_requests,

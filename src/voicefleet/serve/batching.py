@@ -18,8 +18,8 @@ import torch
 
 from voicefleet.inference.audio_io import encode_audio
 from voicefleet.inference.pipeline import Synthesizer, TextUnit, Voice
-from voicefleet.models.config import SAMPLE_RATE
-from voicefleet.serve.errors import RequestFailed, client_error
+from voicefleet.serve.errors import RequestFailed
+from voicefleet.serve.replica import as_client_error, audio_seconds, synthesize_one
 from voicefleet.serve.schemas import SynthesisJob
 
 logger = logging.getLogger(__name__)
@@ -30,30 +30,6 @@ def compat_key(job: SynthesisJob) -> tuple:
     """Requests with equal keys can share one GPT decode (sampling knobs and token cap)."""
     p = job.params
     return (p.top_k, p.top_p, p.temperature, p.repetition_penalty, p.max_tokens)
-
-
-def _fail(e: BaseException) -> RequestFailed:
-    mapped = client_error(e)
-    if mapped is None:
-        raise e
-    return mapped
-
-
-def audio_seconds(audio: np.ndarray) -> float:
-    """Duration of a mono waveform at the synthesis sample rate."""
-    return len(audio) / SAMPLE_RATE
-
-
-def synthesize_one(synth: Synthesizer, voice: Voice, job: SynthesisJob,
-                   on_audio: Callable[[float], None] | None = None) -> bytes:
-    """One request -> encoded audio; `on_audio(seconds)` is told the audio's duration."""
-    try:
-        audio = synth.synthesize(voice, job.text, job.lang, job.params)
-    except Exception as e:  # noqa: BLE001
-        raise _fail(e) from None
-    if on_audio is not None:
-        on_audio(audio_seconds(audio))
-    return encode_audio(audio, job.fmt)
 
 
 @torch.inference_mode()
@@ -89,7 +65,7 @@ def synthesize_group(synth: Synthesizer, voice: Voice, jobs: Sequence[SynthesisJ
         try:
             units.append(synth.fragments(job.text, job.lang, job.params.text_split_method, dim))
         except Exception as e:  # noqa: BLE001
-            units.append(_fail(e))
+            units.append(as_client_error(e))
     rows = [(j, i, u) for j, us in enumerate(units) if not isinstance(us, RequestFailed) for i, u in enumerate(us)]
     rows.sort(key=lambda r: len(r[2].phone_ids))  # similar lengths together: less padding
     tokens: dict[tuple[int, int], torch.Tensor] = {}

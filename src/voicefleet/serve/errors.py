@@ -20,8 +20,9 @@ from fastapi.responses import JSONResponse
 from ray.exceptions import RayTaskError
 from starlette.exceptions import HTTPException
 
-from voicefleet.inference.pipeline import SynthesisError
+from voicefleet.inference.params import SynthesisError  # (not `pipeline`: the ONNX replicas import no torch)
 from voicefleet.models.adapter_config import AdapterError
+from voicefleet.platform.onnx_exports import VoiceNotExported
 from voicefleet.platform.registry import RegistryError, StorageFull, VoiceDamaged, VoiceExists, VoiceNotFound
 from voicefleet.serve.schemas import ErrorResponse
 from voicefleet.text.frontend import TextFrontendError
@@ -141,6 +142,8 @@ ERRORS: dict[type[Exception], Row] = {
     NotFound: Row(404, "not_found"),
     VoiceExists: Row(409, "conflict", _registry_message),
     AdapterError: Row(409, "conflict"),  # an adapter voice trained on other pretrained weights than the replica's
+    # ONNX replicas: a voice with no export, a stale or damaged one, or one the graphs do not cover
+    VoiceNotExported: Row(409, "voice_not_exported", _registry_message),
     TooLarge: Row(413, "request_too_large"),
     RequestValidationError: Row(422, "invalid_request_error", _validation_message, _validation_details),
     InvalidInput: Row(422, "invalid_request_error"),

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from voicefleet.inference.params import (DEFAULT_LANG, DEFAULT_PRECISION, REFERENCE_MAX_S, REFERENCE_MIN_S, Lang,
-                                         PrecisionField)
+from voicefleet.inference.params import (DEFAULT_ENGINE, DEFAULT_LANG, DEFAULT_PRECISION, REFERENCE_MAX_S,
+                                         REFERENCE_MIN_S, Engine, Lang, PrecisionField)
 from voicefleet.text.g2pw import G2PWModelField
 from voicefleet.platform.registry import VOICE_ID
 
@@ -58,6 +58,9 @@ class ServeSettings(BaseSettings):
 
     storage: str = Field("runs", description="Storage path (folder or URI); voices live in <storage>/registry.")
     pretrained: str = Field("pretrained_models", description="Official GPT-SoVITS pretrained_models folder.")
+    engine: Engine = Field(DEFAULT_ENGINE, description="What the synthesis replicas run: torch (the PyTorch models) "
+                           "or onnx (each voice's ONNX export in the registry, written by `voicefleet export onnx "
+                           "VOICE`, on onnxruntime without PyTorch; a voice without a current export answers 409).")
     precision: PrecisionField = DEFAULT_PRECISION
     g2pw_model: G2PWModelField = None
 
@@ -74,7 +77,8 @@ class ServeSettings(BaseSettings):
     max_ongoing_requests: int = Field(4, ge=1, le=256,
                                       description="Requests one synthesis replica accepts at once; others queue.")
     synthesis_threads: int = Field(2, ge=1, le=64, description="Threads running synthesis in each replica.")
-    torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads per synthesis thread.")
+    torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads per synthesis thread (the onnx "
+                                                           "engine: onnxruntime intra-op threads per graph).")
     # Off by default for the same reason as batching: float sums depend on the thread count, so with
     # adaptive threads a seed reproduces the same audio only under the same load.
     adaptive_threads: bool = Field(False, description="A job running alone uses synthesis_threads * torch_threads "
@@ -127,6 +131,16 @@ class ServeSettings(BaseSettings):
             raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
         if self.reference_min_s > self.reference_max_s:
             raise ValueError(f"reference_min_s ({self.reference_min_s}) > reference_max_s ({self.reference_max_s})")
+        if self.engine == "onnx":
+            # settings of the torch models only; refused rather than ignored, as they change the audio
+            torch_only = {"precision": (self.precision, DEFAULT_PRECISION, "export with --int8 for int8 graphs"),
+                          "g2pw_model": (self.g2pw_model, None, "the dictionary reads polyphonic characters"),
+                          "batch_max_size": (self.batch_max_size, 1, "each request decodes alone"),
+                          "adaptive_threads": (self.adaptive_threads, False, "threads are fixed per graph")}
+            for name, (value, default, why) in torch_only.items():
+                if value != default:
+                    raise ValueError(f"{name}={value} is a torch-engine setting; with engine onnx leave it at "
+                                     f"{default} ({why})")
         return self
 
     @property

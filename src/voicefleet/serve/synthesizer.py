@@ -1,11 +1,10 @@
-"""The synthesis deployment: shared HuBERT + BERT per replica, voices multiplexed from the registry.
+"""The torch synthesis deployment: shared HuBERT + BERT per replica, voices multiplexed from the registry.
 
-A request names its voice through the multiplexed model id `"<voice_id>@<version>"` (set by the
-ingress from the registry record), so Serve routes it to a replica that already holds the voice,
-and a re-registered voice (new version) is never served from a stale cache entry. The voices
-themselves are resident in `voicefleet.serve.voice_cache` (full voices and adapter voices in
-separate LRUs). Adapter (LoRA) voices share one backbone per replica, the pretrained GPT and SoVITS
+What every synthesis replica does (voice keys, resident voices, the thread pool, loading a voice
+with its failures mapped, streaming, stats) is `voicefleet.serve.replica`'s; this is the torch
+engine's part. Adapter (LoRA) voices share one backbone per replica, the pretrained GPT and SoVITS
 loaded once (`voicefleet.inference.adapted`); each request applies its voice's adapters to it.
+Full voices and adapter voices are resident in separate LRUs (`voicefleet.serve.voice_cache`).
 
 Synthesis is CPU-bound: it runs on the replica's own thread pool (`synthesis_threads`), never on
 the event loop; `max_ongoing_requests` caps what a replica accepts. Each job runs with
@@ -20,43 +19,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import pickle
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from pathlib import Path
+from typing import Mapping
 
-import numpy as np
 import torch
 from ray import serve
 
-from voicefleet.inference.audio_io import encode_audio
 from voicefleet.inference.adapted import Backbone, load_adapter_voice, voice_nbytes
 from voicefleet.inference.pipeline import Synthesizer, Voice
 from voicefleet.models.pretrained import find_pretrained
-from voicefleet.platform.registry import VoiceDamaged, VoiceRegistry, check_voice_id
-from voicefleet.serve.batching import audio_seconds, compat_key, synthesize_group, synthesize_one
-from voicefleet.serve.errors import RequestFailed, client_error
-from voicefleet.serve.replica_metrics import SynthesisMetrics
+from voicefleet.platform.registry import VoiceRecord
+from voicefleet.serve.batching import compat_key, synthesize_group
+from voicefleet.serve.errors import RequestFailed
+from voicefleet.serve.replica import Replica, parse_voice_key
 from voicefleet.serve.schemas import SynthesisJob
 from voicefleet.serve.settings import ServeSettings
-from voicefleet.serve.voice_cache import VoiceCache
 
 logger = logging.getLogger(__name__)
-
-
-def voice_key(voice_id: str, version: int) -> str:
-    """Multiplexed model id of one registry version of a voice."""
-    return f"{voice_id}@{version}"
-
-
-def parse_voice_key(key: str) -> tuple[str, int]:
-    voice_id, _, version = key.partition("@")
-    if not version.isdigit():
-        raise RequestFailed(400, "invalid_request_error", f"malformed voice key {key!r}")
-    return check_voice_id(voice_id), int(version)
 
 
 def shared_model_problem(synth: Synthesizer) -> str | None:
@@ -72,18 +54,6 @@ def shared_model_problem(synth: Synthesizer) -> str | None:
                 if not bool(torch.isfinite(p.sum())) and not bool(torch.isfinite(p).all()):
                     return f"{name} parameter {pname} has non-finite values"
     return None
-
-
-def voice_kind(voice: Voice) -> str:
-    """`adapter` for a voice of LoRA adapters over the shared backbone, else `full`."""
-    return "adapter" if voice.adapters else "full"
-
-
-def _timed(fn, *args):
-    """`fn(*args)` and the seconds it took (on the thread that runs it: queueing excluded)."""
-    start = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - start
 
 
 def intra_op_threads(settings: ServeSettings, active_jobs: int) -> int:
@@ -115,12 +85,11 @@ def _settle(future: asyncio.Future, result) -> None:
 
 
 @serve.deployment(name="VoiceSynthesizer")
-class VoiceSynthesizer:
-    """One replica: the shared `Synthesizer`, the adapter voices' backbone (loaded with the first
-    of them) and the resident voices (`VoiceCache`)."""
+class VoiceSynthesizer(Replica[Voice]):
+    """One torch replica: the shared `Synthesizer`, the adapter voices' backbone (loaded with the
+    first of them) and the resident voices."""
 
     def __init__(self, settings: ServeSettings):
-        self.settings = settings
         torch.set_num_threads(settings.torch_threads)
         self.paths = find_pretrained(settings.pretrained)
         if settings.g2pw_model is not None:
@@ -128,34 +97,13 @@ class VoiceSynthesizer:
 
             enable(settings.g2pw_model, self.paths.bert)
         self.synth = Synthesizer.from_pretrained(self.paths, precision=settings.precision)
-        self.registry = VoiceRegistry(settings.registry_root)
-        # torch's intra-op thread count is per OS thread under OpenMP: set it in every worker
-        self.pool = ThreadPoolExecutor(settings.synthesis_threads, thread_name_prefix="synth",
-                                       initializer=torch.set_num_threads, initargs=(settings.torch_threads,))
-        self._active, self._active_lock = 0, threading.Lock()
-        self.loads: list[str] = []  # every voice load on this replica, in order (for stats)
-        self._problem: str | None = shared_model_problem(self.synth)
+        super().__init__(settings)
+        self._problem = shared_model_problem(self.synth)
         # intra-op threads for a lone job's thread-count-invariant stages: None until the first
         # voice load has checked them on this machine, then that count or 0 (off)
         self._wide: int | None = None if settings.widen_invariant_stages else 0
-
-        self.voices: VoiceCache[Voice] = VoiceCache(settings.max_voices_per_replica,
-                                                    settings.max_adapter_voices_per_replica,
-                                                    settings.adapter_memory_mb * 2**20)
         self._backbone: Backbone | None = None
         self._backbone_lock = threading.Lock()
-        self.metrics = SynthesisMetrics(settings.metrics_per_voice)
-
-        # The cache size comes from settings, so the multiplexed loader is wired up per instance
-        # (a closure: Serve keeps its LRU on the decorated function object). Serve's LRU holds
-        # voice keys only (for routing); the voices are resident in `self.voices`.
-        async def load_voice(key: str) -> str:
-            await self._resolve(key)
-            return key
-
-        self._voice = serve.multiplexed(max_num_models_per_replica=settings.max_voices_per_replica
-                                        + settings.max_adapter_voices_per_replica)(load_voice)
-        self._voice_loader = load_voice
         self.batches: list[int] = []  # sizes of the cross-request GPT decodes run (for stats)
         # `@serve.batch` groups requests that arrive together and hands them to the pending queue at
         # once (its handler only enqueues); a synthesis thread that becomes free then takes the
@@ -165,21 +113,14 @@ class VoiceSynthesizer:
         self._pending: list[_PendingGroup] = []
         self._pending_lock = threading.Lock()
 
-    async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._job, fn, args)
+    def _thread_started(self) -> None:
+        torch.set_num_threads(self.settings.torch_threads)  # per OS thread under OpenMP
 
-    def _job(self, fn, args):
-        """Run `fn(*args)` on a pool thread with the intra-op thread count for the current load."""
-        with self._active_lock:
-            self._active += 1
-            threads = intra_op_threads(self.settings, self._active)
-        torch.set_num_threads(threads)  # per OS thread under OpenMP
-        try:
-            with self.synth.invariant_stage_threads(self._stage_threads):
-                return fn(*args)
-        finally:
-            with self._active_lock:
-                self._active -= 1
+    def _in_job(self, active: int, fn, args):
+        """`fn(*args)` with the intra-op thread count for the current load."""
+        torch.set_num_threads(intra_op_threads(self.settings, active))  # per OS thread under OpenMP
+        with self.synth.invariant_stage_threads(self._stage_threads):
+            return fn(*args)
 
     def _stage_threads(self) -> int | None:
         """Threads for the invariant stages of a job starting one now: all of them when it runs alone."""
@@ -205,69 +146,36 @@ class VoiceSynthesizer:
                 self._backbone = Backbone.load(self.paths)
             return self._backbone
 
-    async def _resolve(self, key: str) -> Voice:
-        """The resident voice of `key`, loaded (on a synthesis thread) when it is not."""
-        voice = self.voices.get(key)
-        return voice if voice is not None else await self._run(self._load_voice, key)
+    def _open_voice(self, key: str, record: VoiceRecord, files: Mapping[str, Path]) -> Voice:
+        if record.is_adapter:
+            return load_adapter_voice(self.synth, self.backbone(), key, gpt=files["gpt"], sovits=files["sovits"],
+                                      reference=files["reference"], prompt_text=record.prompt_text,
+                                      prompt_lang=record.prompt_lang)
+        return self.synth.load_voice(key, files["gpt"], files["sovits"], files["reference"], record.prompt_text,
+                                     record.prompt_lang)
 
-    def _load_voice(self, key: str) -> Voice:
-        voice = self.voices.get(key)  # loaded by a concurrent request meanwhile
-        if voice is not None:
-            return voice
-        voice_id, version = parse_voice_key(key)
-        try:
-            record = self.registry.get(voice_id)
-            files = self.registry.local_files(voice_id)
-            if record.version != version:
-                logger.info("voice %s: asked for version %d, registry has %d", voice_id, version, record.version)
-            start = time.perf_counter()
-            try:
-                if record.is_adapter:
-                    voice = load_adapter_voice(self.synth, self.backbone(), key, gpt=files["gpt"], sovits=files["sovits"],
-                                               reference=files["reference"], prompt_text=record.prompt_text,
-                                               prompt_lang=record.prompt_lang)
-                else:
-                    voice = self.synth.load_voice(key, files["gpt"], files["sovits"], files["reference"],
-                                                  record.prompt_text, record.prompt_lang)
-            except (OSError, RuntimeError, ValueError, KeyError, EOFError, pickle.UnpicklingError) as e:
-                if client_error(e) is not None:  # e.g. a reference clip that is silent: the voice's own fault
-                    raise
-                # the voice's files cannot be read or are not weights any more (damaged on disk): this
-                # voice fails with a message saying so, the replica and every other voice go on
-                logger.error("voice %s: its files cannot be loaded (%s: %s)", key, type(e).__name__,
-                             " ".join(str(e).split())[:300])
-                raise VoiceDamaged(voice_id, self.registry.uri) from None
-        except Exception as e:  # noqa: BLE001 - user errors become 4xx, the rest propagate
-            mapped = client_error(e)
-            if mapped is None:
-                raise
-            raise mapped from None
-        self.metrics.voice_loaded(voice_kind(voice), time.perf_counter() - start)
+    def _voice_loaded(self, key: str, voice: Voice) -> None:
         if self._wide is None:
             self._check_wide(voice)
-        self.loads.append(key)
-        evicted = self.voices.put(key, voice, adapter=record.is_adapter, nbytes=voice_nbytes(voice))
-        self.metrics.residency(self.voices.stats())
-        logger.info("loaded %svoice %s on pid %d%s", "adapter " if record.is_adapter else "", key, os.getpid(),
-                    f" (evicted {', '.join(evicted)})" if evicted else "")
-        return voice
 
-    async def _get_voice(self) -> Voice:
-        key = serve.get_multiplexed_model_id()
-        if not key:
-            raise RequestFailed(400, "invalid_request_error", "no voice given")
-        await self._voice(key)  # Serve's bookkeeping: this replica holds `key`
-        return await self._resolve(key)
+    def _voice_bytes(self, voice: Voice) -> int:
+        return voice_nbytes(voice)
+
+    def _engine(self, voice: Voice) -> tuple[Synthesizer, Voice]:
+        return self.synth, voice
+
+    def _kind(self, voice: Voice) -> str:
+        return "adapter" if voice.adapters else "full"
+
+    def _shared_problem(self) -> str | None:
+        return shared_model_problem(self.synth)
 
     async def synthesize(self, job: SynthesisJob) -> bytes:
         """Whole request -> encoded audio bytes (batched with compatible requests when enabled)."""
+        if self.settings.batch_max_size <= 1:
+            return await super().synthesize(job)
         key = serve.get_multiplexed_model_id()
         voice = await self._get_voice()
-        if self.settings.batch_max_size <= 1:
-            seconds: list[float] = []
-            audio, compute_s = await self._run(_timed, synthesize_one, self.synth, voice, job, seconds.append)
-            self.metrics.synthesized(parse_voice_key(key)[0], voice_kind(voice), sum(seconds), compute_s)
-            return audio
         result = await (await self._batched((key, voice, job)))
         if isinstance(result, RequestFailed):
             raise result
@@ -312,7 +220,7 @@ class VoiceSynthesizer:
                     size += len(group.jobs)
         jobs = [job for group in taken for job in group.jobs]
         futures = [(group.loop, future) for group in taken for future in group.futures]
-        voice_id, kind, seconds = parse_voice_key(head.key)[0], voice_kind(head.voice), {}
+        voice_id, kind, seconds = parse_voice_key(head.key)[0], self._kind(head.voice), {}
         start = time.perf_counter()
 
         def settle(j: int, result) -> None:  # each request as soon as its audio is done
@@ -329,47 +237,5 @@ class VoiceSynthesizer:
             for j in range(len(jobs)):
                 settle(j, e)
 
-    async def stream(self, job: SynthesisJob) -> AsyncIterator[bytes]:
-        """One s16le PCM chunk per fragment, each as soon as it is synthesised."""
-        voice = await self._get_voice()
-        voice_id = parse_voice_key(serve.get_multiplexed_model_id())[0]
-
-        def start():
-            try:
-                return self.synth.stream(voice, job.text, job.lang, job.params)
-            except Exception as e:  # noqa: BLE001
-                mapped = client_error(e)
-                if mapped is None:
-                    raise
-                raise mapped from None
-
-        chunks, compute_s = await self._run(_timed, start)
-        done, audio_s = object(), 0.0
-        try:
-            while True:
-                chunk, chunk_s = await self._run(_timed, next, chunks, done)
-                compute_s += chunk_s
-                if chunk is done:
-                    return
-                audio_s += audio_seconds(chunk)
-                yield encode_audio(np.asarray(chunk), "pcm")
-        finally:  # a stream the client left early counts what it was sent
-            self.metrics.synthesized(voice_id, voice_kind(voice), audio_s, compute_s)
-
     def stats(self) -> dict:
-        """This replica's voice cache (for tests and operators)."""
-        resident = self.voices.stats()
-        return {"pid": os.getpid(), "loads": list(self.loads), "cached": resident["full"],
-                "adapter_voices": resident["adapter"],
-                "adapter_bytes": resident["adapter_bytes"], "evictions": {
-                    "full": resident["full_evictions"], "adapter": resident["adapter_evictions"]},
-                "batches": list(self.batches), "wide_threads": self._wide}
-
-    def ready(self) -> bool:
-        return self._problem is None
-
-    def check_health(self) -> None:
-        """Serve calls this periodically; raising marks the replica unhealthy (it gets replaced)."""
-        self._problem = self._problem or shared_model_problem(self.synth)
-        if self._problem:
-            raise RuntimeError(f"shared model broken: {self._problem}")
+        return {**super().stats(), "batches": list(self.batches), "wide_threads": self._wide}

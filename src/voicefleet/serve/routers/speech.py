@@ -17,11 +17,11 @@ from voicefleet.serve.errors import BadRequest, InvalidInput, TooLarge, Unavaila
 from voicefleet.serve.replica_metrics import CountedRequest
 from voicefleet.serve.retry import RetryLog, with_replica_retry
 from voicefleet.serve.schemas import MEDIA_TYPES, SEED_MAX, SamplingFields, SpeechRequest, SynthesisJob, TTSRequest
-from voicefleet.serve.synthesizer import voice_key
+from voicefleet.serve.replica import voice_key
 
 router = APIRouter(prefix="/v1", tags=["speech"])
 
-ERRORS = openapi_errors(400, 401, 403, 404, 413, 422, 500, 503)
+ERRORS = openapi_errors(400, 401, 403, 404, 409, 413, 422, 500, 503)
 AUDIO = {200: {"content": {t: {} for t in MEDIA_TYPES.values()}, "description": "Audio bytes."}}
 STREAMABLE = ("wav", "pcm")
 # OpenAI names -> ours; mp3/aac need encoders libsndfile lacks here, so they are refused with 400

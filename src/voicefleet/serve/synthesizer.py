@@ -187,7 +187,7 @@ class VoiceSynthesizer:
         """The pretrained GPT and SoVITS that every adapter voice of this replica applies its adapters to."""
         with self._backbone_lock:
             if self._backbone is None:
-                self._backbone = Backbone.load(self.paths)
+                self._backbone = Backbone.load(self.paths, precision=self.settings.precision)
             return self._backbone
 
     async def _resolve(self, key: str) -> Voice:

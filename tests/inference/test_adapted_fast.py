@@ -171,7 +171,12 @@ def test_the_lean_decoding_step_adds_the_adapter_as_the_hooked_layers_do(use_nat
         assert all(torch.equal(a, b) for a, b in zip(lean.sequences, layered.sequences))
         finite = torch.isfinite(layered.step_logits)
         assert torch.equal(finite, torch.isfinite(lean.step_logits))
-        assert torch.allclose(lean.step_logits[finite], layered.step_logits[finite], atol=1e-4, rtol=1e-4)
+        diff = (lean.step_logits[finite] - layered.step_logits[finite]).abs()
+        # The native step keeps its KV cache in fp16: this adapter's large random updates (logits up
+        # to ~2.5) widen keys and values, and the cache's rounding gives up to ~1e-3. Without the
+        # native library both steps round the int8 products' inputs to bf16, where the update's
+        # other summation order flips the odd rounding (one bf16 unit, ~8e-3 here, mean ~1e-6).
+        assert float(diff.max()) < (2e-3 if use_native else 1e-2) and float(diff.mean()) < 1e-4
     assert "eos" in lean.stop_reasons and len(set(lean.idx)) > 1
     bare, per_row = run(Int8DecodingStep, None), run(Int8DecodingStep, [adapter] * 3)
     assert torch.equal(per_row.step_logits.nan_to_num(), lean.step_logits.nan_to_num())

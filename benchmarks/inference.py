@@ -20,6 +20,14 @@ graphs (`voicefleet.inference.onnx_export`; int8: onnxruntime dynamic quantisati
 onnxruntime with the engine's decoding loop (`voicefleet.inference.onnx_engine.OnnxGPT`), on the
 same inputs and the same SoVITS noise. "memory" is the growth of the process's resident set while
 a mode's models are built (for ONNX: the sessions, after export).
+
+`fp32-lora` / `fast-lora` run an adapter voice (`voicefleet.inference.adapted`): a random rank-8
+LoRA adapter on every target group (the GPT's attention and FFN; SoVITS text encoder, flow and
+decoder), applied unmerged to the shared backbone of that precision. Compare each with the plain
+mode of its precision for the adapter's cost; mel L1 is against the first mode listed, so list
+`fp32-lora` first to compare `fast-lora` with it. Their notes also give what merging the decoder
+adapter per request would cost instead (fold the update into each adapted kernel, then build the
+bf16 decoder).
 """
 
 from __future__ import annotations
@@ -105,9 +113,56 @@ class _OnnxDecoder:
         return self.mode.decode(tokens, text, refs, noise_scale, generator)
 
 
+class _Adapted:
+    """A backbone's GPT decoding or SoVITS with one voice's adapters active in every call."""
+
+    def __init__(self, inner, adapters):
+        self.inner, self.adapters = inner, adapters
+
+    def __getattr__(self, name):
+        from voicefleet.models.adapters import use_adapter
+
+        method = getattr(self.inner, name)
+
+        def call(*args, **kwargs):
+            with use_adapter(*self.adapters):
+                return method(*args, **kwargs)
+
+        return call
+
+
+def adapter_voice(precision: str, base_gpt, base_sovits):
+    """An adapter voice of `precision`: the backbone's models wrapped with a random rank-8 adapter per stage."""
+    from voicefleet.inference.adapted import Backbone
+    from voicefleet.models import adapters as lora
+
+    gpt, sovits = copy.deepcopy(base_gpt), _sovits_copy(base_sovits)
+    adapters = []
+    for stage, model in (("gpt", gpt), ("sovits", sovits)):
+        adapter = lora.Adapter.create(model, lora.AdapterSpec(stage, targets=tuple(lora.TARGET_GROUPS[stage])))
+        with torch.no_grad():
+            for _, layer in adapter.items():
+                layer.lora_B.normal_(std=0.01)  # as if trained
+        adapters.append(adapter.to(torch.float16))  # resident as in the files
+    backbone = Backbone.from_models(gpt, sovits, precision=precision)
+    return _Adapted(backbone.generator, adapters), _Adapted(backbone.sovits, adapters)
+
+
+def decoder_merge_seconds(base_sovits) -> float:
+    """What merging a rank-8 decoder adapter into the bf16 decoder per request would cost instead."""
+    from voicefleet.inference.fast import Bf16Decoder
+    from voicefleet.models import adapters as lora
+
+    sovits = _sovits_copy(base_sovits)
+    adapter = lora.Adapter.create(sovits, lora.AdapterSpec("sovits", targets=("decoder",)))
+    return timeit(lambda: Bf16Decoder.from_fp32(lora.merge_(sovits, adapter).decoder))[0]
+
+
 def build(mode: str, base_gpt, base_sovits, threads: int = 2, folder: Path | None = None):
     from voicefleet.inference.fast import optimize_for_cpu_inference
 
+    if mode in ("fp32-lora", "fast-lora"):
+        return adapter_voice(mode.split("-")[0], base_gpt, base_sovits)
     if mode in ("onnx", "onnx-int8"):
         onnx_mode = OnnxMode(base_gpt, base_sovits, int8=mode == "onnx-int8", threads=threads, folder=folder)
         return onnx_mode, _OnnxDecoder(onnx_mode)
@@ -133,7 +188,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--modes", default="fp32,fast,onnx,onnx-int8")
+    parser.add_argument("--modes", default="fp32,fast,onnx,onnx-int8",
+                        help="comma-separated: fp32, fast, onnx, onnx-int8, fp32-lora, fast-lora")
     parser.add_argument("--versions", default="v2", help="comma-separated: v2, v2Pro, v2ProPlus")
     parser.add_argument("--size", choices=("full", "tiny"), default="full",
                         help="tiny: the test-size models (seconds, not representative speeds: fixed costs only)")
@@ -142,9 +198,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     base_gpt = (gpt_v2() if args.size == "full" else gpt_tiny()).eval()
-    rows = []
+    rows, notes = [], []
     for version in args.versions.split(","):
-        rows += measure(args, version, base_gpt)
+        rows += measure(args, version, base_gpt, notes)
     report(f"Synthesis speed, {args.size} size ({args.versions}), {args.threads} CPU threads, "
            f"{args.seconds:.0f} s of audio",
            ["version", "mode", "GPT ms/token (b1)", f"SoVITS decode {args.seconds:.0f} s (s)", "sv embedding (s)",
@@ -153,11 +209,11 @@ def main() -> None:
                  "every mode), included in the first chunk; first chunk = GPT + SoVITS for a 2 s first fragment; "
                  "batch 8 = the same audio as 8 fragments, GPT-decoded together. "
                  "mel L1 = mean |log-mel difference| of the decoded waveform vs the fp32 path (same tokens/noise). "
-                 "memory = resident-set growth while the mode's models are built. " + args.note)
+                 "memory = resident-set growth while the mode's models are built. " + " ".join(notes + [args.note]))
 
 
-def measure(args, version: str, base_gpt) -> list[list[str]]:
-    """The table rows of one model version, one per mode."""
+def measure(args, version: str, base_gpt, notes: list[str]) -> list[list[str]]:
+    """The table rows of one model version, one per mode (and notes for the adapter modes)."""
     if version not in ("v2", "v2Pro", "v2ProPlus"):
         raise SystemExit(f"unknown version {version}")
     config = SOVITS_CONFIGS[args.size, version]()
@@ -227,6 +283,10 @@ def measure(args, version: str, base_gpt) -> list[list[str]]:
         audio_s = n_tokens * HOP_S
         rtf1 = (t_gpt + t_dec) / audio_s
         rtf8 = (t_b8 + t_b8_dec) / (8 * per * HOP_S)
+        if mode.endswith("-lora") and not any(n.startswith(f"{version}: merging") for n in notes):
+            notes.append(f"{version}: merging a decoder adapter into a bf16 decoder would cost "
+                         f"{decoder_merge_seconds(base_sovits):.2f} s per request (the unmerged update is "
+                         "inside the -lora rows' decode times).")
         rows.append([version, mode, f"{ms_token:.1f}", f"{t_dec:.2f}", f"{t_sv:.2f}",
                      f"{t_sv + t_first_gpt + t_first_dec:.2f}", f"{rtf1:.2f}", f"{rtf8:.2f}", fidelity,
                      f"{memory_mb:.0f}"])

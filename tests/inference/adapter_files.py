@@ -7,9 +7,10 @@ import torch
 from voicefleet.models import adapters as lora
 
 
-def save_random_adapter(model, stage: str, fingerprint: str, path, seed: int):
-    """A rank-4 adapter of `model` with random B matrices (so it changes the output), saved at `path`."""
-    adapter = lora.Adapter.create(model, lora.AdapterSpec(stage, rank=4), fingerprint)
+def save_random_adapter(model, stage: str, fingerprint: str, path, seed: int, targets: tuple[str, ...] = ()):
+    """A rank-4 adapter of `model` (the stage's default targets unless given) with random B
+    matrices (so it changes the output), saved at `path`."""
+    adapter = lora.Adapter.create(model, lora.AdapterSpec(stage, rank=4, targets=targets), fingerprint)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, layer in adapter.items():

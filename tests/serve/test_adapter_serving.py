@@ -1,5 +1,6 @@
 """Adapter voices on the Serve app: 50 of them on one replica beside full voices, interleaved
-concurrent requests each get exactly their own voice's audio; a foreign adapter is a 409."""
+concurrent requests each get exactly their own voice's audio; a foreign adapter is a 409; a
+replica at precision `fast` serves them too."""
 
 from __future__ import annotations
 
@@ -52,10 +53,9 @@ def adapter_voices(serve_settings, tiny_pretrained, storage, tmp_path_factory):
         registry.delete(voice_id)
 
 
-@pytest.fixture(scope="module")
-def expected(serve_settings, tiny_pretrained, adapter_voices):
-    synth = Synthesizer.from_pretrained(tiny_pretrained)
-    backbone = Backbone.load(tiny_pretrained)
+def _expected(serve_settings, tiny_pretrained, precision: str):
+    synth = Synthesizer.from_pretrained(tiny_pretrained, precision=precision)
+    backbone = Backbone.load(tiny_pretrained, precision=precision)
     registry = VoiceRegistry(serve_settings.registry_root)
 
     def make(voice_id: str, seed: int) -> bytes:
@@ -67,6 +67,24 @@ def expected(serve_settings, tiny_pretrained, adapter_voices):
         return encode_audio(synth.synthesize(voice, TEXT, "zh", SynthesisParams(seed=seed, **SMALL)), "wav")
 
     return make
+
+
+@pytest.fixture(scope="module")
+def expected(serve_settings, tiny_pretrained, adapter_voices):
+    return _expected(serve_settings, tiny_pretrained, "fp32")
+
+
+@pytest.fixture(scope="module")
+def fast_url(base_url, serve_settings):
+    """A second app at precision fast, beside the main one (same HTTP proxy, prefix /fast)."""
+    from ray import serve
+
+    from voicefleet.serve.app import build_app
+
+    settings = serve_settings.model_copy(update={"precision": "fast", "num_cpus": 0})
+    serve.run(build_app(settings), name="voicefleet-fast", route_prefix="/fast")
+    yield f"{base_url}/fast"
+    serve.delete("voicefleet-fast")
 
 
 def tts(url: str, **body) -> httpx.Response:
@@ -94,3 +112,16 @@ def test_an_adapter_trained_on_another_base_is_refused(base_url, adapter_voices)
     r = tts(base_url, voice="foreign", seed=1)
     assert r.status_code == 409, r.text
     assert "trained on a different gpt base" in r.json()["error"]["message"]
+
+
+def test_a_fast_replica_serves_adapter_voices_beside_full_ones(fast_url, adapter_voices, serve_settings,
+                                                               tiny_pretrained):
+    jobs = [(adapter_voices[0], 3), ("alpha", 3), (adapter_voices[1], 3), (adapter_voices[0], 4)]
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda j: tts(fast_url, voice=j[0], seed=j[1]), jobs))
+    assert [r.status_code for r in responses] == [200] * len(jobs), [r.text for r in responses]
+    assert len({r.content for r in responses}) == len(jobs)
+    expected = _expected(serve_settings, tiny_pretrained, "fast")
+    for (voice_id, seed), r in zip(jobs, responses):
+        if voice_id != "alpha":
+            assert r.content == expected(voice_id, seed), f"{voice_id} is not its own voice's audio"

@@ -42,8 +42,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from voicefleet.inference.fast_adapters import decoder_updates, gpt_step_updates
 from voicefleet.inference.generation import CACHE_BLOCK, LayerKVCache, TokenGenerator
 from voicefleet.inference.native import FP16_MAX, NativeLayer, gpt_step_kernel, int8_rows_kernel
+from voicefleet.models.adapters import active_adapter
 from voicefleet.models.features import BertFeatures
 from voicefleet.models.gpt import GPT
 from voicefleet.models.modules.hifigan import LRELU_SLOPE, HiFiGANGenerator
@@ -250,6 +252,10 @@ class Int8DecodingStep:
     calls the int8 kernel, adds biases while converting to fp32, scales attention scores inside
     `baddbmm` and calls LayerNorm functionally, with no module calls, reshapes of the cache or
     masks built per layer. Numerics are those of the quantised layers either way.
+
+    The GPT adapter active when the step is built (an adapter voice's decode,
+    `voicefleet.models.adapters.use_adapter`) is added unmerged to each adapted linear's output,
+    inside the native call or after each eager product (`voicefleet.inference.fast_adapters`).
     """
 
     def __init__(self, gpt: GPT, cache: list[LayerKVCache]):
@@ -257,7 +263,11 @@ class Int8DecodingStep:
         attn = gpt.layers[0].attn
         self.heads, self.head_dim = attn.heads, attn.head_dim
         self.scale = self.head_dim ** -0.5
+        self.updates = gpt_step_updates(active_adapter("gpt"), len(gpt.layers))
         self.native = _native_step(gpt, self.heads)
+        self.native_updates = None
+        if self.native is not None and self.updates is not None:
+            self.native_updates = self.native.updates(self.updates)
         self.cache = StackedKVCache(cache, torch.float16 if self.native is not None else torch.float32)
 
     def keep_rows(self, rows: Tensor) -> None:
@@ -272,7 +282,7 @@ class Int8DecodingStep:
             key_bias = None
             if mask is not None:
                 key_bias = x.new_zeros(batch, n).masked_fill_(~mask.reshape(batch, n), float("-inf"))
-            return self.native(h, self.cache.kv, n, key_bias)
+            return self.native(h, self.cache.kv, n, key_bias, updates=self.native_updates)
         return self._eager(x, mask)
 
     def _eager(self, x: Tensor, mask: Tensor | None) -> Tensor:
@@ -286,19 +296,27 @@ class Int8DecodingStep:
             bias = x.new_zeros(mask.shape).masked_fill_(~mask, float("-inf"))
             bias = bias.expand(batch, heads, 1, n).reshape(batch * heads, 1, n)
         h = x.reshape(batch, dim)
+        no_updates = (None,) * 4
         for i, (layer, slot) in enumerate(zip(self.gpt.layers, cache.newest())):
             attn, ffn = layer.attn, layer.ffn
-            qkv = attn.qkv.rows(h).view(batch, 3, heads, head_dim)
+            qkv_u, out_u, up_u, down_u = self.updates[i] if self.updates is not None else no_updates
+            qkv = _rows(attn.qkv, h, qkv_u).view(batch, 3, heads, head_dim)
             slot.copy_(qkv[:, 1:].transpose(0, 1))
             q = qkv[:, 0].reshape(batch * heads, 1, head_dim)
             scores = torch.baddbmm(bias, q, cache.keys[i][:, :n].transpose(1, 2), alpha=self.scale)
             y = torch.bmm(torch.softmax(scores, dim=-1), cache.values[i][:, :n])
-            h = F.layer_norm(h + attn.out.rows(y.view(batch, dim)), (dim,),
+            h = F.layer_norm(h + _rows(attn.out, y.view(batch, dim), out_u), (dim,),
                              layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
-            up = torch.relu(ffn.up.rows(h))
-            h = F.layer_norm(h + ffn.down.rows(up), (dim,),
+            up = torch.relu(_rows(ffn.up, h, up_u))
+            h = F.layer_norm(h + _rows(ffn.down, up, down_u), (dim,),
                              layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
         return h
+
+
+def _rows(linear: "Int8Bf16Linear", rows: Tensor, update) -> Tensor:
+    """The quantised product of `rows`, plus the adapter's update of that linear when there is one."""
+    out = linear.rows(rows)
+    return out if update is None else update.add_(rows, out)
 
 
 def _native_step(gpt: GPT, heads: int):
@@ -341,9 +359,10 @@ class _ChannelsLastConv:
     """A frozen 1-d convolution (or transposed one) run as a bf16 2-d convolution of height 1 on
     channels-last tensors: ``(batch, channels, 1, time)`` with channels innermost."""
 
-    def __init__(self, conv: nn.Conv1d | nn.ConvTranspose1d):
+    def __init__(self, conv: nn.Conv1d | nn.ConvTranspose1d, name: str = ""):
         if conv.groups != 1 or conv.padding_mode != "zeros":
             raise ValueError(f"unsupported convolution for the bf16 decoder: {conv}")
+        self.name = name  # the fp32 module's name in its SoVITS (what an adapter's layers are keyed by)
         self.transposed = isinstance(conv, nn.ConvTranspose1d)
         self.weight = conv.weight.detach().to(torch.bfloat16).unsqueeze(2).contiguous(memory_format=torch.channels_last)
         self.bias = conv.bias.detach().to(torch.bfloat16) if conv.bias is not None else None
@@ -384,7 +403,8 @@ class Bf16Decoder(nn.Module):
     whole decoder ran ~15% faster on one core (433 -> 366 ms for 1.7 s of audio; single large
     convolutions up to 2x). The products and their bf16 rounding are those of autocast's conv1d
     up to the accumulation order (outputs differ by about one bf16 unit in the last place).
-    Build one with `from_fp32`.
+    The SoVITS adapter active in the calling context adds its updates of the input and residual
+    convolutions unmerged (`voicefleet.inference.fast_adapters`). Build one with `from_fp32`.
     """
 
     def __init__(self, pre: _ChannelsLastConv, cond: _ChannelsLastConv | None, ups: list[_ChannelsLastConv],
@@ -394,15 +414,20 @@ class Bf16Decoder(nn.Module):
         self.pre, self.cond, self.ups, self.blocks = pre, cond, ups, blocks
         self.conv_post = conv_post  # fp32
         self.num_kernels = num_kernels
+        self.conv_names = [c.name for c in (pre, cond, *ups, *(c for b in blocks for pair in b for c in pair))
+                           if c is not None and c.name]
 
     @classmethod
-    def from_fp32(cls, decoder: HiFiGANGenerator) -> "Bf16Decoder":
-        """A new decoder from `decoder`'s weights (weight norm folded; `decoder` is not changed)."""
-        blocks = [[(_ChannelsLastConv(c1), _ChannelsLastConv(c2)) for c1, c2 in zip(b.convs1, b.convs2)]
-                  for b in decoder.resblocks]
-        return cls(_ChannelsLastConv(decoder.conv_pre),
-                   _ChannelsLastConv(decoder.cond) if hasattr(decoder, "cond") else None,
-                   [_ChannelsLastConv(up) for up in decoder.ups], blocks, _plain_conv1d(decoder.conv_post),
+    def from_fp32(cls, decoder: HiFiGANGenerator, name: str = "decoder") -> "Bf16Decoder":
+        """A new decoder from `decoder`'s weights (weight norm folded; `decoder` is not changed);
+        `name`: the decoder's module name in its SoVITS (adapter layers are keyed by full names)."""
+        def conv(module: nn.Module, path: str) -> _ChannelsLastConv:
+            return _ChannelsLastConv(module, f"{name}.{path}")
+
+        blocks = [[(conv(c1, f"resblocks.{i}.convs1.{j}"), conv(c2, f"resblocks.{i}.convs2.{j}"))
+                   for j, (c1, c2) in enumerate(zip(b.convs1, b.convs2))] for i, b in enumerate(decoder.resblocks)]
+        return cls(conv(decoder.conv_pre, "conv_pre"), conv(decoder.cond, "cond") if hasattr(decoder, "cond") else None,
+                   [conv(up, f"ups.{i}") for i, up in enumerate(decoder.ups)], blocks, _plain_conv1d(decoder.conv_post),
                    decoder.num_kernels)
 
     def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
@@ -415,15 +440,23 @@ class Bf16Decoder(nn.Module):
         frames = x.shape[-1]
         padded = -(-frames // FRAME_BUCKET) * FRAME_BUCKET
         valid = frames
+        updates = decoder_updates(active_adapter("sovits"), self.conv_names)
+
+        def run(layer: _ChannelsLastConv, y: Tensor) -> Tensor:
+            update = updates.get(layer.name)
+            out = layer(y)
+            if update is not None:
+                out = out + update(y, layer.stride, layer.padding, layer.dilation)
+            return out
 
         def conv(layer: _ChannelsLastConv, y: Tensor) -> Tensor:
-            y = layer(y)
+            y = run(layer, y)
             if valid < y.shape[-1]:
                 y[..., valid:] = 0
             return y
 
         valid = self.pre.out_length(valid)
-        y = self.pre(_channels_last(F.pad(x, (0, padded - frames)) if padded > frames else x))
+        y = run(self.pre, _channels_last(F.pad(x, (0, padded - frames)) if padded > frames else x))
         if g is not None:
             y = _channels_last(y + self.cond(_channels_last(g)))
         if valid < y.shape[-1]:

@@ -47,7 +47,7 @@ from voicefleet.models.adapter_config import (ADAPTER_FORMAT, ADAPTER_FORMAT_VER
 
 __all__ = ["DEFAULT_ALPHA", "DEFAULT_RANK", "DEFAULT_TARGETS", "TARGET_GROUPS", "AdapterError", "AdapterSpec",
            "AdapterStage", "Adapter", "AdapterFile", "LoRALayer", "ADAPTER_MODULE", "attach", "detach",
-           "use_adapter", "adapted_iter", "attach_all", "merge_", "base_fingerprint_of", "check_base", "save_adapter", "load_adapter",
+           "use_adapter", "adapted_iter", "active_adapter", "attach_all", "merge_", "base_fingerprint_of", "check_base", "save_adapter", "load_adapter",
            "is_adapter_file", "target_layers", "install_for_training", "adapter_of"]
 
 FORMAT, FORMAT_VERSION, SUFFIX = ADAPTER_FORMAT, ADAPTER_FORMAT_VERSION, ADAPTER_SUFFIX
@@ -79,19 +79,20 @@ def target_layers(model: nn.Module, spec: AdapterSpec) -> dict[str, nn.Module]:
 class LoRALayer(nn.Module):
     """The low-rank update of one linear or 1-d convolution layer (A then B, times `scaling`)."""
 
-    def __init__(self, base: nn.Module, rank: int, scaling: float):
+    def __init__(self, base: nn.Module, rank: int, scaling: float, device: torch.device | str | None = None):
         super().__init__()
         self.scaling = scaling
         self.is_conv = isinstance(base, nn.Conv1d)
+        device = base.weight.device if device is None else device  # `base` may hold shapes only (on "meta")
         if self.is_conv:
             out_ch, in_ch, kernel = base.weight.shape
             self.conv_args = {"stride": base.stride, "padding": base.padding, "dilation": base.dilation}
-            self.lora_A = nn.Parameter(torch.empty(rank, in_ch, kernel, device=base.weight.device))
-            self.lora_B = nn.Parameter(torch.zeros(out_ch, rank, 1, device=base.weight.device))
+            self.lora_A = nn.Parameter(torch.empty(rank, in_ch, kernel, device=device))
+            self.lora_B = nn.Parameter(torch.zeros(out_ch, rank, 1, device=device))
         else:
             out_ch, in_ch = base.weight.shape
-            self.lora_A = nn.Parameter(torch.empty(rank, in_ch, device=base.weight.device))
-            self.lora_B = nn.Parameter(torch.zeros(out_ch, rank, device=base.weight.device))
+            self.lora_A = nn.Parameter(torch.empty(rank, in_ch, device=device))
+            self.lora_B = nn.Parameter(torch.zeros(out_ch, rank, device=device))
         nn.init.kaiming_uniform_(self.lora_A, a=5**0.5)  # as nn.Linear's weights (and peft's A)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -183,13 +184,24 @@ def _hook(stage: str, name: str):
     return hook
 
 
-def attach(model: nn.Module, spec_or_adapter: AdapterSpec | Adapter) -> nn.Module:
+def attach(model: nn.Module, spec_or_adapter: AdapterSpec | Adapter, *, like: nn.Module | None = None) -> nn.Module:
     """Install the adapter hooks on `model`'s target layers (once per layer; idempotent).
 
     Hooks do nothing unless an adapter of the model's stage is active (`use_adapter`), so a model
     with hooks attached still computes the bare backbone everywhere else. Returns `model`.
+
+    With `like` (a spec only), the layers are those `like` has as targets, hooked in `model` by
+    name: `model` is a reduced-precision copy of `like` whose layers are no longer `nn.Linear` /
+    `nn.Conv1d` (`voicefleet.inference.fast`). Names `model` lacks are left to the copy, which
+    then applies the active adapter itself (its bf16 decoder does).
     """
-    if isinstance(spec_or_adapter, Adapter):
+    if like is not None:
+        if isinstance(spec_or_adapter, Adapter):
+            raise TypeError("attach(..., like=) takes a spec, not an adapter")
+        modules = dict(model.named_modules())
+        stage = spec_or_adapter.stage
+        layers = {n: modules[n] for n in target_layers(like, spec_or_adapter) if n in modules}
+    elif isinstance(spec_or_adapter, Adapter):
         stage, names = spec_or_adapter.spec.stage, spec_or_adapter.names
         modules = dict(model.named_modules())
         missing = [n for n in names if n not in modules]
@@ -205,9 +217,10 @@ def attach(model: nn.Module, spec_or_adapter: AdapterSpec | Adapter) -> nn.Modul
     return model
 
 
-def attach_all(model: nn.Module, stage: AdapterStage) -> nn.Module:
-    """Hooks on every layer any adapter of `stage` may target (a backbone serving many adapters)."""
-    return attach(model, AdapterSpec(stage, targets=tuple(TARGET_GROUPS[stage])))
+def attach_all(model: nn.Module, stage: AdapterStage, *, like: nn.Module | None = None) -> nn.Module:
+    """Hooks on every layer any adapter of `stage` may target (a backbone serving many adapters);
+    `like`: as in `attach`."""
+    return attach(model, AdapterSpec(stage, targets=tuple(TARGET_GROUPS[stage])), like=like)
 
 
 def detach(model: nn.Module) -> nn.Module:
@@ -247,6 +260,25 @@ def adapted_iter(iterator: Iterator, *selections: Adapter | Sequence[Adapter | N
 
 def active_adapters() -> tuple:
     return _ACTIVE.get()
+
+
+def active_adapter(stage: AdapterStage) -> Adapter | None:
+    """The adapter the hooks of a `stage` layer would apply in this context, for code that applies
+    it itself rather than through hooks (the reduced-precision decoding step and decoder). A
+    per-row selection counts when every row names the same adapter; one that mixes adapters (or
+    adapted and bare rows) raises `AdapterError`, since such callers apply one update to all rows."""
+    for selection in _ACTIVE.get():
+        if isinstance(selection, Adapter):
+            if selection.spec.stage == stage:
+                return selection
+            continue
+        rows = [a if a is not None and a.spec.stage == stage else None for a in selection]
+        if all(a is None for a in rows):
+            continue
+        if any(a is not rows[0] for a in rows):
+            raise AdapterError(f"different {stage} adapters per row, where one update applies to every row")
+        return rows[0]
+    return None
 
 
 @torch.no_grad()
@@ -342,8 +374,10 @@ class AdapterFile:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
-    def build(self, model: nn.Module, *, fingerprint: str | None = None, dtype: torch.dtype = torch.float32) -> Adapter:
-        """An `Adapter` for `model` (checked against its fingerprint, computed unless given)."""
+    def build(self, model: nn.Module, *, fingerprint: str | None = None, dtype: torch.dtype = torch.float32,
+              device: torch.device | str | None = None) -> Adapter:
+        """An `Adapter` for `model` (checked against its fingerprint, computed unless given), on
+        `device` (default: the model's; give one when `model` holds shapes only, on "meta")."""
         check_base(self, fingerprint or base_fingerprint_of(model, self.spec.stage))
         modules = dict(model.named_modules())
         names = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in self.tensors))
@@ -351,7 +385,7 @@ class AdapterFile:
         for name in names:
             if name not in modules or not _is_target_kind(modules[name]):
                 raise AdapterError(f"the adapter adapts {name!r}, which this {self.spec.stage} model lacks")
-            layer = LoRALayer(modules[name], self.spec.rank, self.spec.scaling)
+            layer = LoRALayer(modules[name], self.spec.rank, self.spec.scaling, device)
             for part in ("lora_A", "lora_B"):
                 tensor = self.tensors.get(f"{name}.{part}")
                 target = getattr(layer, part)

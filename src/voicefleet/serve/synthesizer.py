@@ -143,7 +143,7 @@ class VoiceSynthesizer(Replica[Voice]):
         """The pretrained GPT and SoVITS that every adapter voice of this replica applies its adapters to."""
         with self._backbone_lock:
             if self._backbone is None:
-                self._backbone = Backbone.load(self.paths)
+                self._backbone = Backbone.load(self.paths, precision=self.settings.precision)
             return self._backbone
 
     def _open_voice(self, key: str, record: VoiceRecord, files: Mapping[str, Path]) -> Voice:

@@ -35,7 +35,7 @@ from torch import Tensor
 
 logger = logging.getLogger(__name__)
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 FP16_MAX = 65504.0  # the native step keeps its KV cache in fp16, clamped to this range
 PACK_BLOCK = 4  # output channels per packed block (VF_BLOCK in gpt_int8.c)
 PACK_CHUNK = 16  # inputs per packed run (VF_CHUNK)
@@ -158,6 +158,27 @@ class _Layer(ctypes.Structure):
                 ("norm1_eps", ctypes.c_double), ("norm2_eps", ctypes.c_double)]
 
 
+class _Update(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_void_p), ("bt", ctypes.c_void_p), ("rank", ctypes.c_int64)]
+
+
+class RowsUpdate(Protocol):
+    """A linear's low-rank (LoRA) update as the step kernel reads it
+    (`voicefleet.inference.fast_adapters.RowsUpdate`): y += (x @ a.T) @ bt."""
+
+    a: Tensor  # (rank, in_features) float32, contiguous
+    bt: Tensor  # (rank, out_features) float32, contiguous: B transposed, the scaling folded in
+
+
+@dataclass(frozen=True)
+class StepUpdates:
+    """The table of one adapter's updates for `GptStepKernel` (4 per layer: qkv, out, up, down);
+    keeps the tensors it points to alive."""
+
+    table: ctypes.Array
+    tensors: tuple
+
+
 @dataclass(frozen=True)
 class NativeLayer:
     """One post-norm decoder layer as the step kernel reads it."""
@@ -175,7 +196,8 @@ class GptStepKernel:
 
     Linears use the int8 product above (fp32 activations); attention reads a KV cache stored in
     fp16 (half the bytes of fp32; attention over a long cache is bound by reading it), with
-    scores, softmax and sums in fp32. Needs head_dim to be a multiple of 16.
+    scores, softmax and sums in fp32. Needs head_dim to be a multiple of 16. An adapter voice's
+    LoRA updates (`updates`) are added to the linears' outputs in the same call, in fp32.
 
     Holds the layers' pointers; the tensors in `layers` must outlive it (it keeps references).
     """
@@ -195,15 +217,39 @@ class GptStepKernel:
                       l.norm1[0].data_ptr(), l.norm1[1].data_ptr(), l.norm2[0].data_ptr(), l.norm2[1].data_ptr(),
                       float(l.norm1[2]), float(l.norm2[2]))
 
+    def updates(self, per_layer: list[tuple[RowsUpdate | None, ...]]) -> StepUpdates:
+        """The table of an adapter's updates: per layer, those of its (qkv, out, up, down) linears
+        (None: not adapted). Shapes are checked against the layers'."""
+        if len(per_layer) != len(self.layers):
+            raise ValueError(f"updates for {len(per_layer)} layers, the step has {len(self.layers)}")
+        entries, tensors = [], []
+        for layer, updates in zip(self.layers, per_layer):
+            for linear, update in zip((layer.qkv, layer.out, layer.up, layer.down), updates):
+                if update is None:
+                    entries.append(_Update(None, None, 0))
+                    continue
+                rank = update.a.shape[0]
+                expected = ((rank, linear.in_features), (rank, linear.out_features))
+                if (tuple(update.a.shape), tuple(update.bt.shape)) != expected or not (
+                        update.a.dtype == update.bt.dtype == torch.float32
+                        and update.a.is_contiguous() and update.bt.is_contiguous()):
+                    raise ValueError(f"an update of shapes {tuple(update.a.shape)}, {tuple(update.bt.shape)} "
+                                     f"for a linear {linear.in_features} -> {linear.out_features}")
+                entries.append(_Update(update.a.data_ptr(), update.bt.data_ptr(), rank))
+                tensors += [update.a, update.bt]
+        return StepUpdates((_Update * len(entries))(*entries), tuple(tensors))
+
     def __call__(self, h: Tensor, kv: Tensor, length: int, key_bias: Tensor | None,
-                 threads: int | None = None) -> Tensor:
+                 threads: int | None = None, updates: StepUpdates | None = None) -> Tensor:
         """h: (rows, dim) fp32 contiguous, overwritten with the step's output (and returned);
         kv: (layers, 2, rows, heads, capacity, head_dim) fp16 contiguous, position length-1 written;
-        key_bias: (rows, length) fp32 contiguous additive mask (0 / -inf) or None."""
+        key_bias: (rows, length) fp32 contiguous additive mask (0 / -inf) or None; updates: an
+        adapter's updates (`updates`), added to every row, or None."""
         rows = h.shape[0]
         status = self.lib.vf_gpt_step(
             self._table, len(self.layers), h.data_ptr(), rows, self.dim, self.heads, kv.data_ptr(), kv.shape[4],
             length, key_bias.data_ptr() if key_bias is not None else None, threads or torch.get_num_threads(),
+            updates.table if updates is not None else None,
         )
         if status != 0:
             raise MemoryError("the native GPT step could not allocate its scratch memory")
@@ -265,6 +311,6 @@ def _load() -> ctypes.CDLL:
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.vf_int8_rows.argtypes = [p, i64, i64, i64, p, i64, p, p, p, i64, ctypes.c_int]
     lib.vf_int8_rows.restype = None
-    lib.vf_gpt_step.argtypes = [p, i64, p, i64, i64, i64, p, i64, i64, p, ctypes.c_int]
+    lib.vf_gpt_step.argtypes = [p, i64, p, i64, i64, i64, p, i64, i64, p, ctypes.c_int, p]
     lib.vf_gpt_step.restype = ctypes.c_int
     return lib

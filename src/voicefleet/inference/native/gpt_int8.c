@@ -6,7 +6,8 @@
  * the weights.
  *
  * vf_gpt_step: one whole decoding step (every layer) for one new position per row, so that a
- * step costs one call instead of ~30 tensor operations per layer.
+ * step costs one call instead of ~30 tensor operations per layer; optionally with a LoRA
+ * adapter's low-rank update added to each linear's output (unmerged: the weights stay shared).
  *
  * Weights are packed so that a thread reads them in one sequential stream: blocks of 4 output
  * channels; in a block, for each run of 16 inputs, the 4 channels' 16 int8 values one after the
@@ -25,7 +26,7 @@
 #define VF_BLOCK 4   /* output channels per packed block */
 #define VF_CHUNK 16  /* inputs per packed run */
 
-int vf_abi_version(void) { return 3; }
+int vf_abi_version(void) { return 4; }
 
 static inline __attribute__((always_inline)) void vf_tile(
     const float *x, int64_t ldx, int64_t K, const int8_t *wb, const float *scale, const float *bias,
@@ -92,9 +93,35 @@ typedef struct {
   double norm1_eps, norm2_eps;
 } vf_layer;
 
-static void vf_linear_rows(const vf_linear *l, const float *x, int64_t m, float *y, int threads) {
-  vf_int8_rows(x, m, l->in_features, l->in_features, l->weight, l->out_features, l->scale, l->bias, y,
-               l->out_features, threads);
+/* A linear's LoRA update: y += (x a^T) bt, a (rank, in) and bt (rank, out) fp32, bt being B
+ * transposed with the scaling folded in. a == NULL: the linear is not adapted. */
+typedef struct {
+  const float *a;
+  const float *bt;
+  int64_t rank;
+} vf_update;
+
+/* The quantised product of m rows, plus the update u (may be NULL) on every row; t: rank scratch. */
+static void vf_linear_rows(const vf_linear *l, const vf_update *u, const float *x, int64_t m, float *y, float *t,
+                           int threads) {
+  const int64_t in = l->in_features, out = l->out_features;
+  vf_int8_rows(x, m, in, in, l->weight, out, l->scale, l->bias, y, out, threads);
+  if (!u || !u->a) return;
+  /* rank x (in + out) per row against in x out for the product: small enough for one thread */
+  for (int64_t r = 0; r < m; r++) {
+    const float *xr = x + r * in;
+    for (int64_t j = 0; j < u->rank; j++) {
+      const float *a = u->a + j * in;
+      __m512 acc = _mm512_setzero_ps();
+      for (int64_t i = 0; i < in; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(xr + i), acc);
+      t[j] = _mm512_reduce_add_ps(acc);
+    }
+    float *yr = y + r * out;
+    for (int64_t j = 0; j < u->rank; j++) {
+      const float tj = t[j], *b = u->bt + j * out;
+      for (int64_t o = 0; o < out; o++) yr[o] += tj * b[o];
+    }
+  }
 }
 
 /* h[r] = layer_norm(h[r] + add[r]) for each of m rows of width dim (biased variance, as torch). */
@@ -159,10 +186,12 @@ static void vf_attend(const float *q, const uint16_t *K, const uint16_t *V, int6
  * layer's output. kv: (layers, 2, m, heads, capacity, head_dim) fp16; positions 0..length-2 hold
  * the cache and this step writes position length-1 (rounded to fp16, clamped to its range).
  * key_bias: (m, length) additive fp32 (0 or -inf), or NULL for none. head_dim must be a multiple
- * of 16. Returns 0, or -1 when scratch memory cannot be allocated.
+ * of 16. updates: NULL, or 4 per layer (qkv, out, up, down) added to those linears' outputs.
+ * Returns 0, or -1 when scratch memory cannot be allocated.
  */
 int vf_gpt_step(const vf_layer *layers, int64_t n_layers, float *h, int64_t m, int64_t dim, int64_t heads,
-                uint16_t *kv, int64_t capacity, int64_t length, const float *key_bias, int threads) {
+                uint16_t *kv, int64_t capacity, int64_t length, const float *key_bias, int threads,
+                const vf_update *updates) {
   const int64_t head_dim = dim / heads;
   const int64_t hidden = layers[0].up.out_features;
   const int64_t pos = length - 1;
@@ -171,15 +200,20 @@ int vf_gpt_step(const vf_layer *layers, int64_t n_layers, float *h, int64_t m, i
   float *att = malloc(sizeof(float) * m * dim);
   float *tmp = malloc(sizeof(float) * m * (hidden > dim ? hidden : dim));
   float *scores = malloc(sizeof(float) * m * heads * length);
-  if (!qkv || !att || !tmp || !scores) {
-    free(qkv); free(att); free(tmp); free(scores);
+  int64_t rank = 1;
+  for (int64_t i = 0; updates && i < 4 * n_layers; i++)
+    if (updates[i].a && updates[i].rank > rank) rank = updates[i].rank;
+  float *t = malloc(sizeof(float) * rank);
+  if (!qkv || !att || !tmp || !scores || !t) {
+    free(qkv); free(att); free(tmp); free(scores); free(t);
     return -1;
   }
   const int64_t plane = m * heads * capacity * head_dim; /* keys (or values) of one layer */
   for (int64_t li = 0; li < n_layers; li++) {
     const vf_layer *L = layers + li;
     uint16_t *keys = kv + (2 * li) * plane, *values = kv + (2 * li + 1) * plane;
-    vf_linear_rows(&L->qkv, h, m, qkv, threads);
+    const vf_update *U = updates ? updates + 4 * li : 0;
+    vf_linear_rows(&L->qkv, U, h, m, qkv, t, threads);
 #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int64_t rh = 0; rh < m * heads; rh++) {
       const int64_t r = rh / heads, hd = rh % heads;
@@ -192,13 +226,13 @@ int vf_gpt_step(const vf_layer *layers, int64_t n_layers, float *h, int64_t m, i
       vf_attend(q, K, V, length, head_dim, scale, key_bias ? key_bias + r * length : 0, scores + rh * length,
                 att + r * dim + hd * head_dim);
     }
-    vf_linear_rows(&L->out, att, m, tmp, threads);
+    vf_linear_rows(&L->out, U ? U + 1 : 0, att, m, tmp, t, threads);
     vf_add_norm(h, tmp, m, dim, L->norm1_weight, L->norm1_bias, L->norm1_eps);
-    vf_linear_rows(&L->up, h, m, tmp, threads);
+    vf_linear_rows(&L->up, U ? U + 2 : 0, h, m, tmp, t, threads);
     for (int64_t i = 0; i < m * hidden; i++) tmp[i] = tmp[i] > 0.f ? tmp[i] : 0.f;
-    vf_linear_rows(&L->down, tmp, m, att, threads);
+    vf_linear_rows(&L->down, U ? U + 3 : 0, tmp, m, att, t, threads);
     vf_add_norm(h, att, m, dim, L->norm2_weight, L->norm2_bias, L->norm2_eps);
   }
-  free(qkv); free(att); free(tmp); free(scores);
+  free(qkv); free(att); free(tmp); free(scores); free(t);
   return 0;
 }

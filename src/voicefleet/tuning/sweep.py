@@ -17,9 +17,9 @@ last round's checkpoint, and the searcher's state carries over, so nothing is lo
 
 At the end the best round of the best trial is exported in the official formats
 (`best/<sweep>-<trial>.pth`, `.ckpt`) and registered as the voice, with the sweep and trial as
-its lineage (an adapter sweep's best: an adapter voice, its rank, alpha and targets in the
-lineage); `report.md`, `trials.csv`, `importances.json`, two PNG plots and every trial's
-TensorBoard files (`trials/<trial id>/tb`) are written into `<storage>/sweeps/<sweep_id>/`.
+its lineage (an adapter sweep's best: `best/<sweep>-<trial>-<stage>.lora.safetensors`, an adapter
+voice with its rank, alpha and targets in the lineage); `report.md`, `trials.csv`,
+`importances.json`, two PNG plots and every trial's TensorBoard files (`trials/<trial id>/tb`) are written into `<storage>/sweeps/<sweep_id>/`.
 """
 
 from __future__ import annotations
@@ -215,6 +215,8 @@ def finish_sweep(config: SweepConfig, rows: list[TrialRow], dataset: Path, paths
                             config.space.min_warmup_steps, plan)
     export_dir = out_dir / "best"
     export_dir.mkdir(exist_ok=True)
+    if plan is not None:  # adapter files are named after the run alone: one name per stage, or the GPT's replaces
+        configs = {stage: c.model_copy(update={"run_name": f"{run_name}-{stage}"}) for stage, c in configs.items()}
     exported = {stage: str(export_best(configs[stage], checkpoint, paths, export_dir)) for stage in STAGES}
     importances = write_report(config, rows, out_dir, best=best)
     metrics = {k: v for k, v in best.best_metrics.items() if k in PROMOTED_METRICS}

@@ -323,6 +323,9 @@ def main() -> None:
     parser.add_argument("--recipes", default="official,voicefleet", help="full fine-tuning runs, by recipe")
     parser.add_argument("--adapter-ranks", default="", help="LoRA runs beside them (voicefleet recipe), one per "
                         "rank, e.g. 8,32 (default: none)")
+    parser.add_argument("--adapter-lrs", default="", help="SoVITS base rates of the LoRA runs (the GPT's follows by "
+                        "the recipe's ratio), each rank at each, e.g. 1e-4,1e-3 (default: the recipe's, as full "
+                        "fine-tuning)")
     parser.add_argument("--alpha", type=float, default=SweepConfig.model_fields["lora_alpha"].default)
     parser.add_argument("--alpha-rule", choices=("fixed", "scaled"),
                         default=SweepConfig.model_fields["alpha_rule"].default, help="as `voicefleet tune`'s")
@@ -333,6 +336,7 @@ def main() -> None:
     args = parser.parse_args()
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     ranks = [int(r) for r in args.adapter_ranks.split(",") if r.strip()]
+    lrs = [float(r) for r in args.adapter_lrs.split(",") if r.strip()] or [None]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("voicefleet.models", "voicefleet.inference", "voicefleet.platform.evaluation"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -373,14 +377,16 @@ def main() -> None:
         base_marker.touch()
     base_s = time.perf_counter() - started - prepared_s
 
-    runs = [(recipe, recipe, None) for recipe in recipes] + [(f"lora r{r}", "voicefleet", r) for r in ranks]
+    runs = [(recipe, recipe, None, None) for recipe in recipes] + [
+        (f"lora r{r}" + (f" lr {lr:g}" if lr else ""), "voicefleet", r, lr) for r in ranks for lr in lrs]
     curves, voices, times, sizes, trained = {}, {}, {}, {}, {}
-    for name, recipe, rank in runs:
+    for name, recipe, rank, lr in runs:
         plan = None if rank is None else AdapterPlan(rank=rank, alpha=args.alpha, alpha_rule=args.alpha_rule,
                                                      targets={"sovits": None, "gpt": None})
         t0 = time.perf_counter()
         run, rows = finetune(recipe, base, datasets["target"], args.steps, args.round, seed=args.seed,
-                             batch_size=args.batch_size, progress_label=f"{name} (speaker B)", adapter=plan)
+                             batch_size=args.batch_size, progress_label=f"{name} (speaker B)", adapter=plan,
+                             **({"sovits_lr": lr} if lr else {}))
         times[name] = time.perf_counter() - t0
         curves[name], trained[name] = rows, trained_parameters(run)
         key = name.replace(" ", "-")
@@ -395,9 +401,9 @@ def main() -> None:
     full_sizes = {}
     if ranks:
         at_rank, full = full_size_adapter_bytes(ranks, args.alpha)
-        full_sizes = {**{name: full for name, _, rank in runs if rank is None},
-                      **{f"lora r{r}": b for r, b in at_rank.items()}}
-    plot(curves, args.base_steps, ADAPTER_PLOT if ranks else PLOT, full_sizes or None)
+        full_sizes = {name: full if rank is None else at_rank[rank] for name, _, rank, _ in runs}
+    bars = {"full voice" if rank is None else f"lora r{rank}": full_sizes[name] for name, _, rank, _ in runs}
+    plot(curves, args.base_steps, ADAPTER_PLOT if ranks else PLOT, bars if ranks else None)
 
     logger.info("scoring the held-out lines of speaker B with voicefleet eval")
     ref = dict(ref=corpus["refB"], ref_text=corpus["refB_text"], ref_lang="en")
@@ -419,13 +425,15 @@ def main() -> None:
                            metrics="similarity", overwrite=True)
     total_s = time.perf_counter() - started
 
-    lora_note = (f" LoRA runs: voicefleet recipe at its default rates (the same as full fine-tuning), default "
+    lora_note = (f" LoRA runs: voicefleet recipe at its default rates (the same as full fine-tuning) unless the "
+                 f"name gives the SoVITS base rate (the GPT's follows by the recipe's ratio 0.4), default "
                  f"targets (GPT attn,ffn; SoVITS text_encoder,flow), alpha {args.alpha:g} ({args.alpha_rule}), "
                  f"only the adapters trained (the SoVITS discriminator trains as in every run); each adapter voice "
                  f"is scored through its weights merged into the base." if ranks else "")
     common = (f"`benchmarks/recipes.py --base-steps {args.base_steps} --steps {args.steps} --round {args.round} "
               f"--batch-size {args.batch_size} --seed {args.seed} --recipes {','.join(recipes)}"
-              f"{' --adapter-ranks ' + ','.join(map(str, ranks)) if ranks else ''}`: tiny models; base = the tiny "
+              f"{' --adapter-ranks ' + ','.join(map(str, ranks)) if ranks else ''}"
+              f"{' --adapter-lrs ' + args.adapter_lrs if args.adapter_lrs else ''}`: tiny models; base = the tiny "
               f"random folder trained {args.base_steps} steps per stage on espeak-ng voice A ({args.base_clips} "
               f"sentences, voicefleet recipe, SoVITS rate {args.base_lr:g}); fine-tuned on voice B "
               f"({args.target_clips} sentences) from that base. One optimizer step: SoVITS one batch of "

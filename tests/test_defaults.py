@@ -88,6 +88,12 @@ MIRRORS: dict[tuple[str, ...], dict[str, tuple[FieldInfo, Any]]] = {
         "workers": (_field(SweepConfig, "num_workers"), None),
         "storage": (_field(SweepConfig, "storage_path"), None),
         "min_warmup_steps": (_field(SearchSpace, "min_warmup_steps"), UNSET),
+        "adapter": (_field(SweepConfig, "adapter"), None),
+        "rank": (_field(SweepConfig, "lora_rank"), UNSET),
+        "alpha": (_field(SweepConfig, "lora_alpha"), UNSET),
+        "alpha_rule": (_field(SweepConfig, "alpha_rule"), UNSET),
+        "targets_gpt": (_field(SweepConfig, "lora_targets_gpt"), None),
+        "targets_sovits": (_field(SweepConfig, "lora_targets_sovits"), None),
     },
     ("serve",): {
         "storage": (_field(ServeSettings, "storage"), None),
@@ -309,7 +315,17 @@ def test_sweep_first_trial_is_the_training_default():
     config = TrainConfig(stage="sovits", run_name="x")
     assert OFFICIAL_POINT == {"sovits_lr": config.sovits_lr, "gpt_lr_ratio": config.gpt_lr_ratio,
                               "warmup_fraction": config.schedule.warmup_fraction,
-                              "text_low_lr_rate": config.text_low_lr_rate}
+                              "text_low_lr_rate": config.text_low_lr_rate, "lora_rank": config.lora_rank}
+
+
+def test_one_adapter_default_for_train_tune_and_run():
+    for name in ("adapter", "lora_rank", "lora_alpha"):
+        field = TrainConfig.model_fields[name]
+        for model in (SweepConfig, EndToEndConfig):
+            assert model.model_fields[name].default == field.default
+            assert model.model_fields[name].annotation == field.annotation
+    for name in ("lora_targets_gpt", "lora_targets_sovits"):
+        assert SweepConfig.model_fields[name].annotation == EndToEndConfig.model_fields[name].annotation
 
 
 def test_tune_help_quotes_the_default_ranges():

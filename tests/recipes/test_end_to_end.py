@@ -95,3 +95,4 @@ def test_cli_run_with_adapters_goes_from_a_list_file_to_a_live_endpoint(ray_sess
     refused = CliRunner().invoke(app, ["run", str(corpus), "--voice", "bob", "--pretrained", str(tiny_pretrained.root),
                                        "--adapter", "lora", "--tune"])
     assert refused.exit_code == 2 and "drop --tune" in refused.output
+    assert "voicefleet tune --adapter lora" in " ".join(refused.output.split())

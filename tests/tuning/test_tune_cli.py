@@ -61,3 +61,38 @@ def test_tune_refuses_a_malformed_range_flag(tmp_path, tiny_pretrained):
                          "--gpt-lr-ratio", "0.2-1.0"), "LOW:HIGH")
     _one_line_error(_run("tune", dataset, "--voice", "alice", "--pretrained", tiny_pretrained.root,
                          "--warmup", "0.5:0.1"), "below")
+
+
+def test_tune_refuses_contradictory_adapter_flags(tmp_path, tiny_pretrained):
+    dataset = write_voice_dataset(tmp_path / "ds", n_train=3, n_val=1)
+    common = [dataset, "--voice", "bob", "--pretrained", tiny_pretrained.root, "--storage", tmp_path / "runs"]
+    _one_line_error(_run("tune", *common, "--ranks", "4,8"), "--ranks", "--adapter lora")
+    _one_line_error(_run("tune", *common, "--rank", "4"), "--rank", "--adapter lora")
+    _one_line_error(_run("tune", *common, "--alpha-rule", "scaled"), "--alpha-rule", "--adapter lora")
+    _one_line_error(_run("tune", *common, "--targets-gpt", "attn"), "--targets-gpt", "--adapter lora")
+    _one_line_error(_run("tune", *common, "--adapter", "lora", "--ranks", "4,8", "--rank", "8"),
+                    "--rank 8 fixes", "--ranks 4,8 searches", "give one of them")
+    _one_line_error(_run("tune", *common, "--adapter", "lora", "--ranks", "4,eight"), "whole numbers", "4,eight")
+    _one_line_error(_run("tune", *common, "--adapter", "lora", "--ranks", "0,8"), "rank must be 1-1024")
+    _one_line_error(_run("tune", *common, "--adapter", "lora", "--ranks", "8,8"), "repeat")
+    _one_line_error(_run("tune", *common, "--adapter", "lora", "--targets-gpt", "flow"),
+                    "unknown gpt adapter target", "attn, ffn")
+    _one_line_error(_run("tune", *common, "--adapter", "lora", "--alpha-rule", "doubled"), "alpha_rule")
+    space = tmp_path / "space.yaml"
+    space.write_text("lora_rank: [4, 16]\n")
+    _one_line_error(_run("tune", *common, "--space", space), "needs adapter lora")  # ranks from the file
+    _one_line_error(_run("tune", *common, "--space", space, "--adapter", "lora", "--rank", "4"), "give one of them")
+
+
+def test_run_points_an_adapter_sweep_at_tune(tmp_path, tiny_pretrained):
+    listing = tmp_path / "list.txt"
+    listing.write_text("a.wav|spk|zh|你好\n")
+    _one_line_error(_run("run", listing, "--voice", "bob", "--pretrained", tiny_pretrained.root, "--adapter", "lora",
+                         "--tune"), "drop --tune", "voicefleet tune --adapter lora")
+
+
+def test_tune_builds_the_adapter_sweep_it_is_given():
+    from voicefleet.cli.tune import _space
+
+    space = _space(None, None, None, None, None, "16,4")
+    assert space.lora_rank.values == [16, 4] and "lora_rank" in space.dimensions()

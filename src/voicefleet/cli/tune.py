@@ -4,6 +4,7 @@
     voicefleet tune DATASET --pretrained DIR --voice alice --resume      # after an interruption
     voicefleet tune DATASET --pretrained DIR --voice alice --recipe official   # SoVITS rates only
     voicefleet tune DATASET --pretrained DIR --voice alice --metric speaker_similarity
+    voicefleet tune DATASET --pretrained DIR --voice bob --adapter lora --ranks 4,8,16   # LoRA, rank searched
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from voicefleet.cli.common import UserError, field_option, user_facing
-from voicefleet.tuning.space import Range, SearchSpace
+from voicefleet.models.adapter_config import parse_targets
 from voicefleet.tuning.config import SweepConfig
+from voicefleet.tuning.space import Range, SearchSpace, parse_ranks
 
 _SPACE = SearchSpace()
 
@@ -31,7 +33,7 @@ def _range(flag: str, text: str, log: bool) -> Range:
 
 
 def _space(path: Optional[Path], sovits_lr: Optional[str], ratio: Optional[str], warmup: Optional[str],
-           min_warmup_steps: Optional[int]):
+           min_warmup_steps: Optional[int], ranks: Optional[str] = None):
     """The YAML file's space (or the defaults), with any range given as a flag replacing its dimension."""
     space = SearchSpace.from_yaml(path) if path else SearchSpace()
     updates = {}
@@ -43,6 +45,8 @@ def _space(path: Optional[Path], sovits_lr: Optional[str], ratio: Optional[str],
         updates["warmup_fraction"] = _range("--warmup", warmup, log=_SPACE.warmup_fraction.log)
     if min_warmup_steps is not None:
         updates["min_warmup_steps"] = min_warmup_steps
+    if ranks is not None:
+        updates["lora_rank"] = parse_ranks(ranks)
     return SearchSpace(**{**space.model_dump(), **{k: v.model_dump() if hasattr(v, "model_dump") else v
                                                    for k, v in updates.items()}})
 
@@ -72,41 +76,67 @@ def tune_cmd(
     min_warmup_steps: Optional[int] = field_option(SearchSpace, "min_warmup_steps", "--min-warmup-steps", default=None),
     metric: str = field_option(SweepConfig, "metric"),
     eval_metrics: Optional[str] = field_option(SweepConfig, "eval_metrics"),
+    adapter: str = field_option(SweepConfig, "adapter"),
+    ranks: Optional[str] = typer.Option(None, "--ranks", help="With --adapter lora: LoRA ranks to search, "
+                                        "comma-separated (e.g. 4,8,16), a categorical dimension of the space."),
+    rank: Optional[int] = field_option(SweepConfig, "lora_rank", "--rank", default=None),
+    alpha: Optional[float] = field_option(SweepConfig, "lora_alpha", "--alpha", default=None),
+    alpha_rule: Optional[str] = field_option(SweepConfig, "alpha_rule", default=None),
+    targets_gpt: Optional[str] = field_option(SweepConfig, "lora_targets_gpt", "--targets-gpt"),
+    targets_sovits: Optional[str] = field_option(SweepConfig, "lora_targets_sovits", "--targets-sovits"),
     storage: str = field_option(SweepConfig, "storage_path", "--storage"),
     seed: int = field_option(SweepConfig, "seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted sweep of the same id."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: local)."),
 ) -> None:
-    """Search learning rates and warm-up with Ray Tune + Optuna; register the best voice."""
+    """Search learning rates and warm-up (and LoRA ranks) with Ray Tune + Optuna; register the best voice."""
     from voicefleet.platform.cluster import ensure_ray
     from voicefleet.tuning.sweep import run_sweep
 
     if recipe == "official" and (gpt_lr_ratio or warmup):
         raise UserError("--gpt-lr-ratio and --warmup are dimensions of the voicefleet recipe; with --recipe official "
                         "the GPT runs at the official rates and the sweep searches the SoVITS rates only")
+    lora_flags = {"--ranks": ranks, "--rank": rank, "--alpha": alpha, "--alpha-rule": alpha_rule,
+                  "--targets-gpt": targets_gpt, "--targets-sovits": targets_sovits}
+    given = [flag for flag, value in lora_flags.items() if value is not None]
+    if adapter != "lora" and given:
+        raise UserError(f"{given[0]} sets LoRA adapters: add --adapter lora (sweeps fine-tune every weight without it)")
+    search = _space(space, sovits_lr, gpt_lr_ratio, warmup, min_warmup_steps, ranks)
+    if search.lora_rank is not None and rank is not None:
+        raise UserError(f"--rank {rank} fixes the LoRA rank and --ranks {search.lora_rank.flag()} searches it "
+                        f"(from --ranks or the --space file): give one of them")
+    adapter_fields = {name: value for name, value in (
+        ("lora_rank", rank), ("lora_alpha", alpha), ("alpha_rule", alpha_rule),
+        ("lora_targets_gpt", list(parse_targets(targets_gpt)) or None if targets_gpt else None),
+        ("lora_targets_sovits", list(parse_targets(targets_sovits)) or None if targets_sovits else None))
+        if value is not None}
     config = SweepConfig(
         voice=voice, sweep_id=sweep_id, storage_path=storage, trials=trials, max_concurrent=concurrent, rounds=rounds,
         steps_per_round=steps_per_round, num_workers=workers, use_gpu=gpus_per_worker > 0,
         gpus_per_worker=gpus_per_worker or 1.0, batch_size=batch_size, seed=seed, recipe=recipe, metric=metric,
-        eval_metrics=eval_metrics,
-        space=_space(space, sovits_lr, gpt_lr_ratio, warmup, min_warmup_steps))
+        eval_metrics=eval_metrics, adapter=adapter, **adapter_fields,
+        space=search)
     if address:  # join that cluster; without it the library starts the local Ray after its own checks
         ensure_ray(address)
     result = run_sweep(config, dataset, pretrained, resume=resume)
     out = Console()
-    table = Table(title=f"sweep {result.sweep_id}")
+    plan = config.adapter_plan()
+    table = Table(title=f"sweep {result.sweep_id}" + (" (LoRA adapters)" if plan else ""))
     dims = list(config.space.dimensions())
-    for col in ["trial", "status", *dims, "rounds", f"best {result.metric}", "error"]:
+    for col in ["trial", "status", *dims, *(["lora_rank"] if plan and "lora_rank" not in dims else []), "rounds",
+                f"best {result.metric}", "error"]:
         table.add_column(col)
     for t in result.trials:
         best = t["best_objective"]
         style = "bold green" if t["trial_id"] == result.best_trial else None
-        table.add_row(t["trial_id"], t["status"], *[f"{t['params'].get(d, float('nan')):.4g}" for d in dims],
+        fixed = [str(plan.rank_of(t["params"]))] if plan and "lora_rank" not in dims else []
+        table.add_row(t["trial_id"], t["status"], *[f"{t['params'].get(d, float('nan')):.4g}" for d in dims], *fixed,
                       str(t["rounds"]), "" if best is None else f"{best:.4f}", (t["error"] or "")[:60], style=style)
     out.print(table)
     if result.importances:
         out.print("parameter importances: " + ", ".join(f"{k} {v:.2f}" for k, v in result.importances.items()))
     out.print(f"best: trial {result.best_trial}, round {result.best_round}, {result.metric} "
               f"{result.best_objective:.4f}")
-    out.print(f"registered voice [bold]{result.voice}[/bold] (version {result.voice_version}); "
+    out.print(f"registered {'adapter ' if plan else ''}voice [bold]{result.voice}[/bold] "
+              f"(version {result.voice_version}); "
               f"report {result.report}")

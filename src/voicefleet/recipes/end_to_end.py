@@ -81,10 +81,12 @@ class EndToEndConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _adapter_trains_once(cls, data):
-        """Sweeps tune full fine-tuning; an adapter voice trains once (mode train unless told otherwise)."""
+        """An adapter voice trains once here (mode train); its sweep is `voicefleet tune --adapter lora`."""
         if isinstance(data, dict) and data.get("adapter") == "lora":
             if data.get("mode") == "tune":
-                raise ValueError("--adapter lora trains each stage once: drop --tune (sweeps tune full fine-tuning)")
+                raise ValueError("run --adapter lora trains each stage's adapter once: drop --tune, or sweep the "
+                                 "adapter (rates and rank) with `voicefleet tune --adapter lora` on the prepared "
+                                 "dataset")
             data = {**data, "mode": "train"}
         return data
 

@@ -3,13 +3,14 @@ the command line and the end-to-end recipe read its defaults without importing R
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from voicefleet.models.adapter_config import DEFAULT_RANK, AdapterError, AdapterSpec
 from voicefleet.platform.fields import same_field
 from voicefleet.platform.registry import check_voice_id
-from voicefleet.platform.training.config import QUALITY_METRICS, RUN_NAME, Placement, TrainConfig
+from voicefleet.platform.training.config import QUALITY_METRICS, RUN_NAME, AdapterKind, Placement, TrainConfig
 from voicefleet.platform.training.schedules import Recipe, ScheduleConfig
 from voicefleet.tuning.space import SearchSpace
 
@@ -19,6 +20,44 @@ from voicefleet.tuning.space import SearchSpace
 SWEEP_METRICS: dict[str, str] = {"val_objective": "min", "val_recon": "min",
                                  **{name: "max" for name in QUALITY_METRICS}}
 SweepMetric = Literal["val_objective", "val_recon", "speaker_similarity", "dnsmos_ovrl"]
+# How an adapter sweep sets each trial's LoRA alpha from its rank. fixed: alpha as given at every
+# rank, as peft's LoraConfig keeps `lora_alpha` when only `r` changes (the update's scaling
+# alpha / rank halves when the rank doubles); scaled: alpha grows with the rank so that alpha / rank
+# stays what it is at the default rank (with the default alpha 16: alpha = 2 x rank).
+AlphaRule = Literal["fixed", "scaled"]
+ADAPTER_FIELDS = ("lora_rank", "lora_alpha", "alpha_rule", "lora_targets_gpt", "lora_targets_sovits")
+
+
+class AdapterPlan(BaseModel):
+    """What every trial of an adapter sweep shares: the fixed rank (unless the space searches it),
+    alpha and its rule, and each stage's target groups. `stage_settings` turns a trial's sampled
+    point into the run config's adapter fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rank: int
+    alpha: float
+    alpha_rule: AlphaRule
+    targets: dict[str, list[str] | None]
+
+    def rank_of(self, params: Mapping[str, Any]) -> int:
+        return int(params.get("lora_rank", self.rank))
+
+    def alpha_of(self, rank: int) -> float:
+        return self.alpha if self.alpha_rule == "fixed" else self.alpha * rank / DEFAULT_RANK
+
+    def stage_settings(self, stage: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """`TrainConfig` fields of one stage's adapter for the trial at `params`."""
+        rank = self.rank_of(params)
+        return {"adapter": "lora", "lora_rank": rank, "lora_alpha": self.alpha_of(rank),
+                "lora_targets": self.targets.get(stage)}
+
+    def describe(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The trial's adapters in words and numbers (the registry lineage, the report)."""
+        rank = self.rank_of(params)
+        return {"kind": "lora", "rank": rank, "alpha": self.alpha_of(rank), "alpha_rule": self.alpha_rule,
+                "targets": {stage: list(AdapterSpec(stage, rank, self.alpha_of(rank), tuple(t or ())).targets)
+                            for stage, t in self.targets.items()}}
 
 
 class SweepConfig(BaseModel):
@@ -55,6 +94,20 @@ class SweepConfig(BaseModel):
                                 "the promoted round: a loss (lower is better) or a score (higher is better).")
     eval_metrics: str | None = Field(None, description="Any of similarity,dnsmos, scored every round on the held-out "
                                      "clips the objective synthesises (default: what --metric needs, else none).")
+    adapter: AdapterKind = same_field(TrainConfig, "adapter", description="lora: every trial trains LoRA adapters "
+                                      "over the frozen pretrained stages and the best is registered as an adapter "
+                                      "voice; none: full fine-tuning.")
+    lora_rank: int = same_field(TrainConfig, "lora_rank", description="LoRA rank of every trial (with --adapter "
+                                "lora), unless the space searches ranks (--ranks).")
+    lora_alpha: float = same_field(TrainConfig, "lora_alpha", description="LoRA alpha (with --adapter lora): at "
+                                   "every rank (alpha_rule fixed) or at the default rank, scaled with the rank "
+                                   "(alpha_rule scaled).")
+    alpha_rule: AlphaRule = Field("fixed", description="fixed: the same alpha at every rank (peft's lora_alpha); "
+                                  "scaled: alpha = alpha x rank / 8, the same alpha / rank at every rank.")
+    lora_targets_gpt: list[str] | None = same_field(TrainConfig, "lora_targets",
+                                                    description="GPT LoRA target groups (default attn,ffn).")
+    lora_targets_sovits: list[str] | None = same_field(TrainConfig, "lora_targets", description="SoVITS LoRA "
+                                                       "target groups (default text_encoder,flow).")
 
     @field_validator("voice")
     @classmethod
@@ -78,7 +131,36 @@ class SweepConfig(BaseModel):
             if self.eval_metrics is not None:
                 raise ValueError(f"metric {self.metric} needs {needed!r} among eval_metrics (got {self.eval_metrics!r})")
             self.eval_metrics = needed
+        self._check_adapter()
         return self
+
+    def _check_adapter(self) -> None:
+        # set to other than its default (so that a dumped config reads back the same)
+        given = [name for name in ADAPTER_FIELDS
+                 if name in self.model_fields_set and getattr(self, name) != type(self).model_fields[name].default]
+        if self.adapter == "none":
+            if self.space.lora_rank is not None:
+                raise ValueError("searching LoRA ranks (ranks, space.lora_rank) needs adapter lora (--adapter lora)")
+            if given:
+                raise ValueError(f"{given[0]} sets LoRA adapters: it needs adapter lora (--adapter lora)")
+            return
+        if self.space.lora_rank is not None and "lora_rank" in given:
+            raise ValueError(f"give either a fixed LoRA rank (rank {self.lora_rank}) or ranks to search "
+                             f"({self.space.lora_rank.flag()}), not both")
+        plan = self.adapter_plan()
+        for rank in (self.space.lora_rank.values if self.space.lora_rank else [self.lora_rank]):
+            for stage, targets in plan.targets.items():
+                try:
+                    AdapterSpec(stage, rank, plan.alpha_of(rank), tuple(targets or ()))  # type: ignore[arg-type]
+                except AdapterError as e:
+                    raise ValueError(str(e)) from None
+
+    def adapter_plan(self) -> AdapterPlan | None:
+        """The adapters every trial trains (None: full fine-tuning)."""
+        if self.adapter == "none":
+            return None
+        return AdapterPlan(rank=self.lora_rank, alpha=self.lora_alpha, alpha_rule=self.alpha_rule,
+                           targets={"sovits": self.lora_targets_sovits, "gpt": self.lora_targets_gpt})
 
     @property
     def mode(self) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from voicefleet.models import adapters as lora
 from voicefleet.models.config import SAMPLE_RATE
 from voicefleet.platform.training.batches import Example, bucketed_batches
 from voicefleet.platform.training.config import TrainConfig
@@ -25,6 +26,7 @@ from voicefleet.platform.training.scheduler import StepSchedule
 from voicefleet.platform.training.schedules import ScheduleConfig
 from voicefleet.platform.training.stages import unwrap
 from voicefleet.platform.training.worker import build_stage, seed_everything
+from voicefleet.tuning.config import AdapterPlan
 from voicefleet.tuning.objective import HeldOut, quality_scores, reconstruction_loss, synthesize_held_out
 
 STAGES = ("sovits", "gpt")
@@ -34,10 +36,11 @@ SILENT_SCORE = 100.0
 
 
 def stage_configs(base: TrainConfig, params: Mapping[str, float], total_steps: int,
-                  min_warmup_steps: int) -> dict[str, TrainConfig]:
+                  min_warmup_steps: int, adapter: AdapterPlan | None = None) -> dict[str, TrainConfig]:
     """The two stages' run configs for one trial: `base` with the sampled learning rates and
     schedule (`sovits_lr`, `gpt_lr_ratio`, `warmup_fraction`, optional `t0_fraction`,
-    `text_low_lr_rate`)."""
+    `text_low_lr_rate`) and, for an adapter sweep, each stage's adapter (`adapter`, with the
+    sampled `lora_rank` when the space searches it)."""
     warmup_fraction = float(params.get("warmup_fraction", base.schedule.warmup_fraction))
     schedule = base.schedule.model_copy(update={"warmup_fraction": warmup_fraction,
                                                 "min_warmup_steps": min_warmup_steps})
@@ -51,7 +54,9 @@ def stage_configs(base: TrainConfig, params: Mapping[str, float], total_steps: i
     common = base.model_dump() | update
     if base.recipe == "official" and base.accumulate == 1:
         common.pop("accumulate")  # each stage takes the recipe's own (GPT: 4 micro-batches per step)
-    return {stage: TrainConfig(**{**common, "stage": stage}) for stage in STAGES}
+    return {stage: TrainConfig(**{**common, "stage": stage,
+                                  **(adapter.stage_settings(stage, params) if adapter else {})})
+            for stage in STAGES}
 
 
 def held_out_set(train: Sequence[Example], val: Sequence[Example], max_clips: int) -> HeldOut:
@@ -114,8 +119,16 @@ class VoiceFinetune:
     def learning_rate(self, stage: str) -> float:
         return float(self.stages[stage].schedulers[0].get_last_lr()[0])
 
+    def adapters(self) -> list:
+        """The LoRA adapters the stages train (empty: full fine-tuning)."""
+        return [s.stage.adapter for s in self.stages.values() if s.stage.adapter is not None]
+
     def train(self, stage: str, n_steps: int) -> dict[str, float]:
         """`n_steps` optimizer steps of one stage; the mean of each training metric over them."""
+        with lora.use_adapter(*self.adapters()):  # an adapter stage's hooks add its adapter to the frozen layers
+            return self._train(stage, n_steps)
+
+    def _train(self, stage: str, n_steps: int) -> dict[str, float]:
         s, cfg = self.stages[stage], self.configs[stage]
         seen: dict[str, list[float]] = {}
         target = s.step + n_steps
@@ -151,6 +164,10 @@ class VoiceFinetune:
         "similarity", "dnsmos"), their scores of the same syntheses (`speaker_similarity`,
         `dnsmos_ovrl`, ...). Computed on rank 0 and shared with every rank.
         """
+        with lora.use_adapter(*self.adapters()):
+            return self._evaluate(max_tokens, quality)
+
+    def _evaluate(self, max_tokens: int, quality: Sequence[str]) -> dict[str, float]:
         metrics = {}
         sovits = self.stages["sovits"]
         metrics.update(sovits.stage.evaluate(sovits.val_batches))

@@ -1,6 +1,7 @@
 """What a sweep leaves for people: the trials table, parameter importances and two plots.
 
-Written into the sweep's folder: `trials.csv` (one row per trial), `importances.json` (Optuna's
+Written into the sweep's folder: `trials.csv` (one row per trial; an adapter sweep's rows carry each
+trial's LoRA rank and alpha), `importances.json` (Optuna's
 fANOVA importance of each searched dimension for the best objective a trial reached),
 `objective_per_trial.png` (the objective after every round, one line per trial; dashed where
 ASHA stopped it), `ratio_vs_warmup.png` (GPT:SoVITS ratio against warm-up, coloured by the
@@ -83,7 +84,8 @@ def trial_rows(grid, rounds: int, metric: str = "val_objective", mode: str = "mi
         ordered = [by_round[k] for k in sorted(by_round)]
         trial_id, index = _trial_id(result)
         row = TrialRow(trial_id=trial_id, index=index, status="finished",
-                       params={k: float(v) for k, v in (result.config or {}).items() if isinstance(v, (int, float))},
+                       params={k: v if isinstance(v, int) else float(v) for k, v in (result.config or {}).items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool)},
                        rounds=len(ordered), objectives=[float(r[metric]) for r in ordered])
         with_ckpt = [r for r in ordered if isinstance(r.get("checkpoint_path"), str)]
         if with_ckpt:
@@ -110,12 +112,12 @@ def importances(rows: Sequence[TrialRow], space, mode: str = "min") -> dict[str,
     import optuna
 
     dims = space.dimensions()
-    distributions = {name: optuna.distributions.FloatDistribution(r.low, r.high, log=r.log) for name, r in dims.items()}
+    distributions = {name: r.distribution() for name, r in dims.items()}
     trials = []
     for row in rows:
         params = {k: row.params[k] for k in dims if k in row.params}
         if row.best_objective is None or len(params) != len(dims) or not all(
-                dims[k].low <= v <= dims[k].high for k, v in params.items()):
+                dims[k].nearest(v) == v for k, v in params.items()):
             continue
         trials.append(optuna.trial.create_trial(params=params, distributions=distributions, value=row.best_objective))
     if len(trials) < 3 or len({t.value for t in trials}) < 2:
@@ -130,6 +132,11 @@ def importances(rows: Sequence[TrialRow], space, mode: str = "min") -> dict[str,
 def write_report(config, rows: Sequence[TrialRow], out_dir: Path, best: TrialRow | None) -> dict[str, float]:
     """trials.csv, importances.json, the plots and report.md; returns the importances."""
     dims = list(config.space.dimensions())
+    plan = config.adapter_plan() if hasattr(config, "adapter_plan") else None
+    # an adapter sweep: every trial's rank (searched or fixed) and the alpha its rule gives
+    adapter_cols = [c for c in ("lora_rank", "lora_alpha") if plan is not None and c not in dims]
+    adapter = {r.trial_id: {"lora_rank": plan.rank_of(r.params), "lora_alpha": plan.alpha_of(plan.rank_of(r.params))}
+               for r in rows} if plan is not None else {}
     metric = getattr(config, "metric", "val_objective")
     mode = getattr(config, "mode", "min")
     # the best round's other losses, and its scores when the sweep measured any
@@ -138,10 +145,11 @@ def write_report(config, rows: Sequence[TrialRow], out_dir: Path, best: TrialRow
     extra = [c for c in extra if c != metric]
     with open(out_dir / "trials.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["index", "trial_id", "status", *dims, "rounds", "metric", "best_objective", "best_round",
-                         "last_objective", *extra, "error"])
+        writer.writerow(["index", "trial_id", "status", *dims, *adapter_cols, "rounds", "metric", "best_objective",
+                         "best_round", "last_objective", *extra, "error"])
         for r in rows:
-            writer.writerow([r.index, r.trial_id, r.status, *[r.params.get(d, "") for d in dims], r.rounds, metric,
+            writer.writerow([r.index, r.trial_id, r.status, *[r.params.get(d, "") for d in dims],
+                             *[_fmt(adapter[r.trial_id][c]) for c in adapter_cols], r.rounds, metric,
                              _fmt(r.best_objective), r.best_round, _fmt(r.objectives[-1] if r.objectives else None),
                              *[_fmt(r.best_metrics.get(c)) for c in extra], r.error or ""])
     try:
@@ -155,18 +163,27 @@ def write_report(config, rows: Sequence[TrialRow], out_dir: Path, best: TrialRow
     lines = [f"# Sweep {config.sweep_id} (voice {config.voice})", "",
              f"{len(rows)} trials, {config.rounds} rounds of {config.steps_per_round} steps per stage; objective "
              f"`{metric}`: {METRIC_TEXT.get(metric, metric)}.", ""]
+    if plan is not None:
+        searched = config.space.lora_rank
+        lines += [f"Adapters: every trial trains LoRA adapters over the frozen pretrained stages, rank "
+                  f"{'searched among ' + searched.flag() if searched else plan.rank}, alpha {plan.alpha:g} "
+                  f"({'the same at every rank' if plan.alpha_rule == 'fixed' else 'x rank / 8'}; alpha rule "
+                  f"{plan.alpha_rule}), targets " + "; ".join(
+                      f"{stage} {','.join(t)}" for stage, t in plan.describe({})["targets"].items()) + ".", ""]
     if any(c in SCORE_COLUMNS for c in extra):
         lines += ["Scores (speaker similarity, DNSMOS) are measured each round on the same held-out syntheses as "
                   "val_objective (see docs/evaluation.md); the columns show the best round's.", ""]
     if best is not None:
+        shown = {**best.params, **adapter.get(best.trial_id, {})}
         lines += [f"**Best:** trial `{best.trial_id}`, round {best.best_round}, {metric} "
-                  f"{best.best_objective:.4f}, with " + ", ".join(f"{k}={v:.4g}" for k, v in best.params.items()), ""]
+                  f"{best.best_objective:.4f}, with " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()), ""]
     counts = {s: sum(r.status == s for r in rows) for s in ("finished", "stopped early", "error")}
     lines += [", ".join(f"{n} {s}" for s, n in counts.items()), "",
-              "| # | trial | status | " + " | ".join(dims) + f" | rounds | best {metric} | " + " | ".join(extra) +
-              " | error |", "|" + "---|" * (len(dims) + 6 + len(extra))]
+              "| # | trial | status | " + " | ".join([*dims, *adapter_cols]) + f" | rounds | best {metric} | " +
+              " | ".join(extra) + " | error |", "|" + "---|" * (len(dims) + len(adapter_cols) + 6 + len(extra))]
     for r in rows:
-        lines.append(f"| {r.index} | {r.trial_id} | {r.status} | " + " | ".join(_fmt(r.params.get(d)) for d in dims) +
+        lines.append(f"| {r.index} | {r.trial_id} | {r.status} | " + " | ".join(
+            [*(_fmt(r.params.get(d)) for d in dims), *(_fmt(adapter[r.trial_id][c]) for c in adapter_cols)]) +
                      f" | {r.rounds} | {_fmt(r.best_objective)} | " +
                      " | ".join(_fmt(r.best_metrics.get(c)) for c in extra) +
                      f" | {(r.error or '').replace('|', '/')} |")

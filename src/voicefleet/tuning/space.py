@@ -1,4 +1,5 @@
-"""The sweep's search space: learning rates and warm-up, from YAML or flags, with sane defaults."""
+"""The sweep's search space: learning rates and warm-up (and, for adapter sweeps, the LoRA rank),
+from YAML or flags, with sane defaults."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from voicefleet.models.adapter_config import MAX_RANK
 
 
 class Range(BaseModel):
@@ -30,6 +33,68 @@ class Range(BaseModel):
         """As a `LOW:HIGH` flag value."""
         return f"{self.low:g}:{self.high:g}"
 
+    def nearest(self, value: float) -> float | None:
+        """`value` when the range holds it, else None (a point outside the space is not tried)."""
+        return value if self.low <= value <= self.high else None
+
+    def tune_domain(self) -> Any:
+        from ray import tune
+
+        return (tune.loguniform if self.log else tune.uniform)(self.low, self.high)
+
+    def distribution(self) -> Any:
+        import optuna
+
+        return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log)
+
+
+class Choice(BaseModel):
+    """A categorical dimension: one of `values` (the LoRA rank; Optuna's TPE samples it as a
+    category, so it learns which rank does well without assuming an order)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    values: list[int] = Field(min_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _ranks(cls, values: list[int]) -> list[int]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"ranks {values} repeat a value")
+        bad = [v for v in values if not 1 <= v <= MAX_RANK]
+        if bad:
+            raise ValueError(f"adapter rank must be 1-{MAX_RANK}, got {bad[0]}")
+        return values
+
+    def flag(self) -> str:
+        """As a `A,B,C` flag value."""
+        return ",".join(map(str, self.values))
+
+    def nearest(self, value: float) -> int:
+        """The choice closest to `value` (the smaller on a tie)."""
+        return min(self.values, key=lambda v: (abs(v - value), v))
+
+    def tune_domain(self) -> Any:
+        from ray import tune
+
+        return tune.choice(list(self.values))
+
+    def distribution(self) -> Any:
+        import optuna
+
+        return optuna.distributions.CategoricalDistribution(list(self.values))
+
+
+def parse_ranks(text: str) -> Choice:
+    """'4,8,16' -> Choice([4, 8, 16]); a clear error for anything else."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--ranks takes whole numbers separated by commas (e.g. 4,8,16), got {text!r}") from None
+    if not values:
+        raise ValueError(f"--ranks takes whole numbers separated by commas (e.g. 4,8,16), got {text!r}")
+    return Choice(values=values)
+
 
 class SearchSpace(BaseModel):
     """What a sweep varies. `None` for an optional dimension keeps the run config's value."""
@@ -46,6 +111,13 @@ class SearchSpace(BaseModel):
     min_warmup_steps: int = Field(10, ge=0, description="Warm-up never shorter than this, whatever the fraction.")
     t0_fraction: Range | None = Field(None, description="First cosine cycle as a fraction of the steps after warm-up.")
     text_low_lr_rate: Range | None = Field(None, description="Share of the base rate for the SoVITS text modules.")
+    lora_rank: Choice | None = Field(None, description="Adapter sweeps: the LoRA ranks to try, a categorical "
+                                     "dimension (YAML: a list, e.g. [4, 8, 16]); None: every trial at one rank.")
+
+    @field_validator("lora_rank", mode="before")
+    @classmethod
+    def _rank_list(cls, v: Any) -> Any:
+        return {"values": v} if isinstance(v, (list, tuple)) else v
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "SearchSpace":
@@ -57,9 +129,9 @@ class SearchSpace(BaseModel):
             raise ValueError(f"{path}: a search space is a mapping of dimension -> {{low, high, log}}")
         return cls(**data)
 
-    def dimensions(self) -> dict[str, Range]:
-        dims = {"sovits_lr": self.sovits_lr}
-        for name in ("gpt_lr_ratio", "warmup_fraction", "t0_fraction", "text_low_lr_rate"):
+    def dimensions(self) -> dict[str, Range | Choice]:
+        dims: dict[str, Range | Choice] = {"sovits_lr": self.sovits_lr}
+        for name in ("gpt_lr_ratio", "warmup_fraction", "t0_fraction", "text_low_lr_rate", "lora_rank"):
             if getattr(self, name) is not None:
                 dims[name] = getattr(self, name)
         return dims
@@ -73,7 +145,4 @@ class SearchSpace(BaseModel):
 
     def tune_space(self) -> dict[str, Any]:
         """The same space as Ray Tune sampling domains (for OptunaSearch)."""
-        from ray import tune
-
-        return {name: (tune.loguniform if r.log else tune.uniform)(r.low, r.high)
-                for name, r in self.dimensions().items()}
+        return {name: r.tune_domain() for name, r in self.dimensions().items()}

@@ -3,7 +3,9 @@
     run_sweep(SweepConfig(voice="alice", trials=8), dataset_dir, pretrained_dir)
 
 Optuna's TPE sampler (seeded) proposes the SoVITS learning rate, the GPT:SoVITS ratio and the
-warm-up (optionally T_0 and `text_low_lr_rate`); the first trial tries the official defaults.
+warm-up (optionally T_0 and `text_low_lr_rate`, and for an adapter sweep, `adapter="lora"`, the
+LoRA rank among `space.lora_rank`); the first trial tries the official defaults (an adapter sweep:
+at the listed rank nearest the default).
 Every trial (`trial.voice_trial`) fine-tunes both stages in rounds on its own Ray Train run and
 reports `val_objective` (held-out text through GPT and SoVITS, DTW-aligned log-mel L1) after
 each round, with speaker similarity and DNSMOS of the same syntheses when asked (`eval_metrics`);
@@ -15,8 +17,9 @@ last round's checkpoint, and the searcher's state carries over, so nothing is lo
 
 At the end the best round of the best trial is exported in the official formats
 (`best/<sweep>-<trial>.pth`, `.ckpt`) and registered as the voice, with the sweep and trial as
-its lineage; `report.md`, `trials.csv`, `importances.json`, two PNG plots and every trial's
-TensorBoard files (`trials/<trial id>/tb`) are written into `<storage>/sweeps/<sweep_id>/`.
+its lineage (an adapter sweep's best: `best/<sweep>-<trial>-<stage>.lora.safetensors`, an adapter
+voice with its rank, alpha and targets in the lineage); `report.md`, `trials.csv`,
+`importances.json`, two PNG plots and every trial's TensorBoard files (`trials/<trial id>/tb`) are written into `<storage>/sweeps/<sweep_id>/`.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ PROMOTED_METRICS = ("val_objective", "val_recon", "val_ce", "val_top1", *WORST_S
 OFFICIAL_POINT = {"sovits_lr": TrainConfig.model_fields["sovits_lr"].default,
                   "gpt_lr_ratio": TrainConfig.model_fields["gpt_lr_ratio"].default,
                   "warmup_fraction": ScheduleConfig.model_fields["warmup_fraction"].default,
-                  "text_low_lr_rate": TrainConfig.model_fields["text_low_lr_rate"].default}
+                  "text_low_lr_rate": TrainConfig.model_fields["text_low_lr_rate"].default,
+                  "lora_rank": TrainConfig.model_fields["lora_rank"].default}  # adapter sweeps: the nearest listed
 
 
 class SweepError(RuntimeError):
@@ -86,7 +90,8 @@ def _official_point(space: SearchSpace) -> dict[str, float] | None:
     point = {}
     for name, r in space.dimensions().items():
         value = OFFICIAL_POINT.get(name)
-        if value is None or not r.low <= value <= r.high:
+        value = None if value is None else r.nearest(value)
+        if value is None:
             return None
         point[name] = value
     return point
@@ -114,6 +119,7 @@ def _trainable(config: SweepConfig, storage: str, dataset: Path, paths) -> Any:
         "objective_clips": config.objective_clips, "max_tokens": config.max_tokens,
         "max_failures": config.max_failures, "base": config.base_train_config().model_dump(),
         "metric": config.metric, "mode": config.mode, "quality_metrics": config.quality_metrics(),
+        "adapter": plan.model_dump() if (plan := config.adapter_plan()) else None,
         "pretrained": {"gpt": str(paths.gpt), "sovits_g": str(paths.sovits_g), "sovits_d": str(paths.sovits_d)},
         "train_storage": f"{storage}/sweeps/{config.sweep_id}/train",
         "scaling": {"num_workers": config.num_workers, "use_gpu": config.use_gpu,
@@ -204,10 +210,13 @@ def finish_sweep(config: SweepConfig, rows: list[TrialRow], dataset: Path, paths
     checkpoint = ray.train.Checkpoint(best.best_checkpoint, filesystem=filesystem)
     run_name = trial_run_name(config.sweep_id, best.trial_id)
     total = config.rounds * config.steps_per_round
+    plan = config.adapter_plan()
     configs = stage_configs(config.base_train_config().model_copy(update={"run_name": run_name}), best.params, total,
-                            config.space.min_warmup_steps)
+                            config.space.min_warmup_steps, plan)
     export_dir = out_dir / "best"
     export_dir.mkdir(exist_ok=True)
+    if plan is not None:  # adapter files are named after the run alone: one name per stage, or the GPT's replaces
+        configs = {stage: c.model_copy(update={"run_name": f"{run_name}-{stage}"}) for stage, c in configs.items()}
     exported = {stage: str(export_best(configs[stage], checkpoint, paths, export_dir)) for stage in STAGES}
     importances = write_report(config, rows, out_dir, best=best)
     metrics = {k: v for k, v in best.best_metrics.items() if k in PROMOTED_METRICS}
@@ -215,7 +224,8 @@ def finish_sweep(config: SweepConfig, rows: list[TrialRow], dataset: Path, paths
         config.voice, config.storage_path, dataset, pretrained, sovits=exported["sovits"], gpt=exported["gpt"],
         metrics=metrics, lineage={"sweep": config.sweep_id, "trial": best.trial_id, "round": best.best_round,
                                   "config": best.params, "sovits_run": run_name, "gpt_run": run_name,
-                                  "metric": config.metric, "metrics": metrics})
+                                  "metric": config.metric, "metrics": metrics,
+                                  **({"adapter": plan.describe(best.params)} if plan else {})})
     result = SweepResult(
         sweep_id=config.sweep_id, voice=config.voice, sweep_dir=str(upload_to or out_dir), best_trial=best.trial_id,
         best_round=best.best_round, best_objective=best.best_objective, best_config=best.params,

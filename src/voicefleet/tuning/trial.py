@@ -19,6 +19,7 @@ from ray.tune import Callback
 
 from voicefleet.platform.training import checkpointing
 from voicefleet.platform.training.config import TrainConfig
+from voicefleet.tuning.config import AdapterPlan
 from voicefleet.tuning.finetune import STAGES, VoiceFinetune, stage_configs
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def voice_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     """Tune function trainable: one trial's Ray Train run (see the module docstring).
 
     `config` holds the sampled dimensions; `setup` everything fixed for the sweep (dataset,
-    pretrained files, base run config, rounds, scaling, storage).
+    pretrained files, base run config, rounds, scaling, storage, the adapters of an adapter sweep).
     """
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -107,7 +108,8 @@ def voice_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     total = int(setup["rounds"]) * int(setup["steps_per_round"])
     base = TrainConfig(**{**setup["base"], "run_name": name})
     try:
-        configs = stage_configs(base, config, total, int(setup["min_warmup_steps"]))
+        adapter = AdapterPlan(**setup["adapter"]) if setup.get("adapter") else None
+        configs = stage_configs(base, config, total, int(setup["min_warmup_steps"]), adapter)
     except ValidationError as e:  # a configuration no run accepts fails this trial, not the sweep
         raise ValueError("invalid trial configuration: " + "; ".join(
             f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None

@@ -322,10 +322,11 @@ def load_part(bench: Workbench, args: argparse.Namespace, title: str) -> None:
         registry = registry_for(str(Path(tmp) / "storage"))
         adapter_ids = []
         for i in range(args.adapter_voices):
+            # the full voices' reference clips and transcript: the same prompt lengths, so the same GPT work
             files = bench.adapters[i % bench.distinct]
             registry.register(f"lora-{i}", gpt=files["gpt"], sovits=files["sovits"],
-                              reference=bench.references[i % bench.distinct], prompt_text=PROMPT_TEXT,
-                              prompt_lang=PROMPT_LANG)
+                              reference=Path(tmp) / f"ref{i % len(full_ids)}.wav", prompt_text="你好。",
+                              prompt_lang="zh")
             adapter_ids.append(f"lora-{i}")
         first, again = [], []
         with httpx.Client(timeout=600) as http:
@@ -354,7 +355,8 @@ def load_part(bench: Workbench, args: argparse.Namespace, title: str) -> None:
              / np.mean([m["audio_per_s"] for m in metrics["full"]]))
     note = (f"Random-initialised {args.size} models, fp32 (adapter voices are served at fp32), one replica with "
             f"2 synthesis threads x 1 torch thread, batching off, max_tokens {args.max_tokens} per fragment of the "
-            f"two-sentence text; each voice warmed before the timed load. {load_note(load0)}.")
+            f"two-sentence text; every voice (adapter and full) has one of the same 4 s reference clips and "
+            f"transcript; each voice warmed before the timed load. {load_note(load0)}.")
     report(f"{title}: voice switch over HTTP", ["request", "p50 s", "min s", "max s", "n"], switch_rows,
            notes=f"'你好。' with max_tokens 10 to each of {len(adapter_ids)} adapter voices in turn, twice. {note}")
     report(f"{title}: closed-loop load", ["voices", "run", "clients", "requests", "failed", "req/s", "p50 s",
@@ -400,7 +402,6 @@ def main() -> None:
         for part in args.parts:
             if part == "memory":
                 memory_part(bench, args.voices, args.keep_spectrogram, f"{title}: memory")
-                bench.release()  # the latency part starts from fresh models and an empty heap's worth
             elif part == "latency":
                 latency_part(bench, args.repeats, args.latency_tokens, f"{title}: voice-switch latency")
             else:

@@ -287,9 +287,11 @@ def latency_part(bench: Workbench, repeats: int, max_tokens: int, title: str) ->
         del voice
         times[keys[7]].append(request(bare))
     rows = [[k, *summarise(v)] for k, v in times.items()]
-    audio_s = max_tokens / 25
+    fragments = len(synth.fragments(LATENCY_TEXT, "zh", params.text_split_method, backbone.gpt.config.bert_dim))
+    audio_s = fragments * max_tokens / 25
     report(title, ["request", "p50 s", "min s", "max s", "n"], rows,
-           notes=f"One request: '{LATENCY_TEXT}' (zh, one fragment, {max_tokens} tokens = {audio_s:.1f} s of audio; "
+           notes=f"One request: '{LATENCY_TEXT}' (zh, {fragments} fragment(s) of {max_tokens} tokens decoded "
+                 f"together = {audio_s:.1f} s of audio; "
                  f"the random GPT never stops early), fp32, {synth_threads()} torch threads, in one process as a replica "
                  f"resolves a voice. A voice's reference clip: {ref_seconds(bench):g} s. Conditions take turns in "
                  f"each repeat. Random-initialised models. {load_note(load0)}.")

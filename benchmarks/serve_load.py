@@ -37,7 +37,9 @@ def _free_port() -> int:
 
 
 def start_local_app(size: str, voices: int, workdir: Path, precision: str = "fp32",
-                    batch_max_size: int = 1, adaptive_threads: bool = False) -> tuple[str, list[str]]:
+                    batch_max_size: int = 1, adaptive_threads: bool = False, pretrained=None) -> tuple[str, list[str]]:
+    """Register `voices` zero-shot voices and serve them; `pretrained`: an existing folder's paths
+    (default: a random one of `size` written under `workdir`)."""
     import soundfile as sf
     from ray import serve
 
@@ -47,7 +49,7 @@ def start_local_app(size: str, voices: int, workdir: Path, precision: str = "fp3
     from voicefleet.serve.app import build_app
     from voicefleet.serve.settings import ServeSettings
 
-    paths = init_pretrained(workdir / "pretrained", size, seed=0)
+    paths = pretrained or init_pretrained(workdir / "pretrained", size, seed=0)
     registry = registry_for(str(workdir / "storage"))
     ids = []
     t = np.arange(4 * SAMPLE_RATE) / SAMPLE_RATE

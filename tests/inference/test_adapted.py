@@ -97,6 +97,19 @@ def test_fifty_voices_interleaved_concurrently_each_get_their_own_audio(synth, b
     assert voice_nbytes(voices[0]) < backbone.nbytes() / 10
 
 
+def test_a_resident_adapter_voice_keeps_its_reference_style_not_its_spectrogram(synth, backbone, voices,
+                                                                                  reference_wav):
+    voice = voices[1]
+    full = synth.reference(reference_wav, backbone.sovits)  # what the voice was loaded from
+    assert voice.reference.spec is None and voice.reference.sv is None
+    assert voice.reference.style.shape == (1, backbone.sovits.config.gin_channels, 1)
+    assert voice.reference.nbytes() * 50 < full.nbytes()
+    assert voice_nbytes(voice) < sum(a.nbytes() for a in voice.adapters) + voice.reference.nbytes() + 64 * 1024
+    # the style is what every SoVITS call recomputed from the spectrogram: the audio is unchanged
+    uncompacted = dataclasses.replace(voice, reference=full)
+    np.testing.assert_array_equal(_audio(synth, voice), _audio(synth, uncompacted))
+
+
 def test_an_adapter_for_another_base_is_refused(synth, backbone, reference_wav, tmp_path):
     torch.manual_seed(123)
     other = gpt_tiny()

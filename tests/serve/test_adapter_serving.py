@@ -60,10 +60,11 @@ def _expected(serve_settings, tiny_pretrained, precision: str):
 
     def make(voice_id: str, seed: int) -> bytes:
         rec, files = registry.get(voice_id), registry.local_files(voice_id)
+        # as a replica loads and runs it (its reference style is computed at load): float sums follow threads
+        torch.set_num_threads(serve_settings.torch_threads)
         voice = load_adapter_voice(synth, backbone, voice_id, gpt=files["gpt"], sovits=files["sovits"],
                                    reference=files["reference"], prompt_text=rec.prompt_text,
                                    prompt_lang=rec.prompt_lang)
-        torch.set_num_threads(serve_settings.torch_threads)  # as a replica runs it: float sums follow threads
         return encode_audio(synth.synthesize(voice, TEXT, "zh", SynthesisParams(seed=seed, **SMALL)), "wav")
 
     return make

@@ -6,7 +6,8 @@ hooks on every layer an adapter may target.
                                sovits="sovits.lora.safetensors", reference="ref.wav", prompt_text="...")
     synth.synthesize(voice, "你好。", "zh")
 
-A voice then holds only its adapters (a few MB), its reference's prompt tokens and spectrogram
+A voice then holds only its adapters (a few MB), its reference's prompt tokens and style (the
+spectrogram is reduced to the style SoVITS takes from it once, at load: `Reference.compact`)
 and its transcript's features; its synthesis applies its adapters to the shared models per call
 (the unmerged LoRA forward), so voices never copy or change the backbone and any number of them
 synthesise concurrently without bleeding into each other. Each adapter is checked against the
@@ -101,11 +102,10 @@ class Backbone:
 
 
 def voice_nbytes(voice: Voice) -> int:
-    """Memory an adapter voice holds of its own: adapters, prompt tokens, reference spectrogram, prompt features."""
-    tensors = [voice.reference.prompt_tokens, voice.reference.spec]
-    if voice.prompt is not None:
-        tensors.append(voice.prompt.bert)
-    return sum(a.nbytes() for a in voice.adapters) + sum(t.numel() * t.element_size() for t in tensors)
+    """Memory an adapter voice holds of its own: adapters, its reference (prompt tokens and style),
+    prompt features."""
+    prompt = 0 if voice.prompt is None else voice.prompt.bert.numel() * voice.prompt.bert.element_size()
+    return sum(a.nbytes() for a in voice.adapters) + voice.reference.nbytes() + prompt
 
 
 def load_adapter_voice(synth: Synthesizer, backbone: Backbone, name: str, *, gpt: str | Path, sovits: str | Path,
@@ -140,9 +140,10 @@ def load_adapter_voice(synth: Synthesizer, backbone: Backbone, name: str, *, gpt
             from voicefleet.inference.fast import fast_sovits
 
             sovits_model = fast_sovits(sovits_model)
-    voice = Voice(name, generator, sovits_model, synth.reference(reference, sovits_model),
-                  synth.prompt_unit(prompt_text, prompt_lang, generator.config.bert_dim), tuple(adapters))
-    return voice
+    # resident for many requests: keep the reference's style, not its spectrogram (1000x larger)
+    ref = synth.reference(reference, sovits_model).compact(sovits_model, adapters)
+    return Voice(name, generator, sovits_model, ref,
+                 synth.prompt_unit(prompt_text, prompt_lang, generator.config.bert_dim), tuple(adapters))
 
 
 def _adapter(path: str | Path, stage: str, backbone: Backbone, name: str) -> lora.Adapter:

@@ -63,12 +63,31 @@ FIRST_CHUNK_FADE_S = 0.01
 @dataclass
 class Reference:
     """What the models need from a reference clip: prompt tokens (n,), a spectrogram (1, 1025, t)
-    and, for v2Pro voices, the speaker-verification embedding (1, sv_dim)."""
+    and, for v2Pro voices, the speaker-verification embedding (1, sv_dim); or, once compacted, the
+    SoVITS style they give (1, gin, 1) in place of the last two."""
 
     prompt_tokens: torch.Tensor
-    spec: torch.Tensor
+    spec: torch.Tensor | None
     duration_s: float
     sv: torch.Tensor | None = None
+    style: torch.Tensor | None = None
+
+    @torch.inference_mode()
+    def compact(self, sovits: SoVITS, adapters: Sequence[Adapter] = ()) -> "Reference":
+        """This reference as a voice resident over many requests needs it: the style SoVITS takes
+        from the spectrogram (and embedding), computed once, instead of them (a 10 s clip's
+        spectrogram is 2 MB; the style is 2 KB at the official size). Every SoVITS call of the
+        voice would recompute the same style, so its audio does not change; the style holds for
+        `sovits` with `adapters` only, the model and adapters the voice decodes with."""
+        if self.style is not None:
+            return self
+        with use_adapter(*adapters):
+            style = sovits.reference_style([self.spec], None if self.sv is None else [self.sv])
+        return Reference(self.prompt_tokens, None, self.duration_s, None, style)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.prompt_tokens, self.spec, self.sv, self.style)
+                   if t is not None)
 
 
 @dataclass
@@ -384,9 +403,11 @@ class Synthesizer:
         frames = sovits.prior_frames(tokens.numel(), params.speed)
         noise = torch.randn(frames, sovits.config.inter_channels,
                             generator=fragment_generator(params.seed, index, "sovits")).T.unsqueeze(0)
-        sv = None if voice.reference.sv is None else [voice.reference.sv]
+        ref = voice.reference
+        refer = None if ref.style is not None else [ref.spec]
+        sv = None if ref.sv is None else [ref.sv]
         with use_adapter(*voice.adapters):
-            wave = sovits.decode(tokens.view(1, 1, -1), torch.tensor([unit.phone_ids]), [voice.reference.spec],
+            wave = sovits.decode(tokens.view(1, 1, -1), torch.tensor([unit.phone_ids]), refer, ge=ref.style,
                                  noise_scale=params.noise_scale, speed=params.speed, noise=noise, sv=sv)[0, 0]
         peak = float(wave.abs().max())
         wave = wave / peak if peak > 1 else wave

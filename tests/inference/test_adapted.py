@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.inference.adapter_files import save_random_adapter
+from tests.inference.adapter_files import save_random_adapter, write_random_voices
 from voicefleet.inference.adapted import Backbone, load_adapter_voice, voice_nbytes
 from voicefleet.inference.generation import TokenGenerator
 from voicefleet.inference.pipeline import SynthesisParams, Synthesizer, Voice
@@ -38,13 +38,7 @@ def backbone(tiny_pretrained):
 
 @pytest.fixture(scope="module")
 def adapter_files(tiny_pretrained, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("adapters")
-    gpt = load_gpt(tiny_pretrained.gpt)[0]
-    sovits = load_sovits(tiny_pretrained.sovits_g).model
-    fp = {"gpt": lora.base_fingerprint_of(gpt, "gpt"), "sovits": lora.base_fingerprint_of(sovits, "sovits")}
-    return [{"gpt": save_random_adapter(gpt, "gpt", fp["gpt"], folder / f"v{i}.gpt.lora.safetensors", 2 * i),
-             "sovits": save_random_adapter(sovits, "sovits", fp["sovits"], folder / f"v{i}.sovits.lora.safetensors", 2 * i + 1)}
-            for i in range(N_VOICES)]
+    return write_random_voices(tiny_pretrained, tmp_path_factory.mktemp("adapters"), N_VOICES)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.inference.adapter_files import save_random_adapter
+from tests.inference.adapter_files import write_random_voices
 from voicefleet.inference.adapted import Backbone, load_adapter_voice
 from voicefleet.inference.fast import Bf16Decoder, Int8DecodingStep, fast_sovits, quantize_gpt
 from voicefleet.inference.generation import LayerDecodingStep, TokenGenerator
@@ -54,14 +54,7 @@ def backbone(tiny_pretrained):
 
 @pytest.fixture(scope="module")
 def adapter_files(tiny_pretrained, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fast-adapters")
-    gpt = load_gpt(tiny_pretrained.gpt)[0]
-    sovits = load_sovits(tiny_pretrained.sovits_g).model
-    fp = {"gpt": lora.base_fingerprint_of(gpt, "gpt"), "sovits": lora.base_fingerprint_of(sovits, "sovits")}
-    return [{"gpt": save_random_adapter(gpt, "gpt", fp["gpt"], folder / f"v{i}.gpt.lora.safetensors", 2 * i),
-             "sovits": save_random_adapter(sovits, "sovits", fp["sovits"], folder / f"v{i}.sovits.lora.safetensors",
-                                           2 * i + 1, SOVITS_TARGETS)}
-            for i in range(N_VOICES)]
+    return write_random_voices(tiny_pretrained, tmp_path_factory.mktemp("fast-adapters"), N_VOICES, SOVITS_TARGETS)
 
 
 @pytest.fixture(scope="module")

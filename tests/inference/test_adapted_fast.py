@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.inference.adapter_files import write_random_voices
+from tests.inference.kernels import forget_kernels, select_kernels
 from voicefleet.inference.adapted import Backbone, load_adapter_voice
 from voicefleet.inference.fast import Bf16Decoder, Int8DecodingStep, fast_sovits, quantize_gpt
 from voicefleet.inference.generation import LayerDecodingStep, TokenGenerator
@@ -129,14 +130,7 @@ def test_the_bf16_decoder_adds_a_decoder_adapter_as_its_merged_kernels():
 def test_the_lean_decoding_step_adds_the_adapter_as_the_hooked_layers_do(use_native, monkeypatch):
     """Greedy and sampled tokens of the lean step (native or eager) equal those of the quantised
     GPT's own hooked layers, with rows leaving the batch at different steps."""
-    from voicefleet.inference import native
-
-    if use_native and native.native_library() is None:
-        pytest.skip("native kernels unavailable here")
-    if not use_native:
-        monkeypatch.setenv("VOICEFLEET_NATIVE", "0")
-        native.native_library.cache_clear()
-        native.int8_rows_kernel.cache_clear()
+    select_kernels(use_native, monkeypatch)
     torch.manual_seed(0)
     gpt = gpt_tiny().eval()
     with torch.no_grad():  # hidden[0] == 1 after the last layer, so the EOS logit is 1.5: chosen now and then
@@ -175,8 +169,7 @@ def test_the_lean_decoding_step_adds_the_adapter_as_the_hooked_layers_do(use_nat
     assert torch.equal(per_row.step_logits.nan_to_num(), lean.step_logits.nan_to_num())
     steps = min(len(bare.step_logits), len(lean.step_logits))
     assert not torch.allclose(bare.step_logits[1:steps].nan_to_num(), lean.step_logits[1:steps].nan_to_num(), atol=1e-2)
-    native.native_library.cache_clear()
-    native.int8_rows_kernel.cache_clear()
+    forget_kernels()
 
 
 def test_voices_differ_and_never_change_the_backbone(synth, backbone, voices):

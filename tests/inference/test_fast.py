@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.inference.kernels import forget_kernels, select_kernels
 from voicefleet.models.builders import sovits_tiny
 from voicefleet.models.builders_gpt import gpt_tiny
 from voicefleet.inference.fast import (Bf16Decoder, Int8Bf16Linear, fast_generator, optimize_for_cpu_inference,
@@ -153,16 +154,10 @@ def test_int8_decoding_step_matches_the_layer_step(eos_weight, use_native, monke
     """The quantised GPT's lean decoding step (native, or eager PyTorch without the native
     library) computes what its own layers compute, on a padded batch: run past one cache block
     (the stacked cache grows), and with rows leaving the batch at different steps."""
-    from voicefleet.inference import native
     from voicefleet.inference.fast import Int8DecodingStep
     from voicefleet.inference.generation import CACHE_BLOCK, LayerDecodingStep, TokenGenerator
 
-    if use_native and native.native_library() is None:
-        pytest.skip("native kernels unavailable here")
-    if not use_native:
-        monkeypatch.setenv("VOICEFLEET_NATIVE", "0")
-        native.native_library.cache_clear()
-        native.int8_rows_kernel.cache_clear()
+    select_kernels(use_native, monkeypatch)
     torch.manual_seed(0)
     gpt = gpt_tiny().eval()
     with torch.no_grad():  # hidden[0] == 1, so the EOS logit is eos_weight: never chosen or now and then
@@ -182,8 +177,7 @@ def test_int8_decoding_step_matches_the_layer_step(eos_weight, use_native, monke
             generator=[torch.Generator().manual_seed(i) for i in range(3)])
 
     lean, layered = run(Int8DecodingStep), run(LayerDecodingStep)
-    native.native_library.cache_clear()
-    native.int8_rows_kernel.cache_clear()
+    forget_kernels()
     if eos_weight < 0:
         assert lean.stop_reasons == ["max_steps"] * 3
     else:

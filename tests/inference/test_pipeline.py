@@ -214,22 +214,40 @@ def test_invariant_stage_threads_widen_bert_and_gpt_only(synth, voice, monkeypat
     np.testing.assert_array_equal(narrow, wide)  # these kernels are thread-count invariant here
 
 
+def _on_one_thread(fn):
+    """`fn` computed on one intra-op thread whatever the caller's count: thread-count invariant on
+    any machine (whether this machine's kernels are is what the replicas check, not this test)."""
+    import torch
+
+    def run(*args, **kwargs):
+        own = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(own)
+    return run
+
+
 def test_invariant_stage_check_finds_thread_dependent_kernels(synth, voice, monkeypatch):
     import torch
 
+    bert = _on_one_thread(synth.bert.phone_level_features)
+    generate = _on_one_thread(voice.generator.generate)
+    monkeypatch.setattr(synth.bert, "phone_level_features", bert)
+    monkeypatch.setattr(voice.generator, "generate", generate)
+    monkeypatch.setattr(voice.generator, "generate_batch", _on_one_thread(voice.generator.generate_batch))
     own = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         assert synth.check_invariant_stages(voice, 2) is None
-        original = synth.bert.phone_level_features
 
         def thread_dependent(*args, **kwargs):
-            return original(*args, **kwargs) + 1e-6 * torch.get_num_threads()
+            return bert(*args, **kwargs) + 1e-6 * torch.get_num_threads()
 
         monkeypatch.setattr(synth.bert, "phone_level_features", thread_dependent)
         assert synth.check_invariant_stages(voice, 2) == "BERT features differ between 1 and 2 threads"
-        monkeypatch.undo()
-        generate = voice.generator.generate
+        monkeypatch.setattr(synth.bert, "phone_level_features", bert)
 
         def thread_dependent_logits(*args, **kwargs):
             out = generate(*args, **kwargs)

@@ -15,6 +15,7 @@ import soundfile as sf
 pytestmark = pytest.mark.slow
 
 FLUSH_S = 60  # Ray's processes report metrics to their node every few seconds
+REPORT_S = 11  # longer than one report interval of Ray's processes (10 s by default)
 
 
 def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
@@ -28,6 +29,20 @@ def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
 def total(samples, name: str, **labels: str) -> float:
     """Sum of `name` over every series whose labels include `labels` (all replicas)."""
     return sum(v for n, tags, v in samples if n == name and labels.items() <= tags.items())
+
+
+def settled(url: str) -> list[tuple[str, dict[str, str], float]]:
+    """A scrape once the syntheses of earlier tests have all been reported: the replicas' count
+    stays the same over one report interval (else they would land in this test's counts)."""
+    now, deadline = scrape(url), time.monotonic() + FLUSH_S
+    while time.monotonic() < deadline:
+        time.sleep(REPORT_S)
+        later = scrape(url)
+        name = "ray_voicefleet_synthesis_seconds_count"
+        if total(later, name) == total(now, name):
+            return later
+        now = later
+    return now
 
 
 def series(samples, name: str) -> list[dict[str, str]]:
@@ -49,8 +64,8 @@ def test_metrics_carry_voices_counts_and_audio_seconds(base_url, ray_metrics_por
     assert len(urls) == 1 and urls[0].endswith(f":{ray_metrics_port}/metrics"), urls
     url = urls[0]
     handle = serve.get_deployment_handle("VoiceSynthesizer", app_name="voicefleet")
+    before = settled(url)
     stats_before = handle.stats.remote().result()
-    before = scrape(url)
 
     audio: dict[str, float] = {"alpha": 0.0, "beta": 0.0}
     sent = [("alpha", 1), ("beta", 2), ("alpha", 3)]
